@@ -1,0 +1,124 @@
+"""Safe, atomic file handling for everything iis-hf writes or reads.
+
+Two rules hold everywhere: an output appears complete or not at all (write to a temporary name in
+the same folder, then `os.replace`), and only safetensors and JSON are read (never pickles).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    with _temporary_sibling(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_safetensors_atomic(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file` through a temporary file; tensors are made contiguous first."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with _temporary_sibling(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _temporary_sibling(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success its files are moved into `path`.
+
+    On an exception nothing is moved, so `path` keeps its previous content (or stays absent).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        path.mkdir(parents=True, exist_ok=True)
+        for item in sorted(tmp.iterdir()):
+            target = path / item.name
+            if target.exists() and not overwrite:
+                raise FileExistsError(f"{target} exists; pass overwrite=True or choose another folder")
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """Read a JSON object, turning every failure into a ValueError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{what}: {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: {path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a truncated or foreign file into a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise ValueError(f"{what}: {path} is not a readable safetensors file ({err})") from None
+
+
+def refuse_pickles(folder: str | os.PathLike, what: str) -> None:
+    """Refuse a folder that offers pickled files for our artefacts: we never unpickle them."""
+    folder = Path(folder)
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if found:
+        raise ValueError(
+            f"{what}: {folder} contains pickle files {found}; iis-hf reads only safetensors and JSON. "
+            "Re-save the artefact with save_pretrained() from iis-hf."
+        )
+
+
+def resolve_inside(folder: str | os.PathLike, name: str, what: str) -> Path:
+    """Join a file name read from JSON to its folder, refusing names that escape the folder."""
+    folder = Path(folder).resolve()
+    candidate = (folder / name).resolve()
+    if not isinstance(name, str) or candidate.parent != folder:
+        raise ValueError(f"{what}: file name {name!r} points outside {folder}; use a plain file name")
+    return candidate

@@ -1,0 +1,42 @@
+"""iis-hf: the Inherent Interpretability Score for Hugging Face vision models."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "iis_hf" / "version.py").read_text(), version)
+
+setup(
+    name="iis-hf",
+    version=version["__version__"],
+    description="Measure and improve the inherent interpretability (IIS) of Hugging Face vision models.",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # The evaluate module lives in metrics/iis/ (the layout evaluate expects) and ships inside the
+    # package as iis_hf.evaluate_metric, so `iis-hf install-metric` works from a wheel too.
+    packages=["iis_hf", "iis_hf.evaluate_metric"],
+    package_dir={"iis_hf": "iis_hf", "iis_hf.evaluate_metric": "metrics/iis"},
+    package_data={"iis_hf": ["data/*"], "iis_hf.evaluate_metric": ["*.md", "*.txt"]},
+    install_requires=[
+        # torch is not pinned here: install the build you need first (CPU or CUDA).
+        "torch>=2.1",
+        "transformers>=4.46",
+        "datasets>=2.18",
+        "accelerate>=0.30",
+        "evaluate>=0.4.1",
+        "huggingface_hub>=0.23",
+        "safetensors>=0.4",
+        "scikit-image>=0.21",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+        "tqdm>=4.64",
+        "numpy>=1.24",
+        "pillow>=9.0",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["iis-hf=iis_hf.cli:main"]},
+)
