@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,9 @@ def validate_sparsity_ratios(sparsity_ratios: Sequence[float], minimum: int = 1)
         raise ValueError(f"need at least {minimum} sparsity ratio(s), got {len(ratios)}")
     for r in ratios:
         if math.isnan(r) or not 0.0 <= r < 1.0:
-            raise ValueError(f"sparsity ratio {r} is outside [0, 1): a ratio is the fraction of concepts dropped")
+            raise ValueError(
+                f"sparsity ratio {r} is outside [0, 1): a ratio is the fraction of concepts dropped"
+            )
     duplicates = sorted({r for r in ratios if ratios.count(r) > 1})
     if duplicates:
         raise ValueError(f"duplicate sparsity ratios {duplicates}: give each ratio once")
@@ -83,6 +85,8 @@ class IISResult:
     best_epochs: list[int] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    heads: Any = field(default=None, repr=False, compare=False)
+    probe: Any = field(default=None, repr=False, compare=False)
 
     @property
     def relative_accuracies(self) -> list[float]:
@@ -90,7 +94,8 @@ class IISResult:
         return [a / self.standard_accuracy for a in self.accuracies]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready fields (the trained modules, if attached, are left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("heads", "probe")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IISResult:
@@ -142,3 +147,144 @@ def warn_if_probe_is_weak(result: IISResult) -> None:
         )
 
 
+def compute_iis(
+    train_features,
+    train_labels,
+    eval_features,
+    eval_labels,
+    concepts,
+    *,
+    sparsity_ratios: Sequence[float] = DEFAULT_SPARSITY_RATIOS,
+    num_classes: int | None = None,
+    epochs: int = 30,
+    batch_size: int = 1024,
+    learning_rate: float | Sequence[float] = 1e-2,
+    lr_decay: float = 0.99,
+    model_selection: str = "eval",
+    holdout_fraction: float = 0.1,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+    probe_lbfgs_steps: int = 100,
+    return_heads: bool = False,
+) -> IISResult:
+    """Score a representation: train the probe and one interpretation head per ratio, integrate.
+
+    Args:
+        train_features, eval_features: (N, D) representations (tensor or array); train fits the
+            heads, eval measures them. Use `extract_features` to get them from a model.
+        train_labels, eval_labels: (N,) integer class ids.
+        concepts: a `ConceptBank`, a (C, D) array of concept vectors, or a bank's folder / Hub id.
+        sparsity_ratios: the grid rho; defaults to the published one (0 ... 0.98).
+        epochs, batch_size, learning_rate, lr_decay: the published recipe (Adam, 30 epochs,
+            batch 1024, lr 1e-2, decay 0.99 per epoch). A list of learning rates is a grid: each
+            ratio (and the probe) keeps the best one, all trained in the same pass.
+        model_selection: "eval" (best eval top-1 over epochs, as published; optimistic),
+            "holdout" (choose on `holdout_fraction` of train, report eval) or "last".
+        probe_lbfgs_steps: after the shared pass, run the standard probe to convergence with
+            full-batch L-BFGS (at most this many iterations); it replaces the Adam probe when at
+            least as accurate on the selection data. 0 gives the published Adam-only probe, which
+            can stay below the heads and inflate IIS.
+        return_heads: attach the trained `InterpretationHeads` and probe as `result.heads` and
+            `result.probe` (not serialised).
+    """
+    from .head_training import fit_heads
+
+    ratios = validate_sparsity_ratios(sparsity_ratios, minimum=2)
+    train_x, train_y = (
+        _as_features(train_features, "train_features"),
+        _as_labels(train_labels, "train_labels"),
+    )
+    eval_x, eval_y = _as_features(eval_features, "eval_features"), _as_labels(eval_labels, "eval_labels")
+    for name, x, y in (("train", train_x, train_y), ("eval", eval_x, eval_y)):
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{name}: {x.shape[0]} feature rows but {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} features are empty")
+    if train_x.shape[1] != eval_x.shape[1]:
+        raise ValueError(f"train features have dimension {train_x.shape[1]}, eval features {eval_x.shape[1]}")
+    if num_classes is None:
+        num_classes = int(max(train_y.max(), eval_y.max())) + 1
+    for name, y in (("train", train_y), ("eval", eval_y)):
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise ValueError(
+                f"{name} labels must be in [0, {num_classes}); found {int(y.min())}..{int(y.max())}"
+            )
+    if train_y.unique().numel() < 2:
+        raise ValueError("the training labels hold a single class; IIS needs at least 2 classes")
+
+    fit = fit_heads(
+        train_x,
+        train_y,
+        eval_x,
+        eval_y,
+        concepts,
+        num_classes=num_classes,
+        sparsity_ratios=ratios,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_decay=lr_decay,
+        model_selection=model_selection,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        device=device,
+        progress=progress,
+        refine_probe_steps=probe_lbfgs_steps,
+    )
+    if fit.standard_accuracy <= 0:
+        raise ValueError("the standard probe reached 0% accuracy, so IIS is undefined; check the labels")
+    result = IISResult(
+        iis=inherent_interpretability_score(ratios, fit.accuracies, fit.standard_accuracy),
+        standard_accuracy=fit.standard_accuracy,
+        accuracies=fit.accuracies,
+        sparsity_ratios=ratios,
+        num_concepts=fit.heads.num_concepts,
+        num_classes=num_classes,
+        best_epochs=fit.best_epochs,
+        settings={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "lr_decay": lr_decay,
+            "model_selection": model_selection,
+            "seed": seed,
+            "num_train": int(train_y.shape[0]),
+            "num_eval": int(eval_y.shape[0]),
+            "selected_learning_rates": fit.learning_rates,
+            "standard_learning_rate": fit.standard_learning_rate,
+            "standard_best_epoch": fit.standard_best_epoch,
+            "standard_optimizer": fit.standard_optimizer,
+            **({"holdout_fraction": holdout_fraction} if model_selection == "holdout" else {}),
+        },
+    )
+    if return_heads:
+        result.heads, result.probe = fit.heads, fit.probe
+    warn_if_probe_is_weak(result)
+    return result
+
+
+def _as_features(features, name: str):
+    import torch
+
+    if hasattr(features, "features") and not hasattr(features, "shape"):  # an ExtractedFeatures
+        features = features.features
+    tensor = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        tensor = tensor.float()
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contain NaN or inf values; check the model's precision or the inputs")
+    return tensor
+
+
+def _as_labels(labels, name: str):
+    import torch
+
+    tensor = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+    if tensor.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class ids, got shape {tuple(tensor.shape)}")
+    if tensor.is_floating_point() and not torch.equal(tensor, tensor.round()):
+        raise ValueError(f"{name} must be integer class ids")
+    return tensor.long()

@@ -22,27 +22,70 @@ def tiny_config(arch: str, num_labels: int = 3):
 
     labels = {"num_labels": num_labels}
     if arch == "vit":
-        return tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, **labels)
+        return tf.ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            **labels,
+        )
     if arch == "deit":
-        return tf.DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                             num_attention_heads=2, intermediate_size=64, **labels)
+        return tf.DeiTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            **labels,
+        )
     if arch == "resnet":
-        return tf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
-                               layer_type="basic", **labels)
+        return tf.ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", **labels
+        )
     if arch == "convnext":
         return tf.ConvNextConfig(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], **labels)
     if arch == "swin":
-        return tf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2],
-                             window_size=4, **labels)
+        return tf.SwinConfig(
+            image_size=32,
+            patch_size=4,
+            embed_dim=16,
+            depths=[1, 1],
+            num_heads=[1, 2],
+            window_size=4,
+            **labels,
+        )
     if arch == "dinov2":
-        return tf.Dinov2Config(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=2, mlp_ratio=2, **labels)
+        return tf.Dinov2Config(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            mlp_ratio=2,
+            **labels,
+        )
     if arch == "clip":
-        vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2)
-        text = dict(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=2)
+        vision = dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        )
+        text = dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=2,
+        )
         return tf.CLIPConfig(vision_config=vision, text_config=text, projection_dim=16, **labels)
     raise ValueError(arch)
 
@@ -55,6 +98,8 @@ def build_tiny_model(arch: str, num_labels: int = 3, head: bool = True, seed: in
     torch.manual_seed(seed)
     config = tiny_config(arch, num_labels)
     if head:
+        if arch == "deit":  # DeiT maps to two head classes; AutoModel cannot choose without `architectures`
+            return tf.DeiTForImageClassification(config).eval()
         return tf.AutoModelForImageClassification.from_config(config).eval()
     if arch == "clip":
         return tf.CLIPVisionModel(config.vision_config).eval()
@@ -87,7 +132,7 @@ def make_image_dataset(num_classes: int = 3, per_class: int = 8, size: int = IMA
         for _ in range(per_class):
             img = rng.integers(0, 60, size=(size, size, 3))
             x0, y0 = rng.integers(0, size // 2, size=2)
-            img[y0:y0 + size // 2, x0:x0 + size // 2] = palette[label % len(palette)]
+            img[y0 : y0 + size // 2, x0 : x0 + size // 2] = palette[label % len(palette)]
             images.append(PILImage.fromarray(img.astype(np.uint8)))
             labels.append(label)
     features = Features({"image": Image(), "label": ClassLabel(num_classes=num_classes)})
@@ -103,8 +148,9 @@ def tiny_models(tmp_path_factory):
     def get(arch: str = "vit", head: bool = True, num_labels: int = 3) -> str:
         key = (arch, head, num_labels)
         if key not in cache:
-            cache[key] = save_tiny_model(root / f"{arch}-{'cls' if head else 'base'}-{num_labels}", arch,
-                                         num_labels, head=head)
+            cache[key] = save_tiny_model(
+                root / f"{arch}-{'cls' if head else 'base'}-{num_labels}", arch, num_labels, head=head
+            )
         return cache[key]
 
     return get

@@ -1,0 +1,180 @@
+"""Interpretation heads: concept activations -> LayerNorm -> sparsification -> linear classifier.
+
+`InterpretationHead` is steps 1-5 of the method for one sparsity ratio. `InterpretationHeads` holds
+one head per ratio *stacked* into batched tensors, so all ratios train in one pass over the data:
+the concept projection and the LayerNorm statistics are shared (they do not depend on the ratio),
+and because Adam updates each parameter element on its own, a stacked head follows exactly the
+trajectory it would follow if it were trained alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .concepts import as_concept_projection
+
+LAYER_NORM_EPS = 1e-5
+
+
+def sparsify(activations: torch.Tensor, sparsity_ratio: float) -> torch.Tensor:
+    """Zero every activation whose magnitude is <= the ``int(C * rho)``-th smallest (0-based) one.
+
+    With distinct magnitudes this drops exactly ``int(C * rho) + 1`` of the C concepts, as the
+    published implementation does (``t = sort(|a|)[int(C * rho)]``; keep ``|a| > t``).
+    """
+    num_concepts = activations.shape[-1]
+    k = int(num_concepts * sparsity_ratio)
+    magnitude = activations.abs()
+    threshold = magnitude.kthvalue(k + 1, dim=-1, keepdim=True).values
+    return activations * (magnitude > threshold)
+
+
+def sparsify_stacked(activations: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """`sparsify` for a stack (R, B, C) where ratio r keeps entries above its ``ks[r]``-th magnitude.
+
+    One sort serves every ratio: the thresholds are gathered from the sorted magnitudes.
+    """
+    magnitude = activations.abs()
+    ordered = magnitude.sort(dim=-1).values
+    index = ks.view(-1, 1, 1).expand(-1, activations.shape[1], 1)
+    threshold = ordered.gather(-1, index)
+    return activations * (magnitude > threshold)
+
+
+def uniform_init_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from an explicit generator."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    with torch.no_grad():
+        tensor.copy_((torch.rand(tensor.shape, generator=generator) * 2.0 - 1.0) * bound)
+    return tensor
+
+
+def ratio_generator(seed: int, sparsity_ratio: float) -> torch.Generator:
+    """A generator that depends on the seed and the ratio only, not on the rest of the grid.
+
+    This is what makes a head initialised inside a stack identical to the same head built alone.
+    """
+    return torch.Generator().manual_seed(seed * 1_000_003 + round(sparsity_ratio * 1_000_000))
+
+
+class InterpretationHead(nn.Module):
+    """Predict from the strongest concepts of a representation (DESIGN.md steps 1-5).
+
+    Args:
+        concepts: a `ConceptBank` or a (C, D) array of concept vectors (rows are L2-normalised here).
+        num_classes: number of output classes.
+        sparsity_ratio: fraction rho of concepts dropped per sample, in [0, 1).
+    """
+
+    def __init__(self, concepts, num_classes: int, sparsity_ratio: float = 0.0):
+        super().__init__()
+        if not 0.0 <= float(sparsity_ratio) < 1.0:
+            raise ValueError(f"sparsity_ratio must be in [0, 1), got {sparsity_ratio}")
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.concepts = as_concept_projection(concepts)
+        self.sparsity_ratio = float(sparsity_ratio)
+        self.norm = nn.LayerNorm(self.concepts.num_concepts, eps=LAYER_NORM_EPS)
+        self.classifier = nn.Linear(self.concepts.num_concepts, int(num_classes))
+
+    @property
+    def num_concepts(self) -> int:
+        return self.concepts.num_concepts
+
+    def concept_activations(self, representations: torch.Tensor) -> torch.Tensor:
+        """The sparse, normalised concept activations the classifier sees (B, C)."""
+        activations = self.norm(self.concepts(representations))
+        return sparsify(activations, self.sparsity_ratio)
+
+    def forward(self, representations: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.concept_activations(representations))
+
+
+class InterpretationHeads(nn.Module):
+    """One interpretation head per sparsity ratio, stacked so that all ratios run in one pass.
+
+    The input of each batch can be the representations (`forward`) or, when the concept projection
+    is fixed, activations already projected and normalised once for the whole data set
+    (`forward_normalized`): this is what makes scoring cost little more than reading the features.
+    """
+
+    def __init__(self, concepts, num_classes: int, sparsity_ratios: Sequence[float], seed: int = 0):
+        super().__init__()
+        from .score import validate_sparsity_ratios
+
+        ratios = validate_sparsity_ratios(sparsity_ratios)
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.concepts = as_concept_projection(concepts)
+        num_concepts = self.concepts.num_concepts
+        self.sparsity_ratios = ratios
+        self.register_buffer("ks", torch.tensor([int(num_concepts * r) for r in ratios]), persistent=False)
+        self.norm_weight = nn.Parameter(torch.ones(len(ratios), num_concepts))
+        self.norm_bias = nn.Parameter(torch.zeros(len(ratios), num_concepts))
+        self.weight = nn.Parameter(torch.empty(len(ratios), int(num_classes), num_concepts))
+        self.bias = nn.Parameter(torch.empty(len(ratios), int(num_classes)))
+        for i, ratio in enumerate(ratios):
+            generator = ratio_generator(seed, ratio)
+            uniform_init_(self.weight.data[i], num_concepts, generator)
+            uniform_init_(self.bias.data[i], num_concepts, generator)
+
+    @property
+    def num_concepts(self) -> int:
+        return self.concepts.num_concepts
+
+    def normalize(self, representations: torch.Tensor) -> torch.Tensor:
+        """Project onto the concepts and apply LayerNorm's normalisation (without its affine)."""
+        return F.layer_norm(self.concepts(representations), (self.num_concepts,), eps=LAYER_NORM_EPS)
+
+    def concept_activations_normalized(self, normalized: torch.Tensor) -> torch.Tensor:
+        """(B, C) normalised activations -> (R, B, C) sparse activations, one slice per ratio."""
+        affine = normalized.unsqueeze(0) * self.norm_weight.unsqueeze(1) + self.norm_bias.unsqueeze(1)
+        return sparsify_stacked(affine, self.ks)
+
+    def forward_normalized(self, normalized: torch.Tensor) -> torch.Tensor:
+        """(B, C) normalised activations -> (R, B, num_classes) logits."""
+        sparse = self.concept_activations_normalized(normalized)
+        return torch.baddbmm(self.bias.unsqueeze(1), sparse, self.weight.transpose(1, 2))
+
+    def forward(self, representations: torch.Tensor) -> torch.Tensor:
+        """(B, D) representations -> (R, B, num_classes) logits."""
+        return self.forward_normalized(self.normalize(representations))
+
+    def head(self, sparsity_ratio: float) -> InterpretationHead:
+        """A standalone `InterpretationHead` with the trained parameters of one ratio."""
+        if float(sparsity_ratio) not in self.sparsity_ratios:
+            raise ValueError(f"no head for ratio {sparsity_ratio}; trained ratios are {self.sparsity_ratios}")
+        index = self.sparsity_ratios.index(float(sparsity_ratio))
+        single = InterpretationHead(self.concepts, self.weight.shape[1], sparsity_ratio)
+        with torch.no_grad():
+            single.norm.weight.copy_(self.norm_weight[index])
+            single.norm.bias.copy_(self.norm_bias[index])
+            single.classifier.weight.copy_(self.weight[index])
+            single.classifier.bias.copy_(self.bias[index])
+        return single
+
+
+class LinearProbe(nn.Module):
+    """The standard head: a linear classifier on standardised representations (A0 of the IIS).
+
+    Standardising with the train mean/std lets Adam converge in the same budget as the heads,
+    whose LayerNorm does the same job; an unconverged probe inflates IIS (DESIGN.md).
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int, seed: int = 0):
+        super().__init__()
+        dim = mean.numel()
+        self.register_buffer("mean", mean.reshape(1, dim).float())
+        self.register_buffer("std", std.reshape(1, dim).float())
+        self.classifier = nn.Linear(dim, int(num_classes))
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + 999_999_937)
+        uniform_init_(self.classifier.weight.data, dim, generator)
+        uniform_init_(self.classifier.bias.data, dim, generator)
+
+    def forward(self, representations: torch.Tensor) -> torch.Tensor:
+        return self.classifier((representations.float() - self.mean) / self.std)
