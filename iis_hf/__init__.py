@@ -27,6 +27,12 @@ _EXPORTS = {
     "IISTrainer": "trainer",
     "IISTrainingArguments": "trainer",
     "IISModelForImageClassification": "modeling",
+    "ConceptClassifier": "explain",
+    "Explanation": "explain",
+    "ConceptContribution": "explain",
+    "explain_prediction": "explain",  # `iis_hf.explain` is the module; its `explain` is this function
+    "iis_model_from_heads": "explain",
+    "read_concept_words": "text_concepts",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -34,11 +40,19 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from .concepts import ConceptBank
     from .data import load_digits_dataset
+    from .explain import (
+        ConceptClassifier,
+        ConceptContribution,
+        Explanation,
+        explain_prediction,
+        iis_model_from_heads,
+    )
     from .features import ExtractedFeatures, extract_features
     from .heads import InterpretationHead, InterpretationHeads
     from .metric_install import install_metric, metric_path
     from .modeling import IISModelForImageClassification
     from .score import DEFAULT_SPARSITY_RATIOS, IISResult, compute_iis, inherent_interpretability_score
+    from .text_concepts import read_concept_words
     from .trainer import IISTrainer, IISTrainingArguments
 
 

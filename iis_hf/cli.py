@@ -1,4 +1,4 @@
-"""The `iis-hf` command: score, install-metric, demo.
+"""The `iis-hf` command: score, explain, install-metric, demo, finetune.
 
 Bad input ends with one line on stderr and exit code 2; outputs are assembled in a temporary
 folder and moved into place only when everything succeeded.
@@ -14,7 +14,7 @@ from pathlib import Path
 from .score import DEFAULT_SPARSITY_RATIOS
 from .version import __version__
 
-CONCEPT_KINDS = ("prototype-patches", "prototype-segments", "cluster")
+CONCEPT_KINDS = ("prototype-patches", "prototype-segments", "cluster", "text")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXIT_BAD_INPUT = 2
 
@@ -66,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_scoring_arguments(score)
     score.set_defaults(func=cmd_score)
 
+    explain = commands.add_parser(
+        "explain",
+        help="explain the interpretation head's prediction for one image by its concepts",
+        description="Predict one image's class from the interpretation head of a model saved by "
+        "IISModelForImageClassification / IISTrainer, print the concepts that contributed most "
+        "(activation x class weight), and write a figure.",
+    )
+    explain.add_argument(
+        "--model", required=True, help="folder or Hub id saved by IISModelForImageClassification / IISTrainer"
+    )
+    explain.add_argument("--image", required=True, help="the image file to explain")
+    explain.add_argument("--output", required=True, help="the PNG figure to write")
+    explain.add_argument(
+        "--sparsity-ratio", type=float, default=None, help="which head (default: the model's last ratio)"
+    )
+    explain.add_argument("--top-k", type=int, default=8, help="how many concepts to show")
+    explain.add_argument("--json", action="store_true", help="print the explanation as JSON instead of text")
+    explain.set_defaults(func=cmd_explain)
+
     install = commands.add_parser(
         "install-metric", help="register the evaluate module so evaluate.load('iis') works offline"
     )
@@ -86,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    # Everything after `finetune` goes to transformers' HfArgumentParser untouched: prefix_chars="+"
+    # keeps argparse from reading `--do_train`, `--help`, ... as options of this subparser.
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune an image classifier with IISTrainer (run_image_classification.py arguments)",
+        description="Arguments as in transformers' run_image_classification.py, plus the --iis_* "
+        "IISTrainingArguments; see `iis-hf finetune --help`.",
+        add_help=False,
+        prefix_chars="+",
+    )
+    finetune.add_argument(
+        "finetune_args", nargs=argparse.REMAINDER, help="arguments, or one .json file holding them"
+    )
+    finetune.set_defaults(func=cmd_finetune)
     return parser
 
 
@@ -115,6 +149,31 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
     concepts.add_argument("--num-concepts", type=int, default=200)
     concepts.add_argument("--images-per-class", type=int, default=10)
+    concepts.add_argument(
+        "--concept-file",
+        default=None,
+        help="--concepts text: one word per line (default: the starter vocabulary shipped with iis-hf)",
+    )
+    concepts.add_argument(
+        "--clip-model",
+        default=None,
+        help="--concepts text: CLIP Hub id or folder with its processor (default: openai/clip-vit-base-patch32)",
+    )
+    concepts.add_argument(
+        "--clip-cutoff", type=float, default=0.25, help="--concepts text: drop words CLIP scores <= this"
+    )
+    concepts.add_argument(
+        "--interpretability-cutoff",
+        type=float,
+        default=0.45,
+        help="--concepts text: drop words the backbone matches <= this on held-out images",
+    )
+    concepts.add_argument(
+        "--projection-epochs",
+        type=int,
+        default=1000,
+        help="--concepts text: Adam epochs of the projection fit (early-stopped on held-out images)",
+    )
 
     heads = parser.add_argument_group("interpretation heads")
     heads.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_SPARSITY_RATIOS))
@@ -183,6 +242,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             "image_column": image_column,
             "label_column": label_column,
             "concepts": args.concept_bank or args.concepts,
+            **text_concept_metadata(args),
             "layer": args.layer,
             "pooling": args.pooling,
             "precision": args.precision,
@@ -206,12 +266,25 @@ def check_scoring_arguments(args: argparse.Namespace) -> None:
     if len(args.ratios) < 2:
         raise UsageError("give at least 2 sparsity ratios to --ratios")
     validate_sparsity_ratios(args.ratios)
-    positive = ("num_concepts", "images_per_class", "epochs", "head_batch_size", "batch_size")
+    positive = (
+        "num_concepts",
+        "images_per_class",
+        "epochs",
+        "head_batch_size",
+        "batch_size",
+        "projection_epochs",
+    )
     for name in positive:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if any(lr <= 0 for lr in args.learning_rate):
         raise UsageError("--learning-rate values must be > 0")
+    if args.concepts != "text" and (args.concept_file or args.clip_model):
+        raise UsageError("--concept-file and --clip-model apply to --concepts text only")
+    if args.concepts == "text" and args.concept_file and not args.concept_bank:
+        from .text_concepts import read_concept_words
+
+        read_concept_words(args.concept_file)  # a missing or empty file fails before any extraction
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
@@ -244,7 +317,9 @@ def run_scoring(model, processor, train, evaluation, image_column, label_column,
     )
     train_features = extract_features(model, train, **extract)
     eval_features = extract_features(model, evaluation, **extract)
-    bank = build_concepts(model, processor, train, image_column, label_column, args)
+    bank = build_concepts(
+        model, processor, train, image_column, label_column, args, features=train_features.features
+    )
     if bank.dim != train_features.features.shape[1]:
         raise UsageError(
             f"the concept bank has dimension {bank.dim} but the model gives "
@@ -273,11 +348,13 @@ def run_scoring(model, processor, train, evaluation, image_column, label_column,
     return result, bank
 
 
-def build_concepts(model, processor, train, image_column, label_column, args):
+def build_concepts(model, processor, train, image_column, label_column, args, features=None):
     from .concepts import ConceptBank
 
     if args.concept_bank:
         return ConceptBank.from_pretrained(args.concept_bank)
+    if args.concepts == "text":
+        return build_text_concepts(model, processor, train, image_column, args, features)
     common = dict(
         image_processor=processor,
         image_column=image_column,
@@ -294,6 +371,45 @@ def build_concepts(model, processor, train, image_column, label_column, args):
         return ConceptBank.from_clusters(library, args.num_concepts, seed=args.seed)
     parts = "patches" if args.concepts == "prototype-patches" else "segments"
     return ConceptBank.from_prototypes(model, train, parts=parts, num_concepts=args.num_concepts, **common)
+
+
+def build_text_concepts(model, processor, train, image_column, args, features=None):
+    """Text concepts on the training images (the probe set), reusing their features when given."""
+    from .concepts import ConceptBank
+    from .text_concepts import DEFAULT_CLIP_MODEL, DEFAULT_CONCEPT_FILE
+
+    return ConceptBank.from_text(
+        getattr(args, "concept_file", None) or DEFAULT_CONCEPT_FILE,
+        getattr(args, "clip_model", None) or DEFAULT_CLIP_MODEL,
+        backbone=model,
+        probe_dataset=train,
+        features=features,
+        image_processor=processor,
+        image_column=image_column,
+        layer=args.layer,
+        pooling=args.pooling,
+        clip_cutoff=getattr(args, "clip_cutoff", 0.25),
+        interpretability_cutoff=getattr(args, "interpretability_cutoff", 0.45),
+        epochs=getattr(args, "projection_epochs", 1000),
+        extraction_batch_size=args.batch_size,
+        precision=args.precision,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+
+
+def text_concept_metadata(args: argparse.Namespace) -> dict:
+    if args.concept_bank or args.concepts != "text":
+        return {}
+    from .text_concepts import DEFAULT_CLIP_MODEL, DEFAULT_CONCEPT_FILE
+
+    return {
+        "concept_file": args.concept_file or f"{DEFAULT_CONCEPT_FILE.name} (iis-hf starter vocabulary)",
+        "clip_model": args.clip_model or DEFAULT_CLIP_MODEL,
+        "clip_cutoff": args.clip_cutoff,
+        "interpretability_cutoff": args.interpretability_cutoff,
+    }
 
 
 def write_outputs(output_dir, results: dict, bank, title: str, extra_files: dict | None = None) -> None:
@@ -313,6 +429,27 @@ def write_outputs(output_dir, results: dict, bank, title: str, extra_files: dict
             (tmp / name).write_text(content)
 
 
+# ---------------------------------------------------------------------------- explain
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from .explain import explain, open_image
+    from .modeling import IISModelForImageClassification
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    image = open_image(args.image)  # a bad image fails before the model is loaded
+    model = IISModelForImageClassification.from_pretrained(args.model)
+    explanation = explain(model, image, sparsity_ratio=args.sparsity_ratio, top_k=args.top_k)
+    if args.json:
+        report = json.dumps({**explanation.to_dict(), "model": args.model, "image": args.image}, indent=2)
+    else:
+        report = f"{args.image}: {explanation.summary()}\nwrote {args.output}"
+    explanation.plot(args.output)  # last: the figure appears only when everything else succeeded
+    print(report)
+    return 0
+
+
 # ---------------------------------------------------------------------------- install-metric
 def cmd_install_metric(args: argparse.Namespace) -> int:
     from .metric_install import install_metric
@@ -322,6 +459,14 @@ def cmd_install_metric(args: argparse.Namespace) -> int:
     print(
         "use it offline from any folder: HF_EVALUATE_OFFLINE=1 python -c \"import evaluate; evaluate.load('iis')\""
     )
+    return 0
+
+
+# ---------------------------------------------------------------------------- finetune
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import main as finetune_main
+
+    finetune_main(args.finetune_args, prog="iis-hf finetune")
     return 0
 
 

@@ -1,8 +1,11 @@
 """Concept banks: the C directions a representation is interpreted along, with where they came from.
 
 A prototype concept is the backbone's own embedding of an image part (a cell of a 4 x 4 grid or a
-SLIC superpixel); a cluster concept is a k-means centre of many prototypes. On disk a bank is one
-safetensors file (vectors, thumbnails) and one JSON file (names, sources, provenance).
+SLIC superpixel); a cluster concept is a k-means centre of many prototypes; a text concept is a word
+whose activation is a learned linear projection of the representation, fitted to CLIP's image-text
+similarities and standardised (built in `iis_hf.text_concepts`). On disk a bank is one safetensors
+file (vectors, thumbnails; or a text bank's projection) and one JSON file (names, sources,
+provenance).
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ PROTOTYPE_KINDS = ("prototype-patches", "prototype-segments")
 THUMBNAIL_SIZE = 32
 GREY_FILL = 117
 SLIC_SETTINGS = (10, 20, 30)
+
+
+PROJECTION_TYPE = "linear-standardized"
+PROJECTION_PREFIX = "projection."
+PROJECTION_KEYS = ("weight", "mean", "std")
+FORMAT_VERSION = 1  # banks of fixed concept vectors (readable by every iis-hf release)
+FORMAT_VERSION_PROJECTION = 2  # banks carrying a learned projection (text concepts)
 
 
 class FixedConcepts(nn.Module):
@@ -62,6 +72,64 @@ class FixedConcepts(nn.Module):
         return representations.to(self.vectors.dtype) @ self.vectors.T
 
 
+class LinearConcepts(nn.Module):
+    """Standardised activations ``(x @ W.T - mean) / std`` of a learned projection (text concepts).
+
+    Unlike `FixedConcepts` the rows of W are *not* normalised: W, mean and std were fitted together
+    (`iis_hf.text_concepts`), so that each activation has mean 0 and standard deviation 1 over the
+    probe images it was fitted on. All three are buffers, never trainable parameters.
+    """
+
+    def __init__(self, weight: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        weight, mean, std = check_projection_state({"weight": weight, "mean": mean, "std": std})
+        self.register_buffer("weight", weight)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    @property
+    def num_concepts(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, representations: torch.Tensor) -> torch.Tensor:
+        if representations.shape[-1] != self.dim:
+            raise ValueError(
+                f"representations have dimension {representations.shape[-1]} but the concept projection "
+                f"expects {self.dim}: the concept bank was built for another model (or another layer)"
+            )
+        return (representations.to(self.weight.dtype) @ self.weight.T - self.mean) / self.std
+
+
+def check_projection_state(state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate a learned projection: weight (C, D), mean (C,), std (C,) > 0, all finite."""
+    if not isinstance(state, dict) or set(state) != set(PROJECTION_KEYS):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"a concept projection needs exactly the tensors {list(PROJECTION_KEYS)}, got {found}"
+        )
+    weight, mean, std = (
+        torch.as_tensor(np.asarray(state[k]) if not torch.is_tensor(state[k]) else state[k]).detach().float()
+        for k in PROJECTION_KEYS
+    )
+    if weight.ndim != 2 or weight.shape[0] < 1:
+        raise ValueError(f"projection weight must be a (C, D) array, got shape {tuple(weight.shape)}")
+    num_concepts = weight.shape[0]
+    if tuple(mean.shape) != (num_concepts,) or tuple(std.shape) != (num_concepts,):
+        raise ValueError(
+            f"projection mean and std must have shape ({num_concepts},), got {tuple(mean.shape)} and "
+            f"{tuple(std.shape)}"
+        )
+    if not all(torch.isfinite(t).all() for t in (weight, mean, std)):
+        raise ValueError("the concept projection contains NaN or inf")
+    if not (std > 0).all():
+        raise ValueError("the concept projection's std must be > 0 for every concept")
+    return weight, mean, std
+
+
 def normalize_rows(vectors: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows; rows already of unit norm are kept bit-for-bit, so save/load is exact."""
     norms = vectors.norm(dim=1, keepdim=True)
@@ -86,13 +154,17 @@ class ConceptBank:
     """Concept vectors with their names and provenance.
 
     Attributes:
-        vectors: (C, D) concept directions in representation space.
+        vectors: (C, D) concept directions in representation space (rows L2-normalised). For a
+            bank with a learned projection these are the normalised rows of its weight.
         names: one readable name per concept.
-        kind: "prototype-patches", "prototype-segments", "cluster" or "custom".
+        kind: "prototype-patches", "prototype-segments", "cluster", "text" or "custom".
         sources: per concept, where it came from (dataset row, label, pixel box of the part).
         thumbnails: optional (C, 3, h, w) uint8 pictures of each concept's source part, so an
             explanation can show a concept without the original dataset.
         provenance: how the bank was built (model, dataset fingerprint, settings, versions).
+        projection_state: None for fixed concept vectors (activations ``x @ vectors.T``), or a learned
+            projection ``{"weight": (C, D), "mean": (C,), "std": (C,)}`` whose activations are
+            ``(x @ weight.T - mean) / std`` (text concepts; see `ConceptBank.from_text`).
     """
 
     vectors: torch.Tensor
@@ -101,8 +173,20 @@ class ConceptBank:
     sources: list[dict[str, Any]] | None = None
     thumbnails: torch.Tensor | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    projection_state: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self):
+        if self.projection_state is not None:
+            weight, mean, std = check_projection_state(self.projection_state)
+            self.projection_state = {"weight": weight, "mean": mean, "std": std}
+            if self.vectors is None:
+                self.vectors = weight
+            elif tuple(torch.as_tensor(self.vectors).shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"vectors have shape {tuple(torch.as_tensor(self.vectors).shape)} but the projection "
+                    f"weight has shape {tuple(weight.shape)}"
+                )
+            self.vectors = weight  # the directions of a learned projection are its (normalised) rows
         self.vectors = FixedConcepts(self.vectors).vectors
         self.names = [str(n) for n in self.names]
         if len(self.names) != self.num_concepts:
@@ -131,8 +215,19 @@ class ConceptBank:
     def __repr__(self) -> str:
         return f"ConceptBank(kind={self.kind!r}, num_concepts={self.num_concepts}, dim={self.dim})"
 
+    @property
+    def has_projection(self) -> bool:
+        """Whether activations come from a learned projection (text concepts) rather than ``x @ P.T``."""
+        return self.projection_state is not None
+
     def projection(self) -> nn.Module:
-        """The module that turns representations into raw concept activations."""
+        """The module that turns representations into raw concept activations.
+
+        `FixedConcepts` (``x @ vectors.T``) for prototype, cluster and custom banks; `LinearConcepts`
+        (standardised ``x @ weight.T``) for a bank with a learned projection.
+        """
+        if self.projection_state is not None:
+            return LinearConcepts(**self.projection_state)
         return FixedConcepts(self.vectors)
 
     def subset(self, indices) -> ConceptBank:
@@ -144,6 +239,9 @@ class ConceptBank:
             sources=[self.sources[i] for i in indices] if self.sources is not None else None,
             thumbnails=self.thumbnails[indices] if self.thumbnails is not None else None,
             provenance=dict(self.provenance),
+            projection_state={k: v[indices] for k, v in self.projection_state.items()}
+            if self.projection_state is not None
+            else None,
         )
 
     # ------------------------------------------------------------------ building
@@ -236,6 +334,76 @@ class ConceptBank:
         )
 
     @classmethod
+    def from_text(
+        cls,
+        concepts,
+        clip_model="openai/clip-vit-base-patch32",
+        *,
+        backbone=None,
+        probe_dataset=None,
+        features=None,
+        clip_similarities=None,
+        clip_processor=None,
+        image_processor=None,
+        image_column: str | None = None,
+        layer: int | None = None,
+        pooling: str = "default",
+        prompt: str = "{}",
+        clip_cutoff: float = 0.25,
+        interpretability_cutoff: float = 0.45,
+        top_k: int = 5,
+        holdout_fraction: float = 0.2,
+        epochs: int = 1000,
+        learning_rate: float = 1e-3,
+        batch_size: int = 5000,
+        extraction_batch_size: int = 64,
+        precision: str = "fp32",
+        seed: int = 0,
+        device=None,
+        progress: bool = True,
+    ) -> ConceptBank:
+        """Text concepts: words scored by CLIP, with a projection from the backbone learned to match.
+
+        Words (a list, or a file with one per line) whose mean top-`top_k` CLIP similarity over the
+        probe images is <= `clip_cutoff` are dropped; a linear projection from the backbone's
+        representation is fitted to CLIP's similarities (cosine of mean-centred, cubed activations);
+        words whose match on `holdout_fraction` of the probe images is <= `interpretability_cutoff`
+        are dropped; the activations are standardised with the train mean/std. The bank's kind is
+        "text" and its `projection()` is the standardised linear map. `backbone=` and
+        `probe_dataset=` are needed unless `features=` (the probe images' representations) and
+        `clip_similarities=` (N_images x num_words) are given. Every argument is described in
+        `iis_hf.text_concepts.text_concept_bank`.
+        """
+        from .text_concepts import text_concept_bank
+
+        return text_concept_bank(
+            concepts,
+            clip_model,
+            backbone=backbone,
+            probe_dataset=probe_dataset,
+            features=features,
+            clip_similarities=clip_similarities,
+            clip_processor=clip_processor,
+            image_processor=image_processor,
+            image_column=image_column,
+            layer=layer,
+            pooling=pooling,
+            prompt=prompt,
+            clip_cutoff=clip_cutoff,
+            interpretability_cutoff=interpretability_cutoff,
+            top_k=top_k,
+            holdout_fraction=holdout_fraction,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            extraction_batch_size=extraction_batch_size,
+            precision=precision,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+
+    @classmethod
     def from_clusters(cls, library, num_concepts: int, *, seed: int = 0) -> ConceptBank:
         """k-means (scikit-learn) over a prototype library; the normalised centres are the concepts.
 
@@ -245,6 +413,11 @@ class ConceptBank:
         from sklearn.cluster import KMeans
 
         bank = library if isinstance(library, ConceptBank) else None
+        if bank is not None and bank.has_projection:
+            raise ValueError(
+                f"cannot cluster a {bank.kind!r} bank: its concepts are a learned projection, not vectors; "
+                "cluster a prototype library (ConceptBank.from_prototypes) instead"
+            )
         vectors = bank.vectors if bank is not None else FixedConcepts(library).vectors
         if num_concepts < 1 or num_concepts > vectors.shape[0]:
             raise ValueError(
@@ -283,15 +456,22 @@ class ConceptBank:
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write `concept_bank.safetensors` and `concept_bank.json` (each atomically)."""
         save_directory = Path(save_directory)
-        tensors = {"vectors": self.vectors}
+        if self.projection_state is not None:
+            # No "vectors" tensor: a reader that does not know projections fails instead of silently
+            # using the normalised rows, which are not the activations this bank defines.
+            tensors = {PROJECTION_PREFIX + k: v for k, v in self.projection_state.items()}
+        else:
+            tensors = {"vectors": self.vectors}
         if self.thumbnails is not None:
             tensors["thumbnails"] = self.thumbnails
         save_safetensors_atomic(tensors, save_directory / WEIGHTS_NAME)
+        extra = {"projection": PROJECTION_TYPE} if self.projection_state is not None else {}
         write_json_atomic(
             save_directory / CONFIG_NAME,
             {
                 "format": FORMAT,
-                "format_version": 1,
+                "format_version": FORMAT_VERSION_PROJECTION if extra else FORMAT_VERSION,
+                **extra,
                 "kind": self.kind,
                 "num_concepts": self.num_concepts,
                 "dim": self.dim,
@@ -329,11 +509,27 @@ class ConceptBank:
             isinstance(sources, list) and all(isinstance(s, dict) for s in sources)
         ):
             raise ValueError(f"{folder / CONFIG_NAME}: 'sources' must be a list of objects or null")
+        version = config.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION_PROJECTION:
+            raise ValueError(
+                f"{folder / CONFIG_NAME} has format_version {version!r}, newer than this iis-hf "
+                f"({__version__}) reads: upgrade iis-hf"
+            )
         tensors = read_safetensors(folder / WEIGHTS_NAME, "concept bank weights")
-        if "vectors" not in tensors:
+        projection_state = None
+        projection = config.get("projection")
+        if projection is not None:
+            if projection != PROJECTION_TYPE:
+                raise ValueError(f"{folder / CONFIG_NAME}: unknown concept projection {projection!r}")
+            missing = [PROJECTION_PREFIX + k for k in PROJECTION_KEYS if PROJECTION_PREFIX + k not in tensors]
+            if missing:
+                raise ValueError(f"{folder / WEIGHTS_NAME} lacks the projection tensors {missing}")
+            projection_state = {k: tensors[PROJECTION_PREFIX + k] for k in PROJECTION_KEYS}
+        elif "vectors" not in tensors:
             raise ValueError(f"{folder / WEIGHTS_NAME} has no 'vectors' tensor")
         bank = cls(
-            vectors=tensors["vectors"],
+            vectors=tensors.get("vectors"),
+            projection_state=projection_state,
             names=names,
             kind=str(config.get("kind", "custom")),
             sources=sources,

@@ -178,6 +178,27 @@ class _ImageList:
         return {"pixel_values": _pixel_values(self.image_processor, images)}
 
 
+class _PixelTensor:
+    """Pixel values already prepared by the caller: (N, 3, H, W), batches are slices."""
+
+    def __init__(self, pixels: torch.Tensor):
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        if indices and indices[-1] - indices[0] + 1 == len(indices):  # contiguous: a view, no copy
+            return {"pixel_values": self.pixels[indices[0] : indices[-1] + 1]}
+        return {"pixel_values": self.pixels[indices]}
+
+
+def _hash_tensor(tensor: torch.Tensor) -> str:
+    digest = hashlib.sha256(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+    digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "pixels-" + digest.hexdigest()
+
+
 class _Source(NamedTuple):
     batches: Any  # indexable by a list of row indices -> {"pixel_values", ["labels"]}
     num_rows: int
@@ -210,6 +231,19 @@ def _prepare_source(dataset, image_processor, image_column, label_column) -> _So
             fingerprint=lambda: str(dataset._fingerprint),
             columns={"image_column": image_column, "label_column": label_column},
         )
+    if torch.is_tensor(dataset):
+        if dataset.dim() != 4 or not dataset.is_floating_point() or dataset.shape[0] == 0:
+            raise ValueError(
+                f"a tensor dataset must hold prepared pixel values (N, 3, H, W) floats, got {tuple(dataset.shape)} "
+                f"{dataset.dtype}; pass images (a datasets.Dataset or a list of PIL images) instead"
+            )
+        return _Source(
+            batches=_PixelTensor(dataset),
+            num_rows=dataset.shape[0],
+            has_labels=False,
+            fingerprint=lambda: _hash_tensor(dataset),
+            columns={"image_column": None, "label_column": None},
+        )
     if isinstance(dataset, (list, tuple)):
         if image_column is not None or label_column is not None:
             raise ValueError(
@@ -226,7 +260,8 @@ def _prepare_source(dataset, image_processor, image_column, label_column) -> _So
             columns={"image_column": None, "label_column": None},
         )
     raise ValueError(
-        f"dataset must be a datasets.Dataset with an image column or a list of PIL images, "
+        f"dataset must be a datasets.Dataset with an image column, a list of PIL images or a (N, 3, H, W) "
+        f"tensor of pixel values, "
         f"got {type(dataset).__name__}"
     )
 
@@ -508,12 +543,14 @@ def _run_chunks(
     pending: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     with tqdm(total=total, desc="extracting features", unit="img", disable=not bar) as pbar:
         for i, batch in enumerate(loader):
-            features = _forward(model, batch["pixel_values"], device, layer, pooling, precision).cpu()
+            # Features stay on the device until the chunk is complete: no host sync per batch, so
+            # the accelerator keeps working while the next batch is loaded.
+            features = _forward(model, batch["pixel_values"], device, layer, pooling, precision)
             pending.append((features, batch.get("labels")))
             pbar.update(features.shape[0])
             if i + 1 == len(batches) or owners[i + 1] != owners[i]:
                 labels = torch.cat([p[1] for p in pending]) if source.has_labels else None
-                yield owners[i], torch.cat([p[0] for p in pending]), labels
+                yield owners[i], torch.cat([p[0] for p in pending]).cpu(), labels
                 pending = []
 
 

@@ -33,7 +33,7 @@ FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp alone g
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    with _temporary_sibling(path) as tmp:
+    with temporary_sibling(path) as tmp:
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
@@ -52,13 +52,13 @@ def save_safetensors_atomic(
     """`safetensors.torch.save_file` through a temporary file; tensors are made contiguous first."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with _temporary_sibling(path) as tmp:
+    with temporary_sibling(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
         os.replace(tmp, path)
 
 
 @contextlib.contextmanager
-def _temporary_sibling(path: Path) -> Iterator[Path]:
+def temporary_sibling(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -1,9 +1,10 @@
 """Train the standard probe and the interpretation heads of every ratio in one pass over features.
 
 The published recipe (Adam, exponential decay 0.99 per epoch, 30 epochs, batch 1024, best top-1
-over epochs) is the default. Speed comes from two facts: with fixed concepts, projection and
-LayerNorm statistics are computed once for the whole data set, and every ratio (and every learning
-rate of a grid) is a slice of one batched computation.
+over epochs) is the default. Speed comes from three facts: with fixed concepts, projection and
+LayerNorm statistics are computed once for the whole data set; every ratio (and every learning
+rate of a grid) is a slice of one batched computation; and features are read once, in chunks, so
+a memory-mapped `FeatureStore` larger than memory works too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .heads import InterpretationHeads, LinearProbe
 
 MODEL_SELECTIONS = ("eval", "holdout", "last")
 CHUNK = 16384
-PROBE_L2 = 1e-4  # keeps the probe's optimum finite on separable data; small enough not to cost accuracy
+RELEASE_EVERY = 64  # batches between releases of a memory-mapped store's pages
 
 
 @dataclass
@@ -35,15 +36,65 @@ class HeadFit:
     standard_learning_rate: float
     heads: InterpretationHeads
     probe: LinearProbe
-    standard_selection_accuracy: float = 0.0
-    standard_optimizer: str = "adam"
+    probe_steps: int = 0
     history: list[dict] = field(default_factory=list)
 
 
+class Rows:
+    """Features held in memory (a tensor) or on disk (a `FeatureStore`), read as float32."""
+
+    def __init__(self, data, index: torch.Tensor | None = None):
+        self.data, self.index = data, index  # index: an optional subset of rows, sorted
+        self.is_store = not torch.is_tensor(data)
+
+    def __len__(self) -> int:
+        return len(self.index) if self.index is not None else self.data.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.data.shape[1]
+
+    def subset(self, index: torch.Tensor) -> Rows:
+        return Rows(self.data, index if self.index is None else self.index[index])
+
+    def chunks(self, size: int = CHUNK):
+        """(start, float32 chunk) over the rows in order; a store's pages are released as it goes."""
+        if self.index is not None:
+            for start in range(0, len(self), size):
+                yield start, self.gather(torch.arange(start, min(start + size, len(self))))
+            return
+        for start in range(0, len(self), size):
+            stop = min(start + size, len(self))
+            yield start, self.data.chunk(start, stop) if self.is_store else self.data[start:stop].float()
+
+    def gather(self, positions: torch.Tensor) -> torch.Tensor:
+        rows = positions if self.index is None else self.index[positions.cpu()]
+        if self.is_store:
+            return self.data.rows(rows.cpu())
+        return self.data[rows.to(self.data.device)].float()
+
+    def release(self) -> None:
+        if self.is_store:
+            self.data.release_all()
+
+    def to_device(self, device: torch.device) -> Rows:
+        """Copy to the accelerator in float16 when it fits comfortably, so batches gather there."""
+        if device.type != "cuda":
+            return self
+        needed = len(self) * self.dim * 2
+        free, _ = torch.cuda.mem_get_info(device)
+        if needed > free // 3:
+            return self
+        resident = torch.empty(len(self), self.dim, dtype=torch.float16, device=device)
+        for start, chunk in self.chunks():
+            resident[start : start + chunk.shape[0]] = chunk.to(device, non_blocking=True)
+        return Rows(resident)
+
+
 def fit_heads(
-    train_features: torch.Tensor,
+    train_features,
     train_labels: torch.Tensor,
-    eval_features: torch.Tensor,
+    eval_features,
     eval_labels: torch.Tensor,
     concepts,
     *,
@@ -58,15 +109,18 @@ def fit_heads(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
-    refine_probe_steps: int = 100,
+    probe_min_steps: int = 1000,
 ) -> HeadFit:
     """Fit the probe and one head per (ratio, learning rate); select per ratio by `model_selection`.
 
     `model_selection`: "eval" picks the best epoch on the eval features (the published protocol,
     which flatters the score a little); "holdout" trains on all but `holdout_fraction` of the train
     features, picks epoch and learning rate on the held-out part and reports eval accuracy there;
-    "last" reports the last epoch. `refine_probe_steps` > 0 then runs the probe to convergence
-    with L-BFGS (see `refine_standard_probe`); 0 keeps the published Adam-only probe.
+    "last" reports the last epoch.
+
+    The probe trains in the same pass as the heads on standardised features; when that pass gives
+    it fewer than `probe_min_steps` Adam steps (small data sets), it continues alone until it has
+    them. An unconverged probe would let the heads beat it and inflate IIS (DESIGN.md).
     """
     if model_selection not in MODEL_SELECTIONS:
         raise ValueError(f"model_selection must be one of {MODEL_SELECTIONS}, got {model_selection!r}")
@@ -79,26 +133,27 @@ def fit_heads(
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     device = torch.device(device) if device is not None else default_device()
 
+    train, evaluation = Rows(train_features), Rows(eval_features)
     if model_selection == "holdout":
-        train_idx, select_idx = stratified_split(train_labels, holdout_fraction, seed)
-        select_features, select_labels = train_features[select_idx], train_labels[select_idx]
-        train_features, train_labels = train_features[train_idx], train_labels[train_idx]
+        keep, held = stratified_split(train_labels, holdout_fraction, seed)
+        selection, select_labels = train.subset(held), train_labels[held]
+        train, train_labels = train.subset(keep), train_labels[keep]
     else:
-        select_features, select_labels = eval_features, eval_labels
+        selection, select_labels = evaluation, eval_labels
 
-    train_y = train_labels.to(device)
-    mean, std = feature_moments(train_features)
-    probes = [LinearProbe(mean, std, num_classes, seed).to(device) for _ in learning_rates]
     stacks = [
         InterpretationHeads(concepts, num_classes, sparsity_ratios, seed).to(device) for _ in learning_rates
     ]
     if any(p.requires_grad for p in stacks[0].concepts.parameters()):
         raise NotImplementedError("trainable concept projections are trained with the head, not by fit_heads")
+    mean, std = feature_moments(train)
+    probes = [LinearProbe(mean, std, num_classes, seed).to(device) for _ in learning_rates]
     normalize = stacks[0].normalize
-    train_z = project(normalize, train_features, device)
-    eval_z = project(normalize, eval_features, device)
-    select_z = eval_z if model_selection != "holdout" else project(normalize, select_features, device)
-    train_x = train_features.to(device)
+    train_z = project(normalize, train, device)
+    eval_z = project(normalize, evaluation, device)
+    select_z = eval_z if model_selection != "holdout" else project(normalize, selection, device)
+    train_x = train.to_device(device)
+    train_y, eval_y, select_y = (t.to(device) for t in (train_labels, eval_labels, select_labels))
 
     optimizers, schedulers = [], []
     for lr, probe, stack in zip(learning_rates, probes, stacks):
@@ -108,117 +163,69 @@ def fit_heads(
 
     num_ratios = len(stacks[0].sparsity_ratios)
     best = Selection(len(learning_rates), num_ratios)
-    best_state = (
-        [copy.deepcopy(s.state_dict()) for s in stacks],
-        [copy.deepcopy(p.state_dict()) for p in probes],
-    )
+    best_heads = [copy.deepcopy(s.state_dict()) for s in stacks]
+    best_probes = [copy.deepcopy(p.state_dict()) for p in probes]
     history: list[dict] = []
     shuffle = torch.Generator().manual_seed(seed)
-    n = train_y.shape[0]
-    bar = tqdm(range(epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
+    n = len(train)
+    steps_per_epoch = -(-n // batch_size)
+    probe_epochs = max(epochs, -(-probe_min_steps // steps_per_epoch))
+    bar = tqdm(range(probe_epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for start in range(0, n, batch_size):
+        heads_train = epoch < epochs
+        order = torch.randperm(n, generator=shuffle)
+        for step, start in enumerate(range(0, n, batch_size)):
             idx = order[start : start + batch_size]
-            z, x, y = train_z[idx], train_x[idx], train_y[idx]
+            x, y = train_x.gather(idx).to(device, non_blocking=True), train_y[idx.to(device)]
+            z = train_z[idx.to(train_z.device)].to(device, non_blocking=True) if heads_train else None
             for probe, stack, optimizer in zip(probes, stacks, optimizers):
-                logits = stack.forward_normalized(z)
-                # Sum over ratios of each ratio's mean loss: every head gets exactly its own gradient.
-                loss = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(num_ratios), reduction="sum")
-                loss = loss / y.shape[0] + F.cross_entropy(probe(x), y)
+                loss = F.cross_entropy(probe(x), y)
+                if heads_train:
+                    logits = stack.forward_normalized(z)
+                    # Sum over ratios of each ratio's mean loss: every head gets exactly its own gradient.
+                    heads_loss = F.cross_entropy(
+                        logits.reshape(-1, num_classes), y.repeat(num_ratios), reduction="sum"
+                    )
+                    loss = loss + heads_loss / y.shape[0]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+            if step % RELEASE_EVERY == RELEASE_EVERY - 1:
+                train_x.release()
         for scheduler in schedulers:
             scheduler.step()
 
         record = {"epoch": epoch, "standard": [], "heads": []}
         for li, (probe, stack) in enumerate(zip(probes, stacks)):
-            eval_probe, eval_heads = evaluate(probe, stack, eval_features, eval_z, eval_labels, device)
+            eval_probe, eval_heads = evaluate(
+                probe, stack if heads_train else None, evaluation, eval_z, eval_y, device
+            )
             if model_selection == "holdout":
                 sel_probe, sel_heads = evaluate(
-                    probe, stack, select_features, select_z, select_labels, device
+                    probe, stack if heads_train else None, selection, select_z, select_y, device
                 )
             else:
                 sel_probe, sel_heads = eval_probe, eval_heads
-            improved_heads, improved_probe = best.update(
-                li, epoch, sel_heads, sel_probe, eval_heads, eval_probe, last=model_selection == "last"
-            )
-            for r in improved_heads:
-                copy_ratio_state(best_state[0][li], stack.state_dict(), r)
-            if improved_probe:
-                best_state[1][li] = copy.deepcopy(probe.state_dict())
+            last = model_selection == "last"
+            if heads_train:
+                for r in best.update_heads(
+                    li, epoch, sel_heads, eval_heads, last=last and epoch == epochs - 1
+                ):
+                    copy_ratio_state(best_heads[li], stack.state_dict(), r)
+            if best.update_probe(li, epoch, sel_probe, eval_probe, last=last and epoch == probe_epochs - 1):
+                best_probes[li] = copy.deepcopy(probe.state_dict())
             record["standard"].append(eval_probe)
             record["heads"].append(eval_heads)
         history.append(record)
-        bar.set_postfix(
-            A0=f"{max(record['standard']):.3f}", A_last=f"{max(h[-1] for h in record['heads']):.3f}"
-        )
+        postfix = {"A0": f"{max(record['standard']):.3f}"}
+        if heads_train:
+            postfix["A_last"] = f"{max(h[-1] for h in record['heads']):.3f}"
+        bar.set_postfix(postfix)
+    train_x.release()
 
-    fit = best.result(stacks, probes, best_state, learning_rates, history)
-    if refine_probe_steps > 0:
-        refine_standard_probe(
-            fit,
-            train_x,
-            train_y,
-            (select_features, select_labels),
-            (eval_features, eval_labels),
-            device,
-            refine_probe_steps,
-        )
+    fit = best.result(stacks, probes, best_heads, best_probes, learning_rates, history)
+    fit.probe_steps = probe_epochs * steps_per_epoch
     return fit
-
-
-def refine_standard_probe(fit, train_x, train_y, selection, evaluation, device, max_iter) -> None:
-    """Run the probe to convergence with full-batch L-BFGS, warm-started from Adam's best epoch.
-
-    A probe trained with the heads' small step budget can stay below the heads, which inflates IIS
-    (DESIGN.md, "measured pitfall"). Logistic regression is convex, so L-BFGS reaches its optimum in
-    a few dozen passes; the refined probe replaces Adam's when it is at least as good on the
-    selection data.
-    """
-    probe = copy.deepcopy(fit.probe).train()
-    params = list(probe.classifier.parameters())
-    optimizer = torch.optim.LBFGS(
-        params,
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7,
-        tolerance_change=1e-10,
-    )
-    n = train_y.shape[0]
-
-    def closure():
-        optimizer.zero_grad(set_to_none=False)
-        total = torch.zeros((), device=device)
-        for start in range(0, n, CHUNK):
-            x, y = train_x[start : start + CHUNK], train_y[start : start + CHUNK]
-            loss = F.cross_entropy(probe(x), y, reduction="sum") / n
-            loss.backward()
-            total += loss.detach()
-        penalty = PROBE_L2 / 2 * probe.classifier.weight.pow(2).sum()
-        penalty.backward()
-        return total + penalty.detach()
-
-    optimizer.step(closure)
-    probe.eval()
-    select_accuracy = probe_accuracy(probe, *selection, device)
-    if select_accuracy >= fit.standard_selection_accuracy:
-        fit.probe = probe
-        fit.standard_selection_accuracy = select_accuracy
-        fit.standard_accuracy = probe_accuracy(probe, *evaluation, device)
-        fit.standard_optimizer = "lbfgs"
-
-
-@torch.no_grad()
-def probe_accuracy(probe, features, labels, device) -> float:
-    correct = 0
-    for start in range(0, labels.shape[0], CHUNK):
-        logits = probe(features[start : start + CHUNK].to(device))
-        correct += (logits.argmax(-1) == labels[start : start + CHUNK].to(device)).sum().item()
-    return correct / labels.shape[0]
 
 
 class Selection:
@@ -232,31 +239,32 @@ class Selection:
         self.probe_reported = [0.0] * num_lrs
         self.probe_epoch = [0] * num_lrs
 
-    def update(self, li, epoch, sel_heads, sel_probe, eval_heads, eval_probe, last=False):
+    def update_heads(self, li, epoch, selection, reported, last=False) -> list[int]:
         improved = []
-        for r, (s, e) in enumerate(zip(sel_heads, eval_heads)):
+        for r, (s, e) in enumerate(zip(selection, reported)):
             if last or s > self.score[li][r]:
                 self.score[li][r], self.reported[li][r], self.epoch[li][r] = s, e, epoch
                 improved.append(r)
-        probe_improved = last or sel_probe > self.probe_score[li]
-        if probe_improved:
-            self.probe_score[li], self.probe_reported[li], self.probe_epoch[li] = sel_probe, eval_probe, epoch
-        return improved, probe_improved
+        return improved
 
-    def result(self, stacks, probes, best_state, learning_rates, history) -> HeadFit:
+    def update_probe(self, li, epoch, selection, reported, last=False) -> bool:
+        if last or selection > self.probe_score[li]:
+            self.probe_score[li], self.probe_reported[li], self.probe_epoch[li] = selection, reported, epoch
+            return True
+        return False
+
+    def result(self, stacks, probes, best_heads, best_probes, learning_rates, history) -> HeadFit:
         num_ratios = len(self.score[0])
-        chosen = [
-            max(range(len(learning_rates)), key=lambda li: (self.score[li][r], -li))
-            for r in range(num_ratios)
-        ]
+        lrs = range(len(learning_rates))
+        chosen = [max(lrs, key=lambda li: (self.score[li][r], -li)) for r in range(num_ratios)]
         heads = stacks[0]
-        merged = copy.deepcopy(best_state[0][0])
+        merged = copy.deepcopy(best_heads[0])
         for r, li in enumerate(chosen):
-            copy_ratio_state(merged, best_state[0][li], r)
+            copy_ratio_state(merged, best_heads[li], r)
         heads.load_state_dict(merged)
-        probe_li = max(range(len(learning_rates)), key=lambda li: (self.probe_score[li], -li))
+        probe_li = max(lrs, key=lambda li: (self.probe_score[li], -li))
         probe = probes[probe_li]
-        probe.load_state_dict(best_state[1][probe_li])
+        probe.load_state_dict(best_probes[probe_li])
         return HeadFit(
             accuracies=[self.reported[li][r] for r, li in enumerate(chosen)],
             standard_accuracy=self.probe_reported[probe_li],
@@ -264,7 +272,6 @@ class Selection:
             standard_best_epoch=self.probe_epoch[probe_li],
             learning_rates=[learning_rates[li] for li in chosen],
             standard_learning_rate=learning_rates[probe_li],
-            standard_selection_accuracy=self.probe_score[probe_li],
             heads=heads.eval(),
             probe=probe.eval(),
             history=history,
@@ -277,37 +284,44 @@ def copy_ratio_state(target: dict, source: dict, ratio_index: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(probe, stack, features, normalized, labels, device) -> tuple[float, list[float]]:
-    """Top-1 accuracy of the probe and of each ratio's head, in chunks."""
-    n = labels.shape[0]
-    probe_correct = 0
-    head_correct = torch.zeros(len(stack.sparsity_ratios), dtype=torch.long, device=device)
-    for start in range(0, n, CHUNK):
-        y = labels[start : start + CHUNK].to(device)
-        probe_correct += (probe(features[start : start + CHUNK].to(device)).argmax(-1) == y).sum().item()
-        head_correct += (stack.forward_normalized(normalized[start : start + CHUNK]).argmax(-1) == y).sum(-1)
-    return probe_correct / n, (head_correct.double() / n).tolist()
+def evaluate(probe, stack, rows: Rows, normalized, labels, device) -> tuple[float, list[float]]:
+    """Top-1 accuracy of the probe and (when `stack` is given) of each ratio's head, in chunks."""
+    n = len(rows)
+    probe_correct = torch.zeros((), dtype=torch.long, device=device)
+    head_correct = torch.zeros(
+        len(stack.sparsity_ratios) if stack is not None else 0, dtype=torch.long, device=device
+    )
+    for start, chunk in rows.chunks():
+        y = labels[start : start + chunk.shape[0]]
+        probe_correct += (probe(chunk.to(device)).argmax(-1) == y).sum()
+        if stack is not None:
+            z = normalized[start : start + chunk.shape[0]].to(device)
+            head_correct += (stack.forward_normalized(z).argmax(-1) == y).sum(-1)
+    return probe_correct.item() / n, (head_correct.double() / n).tolist()
 
 
 @torch.no_grad()
-def project(normalize, features: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Normalised concept activations of all features, computed once, chunk by chunk."""
-    chunks = [
-        normalize(features[s : s + CHUNK].to(device).float()) for s in range(0, features.shape[0], CHUNK)
-    ]
-    return torch.cat(chunks) if chunks else torch.empty(0, device=device)
+def project(normalize, rows: Rows, device: torch.device) -> torch.Tensor:
+    """Normalised concept activations of all rows, computed once, chunk by chunk, on `device`."""
+    out = None
+    for start, chunk in rows.chunks():
+        z = normalize(chunk.to(device))
+        if out is None:
+            out = torch.empty(len(rows), z.shape[1], dtype=z.dtype, device=device)
+        out[start : start + z.shape[0]] = z
+    return out if out is not None else torch.empty(0, device=device)
 
 
 @torch.no_grad()
-def feature_moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_moments(rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std (float64 accumulation, chunked); constant dimensions get std 1."""
-    total = torch.zeros(features.shape[1], dtype=torch.float64)
+    total = torch.zeros(rows.dim, dtype=torch.float64)
     total_sq = torch.zeros_like(total)
-    for s in range(0, features.shape[0], CHUNK):
-        chunk = features[s : s + CHUNK].to(torch.float64)
+    for _, chunk in rows.chunks():
+        chunk = chunk.to(torch.float64)
         total += chunk.sum(0)
         total_sq += (chunk * chunk).sum(0)
-    n = max(features.shape[0], 1)
+    n = max(len(rows), 1)
     mean = total / n
     std = (total_sq / n - mean * mean).clamp_min(0).sqrt()
     std[std < 1e-8] = 1.0

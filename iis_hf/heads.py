@@ -136,10 +136,13 @@ class InterpretationHeads(nn.Module):
         affine = normalized.unsqueeze(0) * self.norm_weight.unsqueeze(1) + self.norm_bias.unsqueeze(1)
         return sparsify_stacked(affine, self.ks)
 
+    def classify(self, sparse: torch.Tensor) -> torch.Tensor:
+        """(R, B, C) sparse activations -> (R, B, num_classes) logits."""
+        return torch.baddbmm(self.bias.unsqueeze(1), sparse, self.weight.transpose(1, 2))
+
     def forward_normalized(self, normalized: torch.Tensor) -> torch.Tensor:
         """(B, C) normalised activations -> (R, B, num_classes) logits."""
-        sparse = self.concept_activations_normalized(normalized)
-        return torch.baddbmm(self.bias.unsqueeze(1), sparse, self.weight.transpose(1, 2))
+        return self.classify(self.concept_activations_normalized(normalized))
 
     def forward(self, representations: torch.Tensor) -> torch.Tensor:
         """(B, D) representations -> (R, B, num_classes) logits."""

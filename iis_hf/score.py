@@ -165,15 +165,16 @@ def compute_iis(
     seed: int = 0,
     device=None,
     progress: bool = True,
-    probe_lbfgs_steps: int = 100,
+    probe_min_steps: int = 1000,
     return_heads: bool = False,
 ) -> IISResult:
     """Score a representation: train the probe and one interpretation head per ratio, integrate.
 
     Args:
-        train_features, eval_features: (N, D) representations (tensor or array); train fits the
-            heads, eval measures them. Use `extract_features` to get them from a model.
-        train_labels, eval_labels: (N,) integer class ids.
+        train_features, eval_features: (N, D) representations: a tensor, an array, or a
+            `FeatureStore` (float16 on disk, read memory-mapped in chunks); train fits the heads,
+            eval measures them. Use `extract_features` to get them from a model.
+        train_labels, eval_labels: (N,) integer class ids (None: the store's own labels).
         concepts: a `ConceptBank`, a (C, D) array of concept vectors, or a bank's folder / Hub id.
         sparsity_ratios: the grid rho; defaults to the published one (0 ... 0.98).
         epochs, batch_size, learning_rate, lr_decay: the published recipe (Adam, 30 epochs,
@@ -181,10 +182,10 @@ def compute_iis(
             ratio (and the probe) keeps the best one, all trained in the same pass.
         model_selection: "eval" (best eval top-1 over epochs, as published; optimistic),
             "holdout" (choose on `holdout_fraction` of train, report eval) or "last".
-        probe_lbfgs_steps: after the shared pass, run the standard probe to convergence with
-            full-batch L-BFGS (at most this many iterations); it replaces the Adam probe when at
-            least as accurate on the selection data. 0 gives the published Adam-only probe, which
-            can stay below the heads and inflate IIS.
+        probe_min_steps: the standard probe (standardised inputs, trained in the same pass as the
+            heads) continues alone until it has had at least this many Adam steps. 0 gives the
+            published budget, which on small data sets leaves the probe below the heads and
+            inflates IIS.
         return_heads: attach the trained `InterpretationHeads` and probe as `result.heads` and
             `result.probe` (not serialised).
     """
@@ -193,9 +194,12 @@ def compute_iis(
     ratios = validate_sparsity_ratios(sparsity_ratios, minimum=2)
     train_x, train_y = (
         _as_features(train_features, "train_features"),
-        _as_labels(train_labels, "train_labels"),
+        _as_labels(train_labels, train_features, "train_labels"),
     )
-    eval_x, eval_y = _as_features(eval_features, "eval_features"), _as_labels(eval_labels, "eval_labels")
+    eval_x, eval_y = (
+        _as_features(eval_features, "eval_features"),
+        _as_labels(eval_labels, eval_features, "eval_labels"),
+    )
     for name, x, y in (("train", train_x, train_y), ("eval", eval_x, eval_y)):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"{name}: {x.shape[0]} feature rows but {y.shape[0]} labels")
@@ -230,7 +234,7 @@ def compute_iis(
         seed=seed,
         device=device,
         progress=progress,
-        refine_probe_steps=probe_lbfgs_steps,
+        probe_min_steps=probe_min_steps,
     )
     if fit.standard_accuracy <= 0:
         raise ValueError("the standard probe reached 0% accuracy, so IIS is undefined; check the labels")
@@ -254,7 +258,7 @@ def compute_iis(
             "selected_learning_rates": fit.learning_rates,
             "standard_learning_rate": fit.standard_learning_rate,
             "standard_best_epoch": fit.standard_best_epoch,
-            "standard_optimizer": fit.standard_optimizer,
+            "probe_steps": fit.probe_steps,
             **({"holdout_fraction": holdout_fraction} if model_selection == "holdout" else {}),
         },
     )
@@ -265,8 +269,13 @@ def compute_iis(
 
 
 def _as_features(features, name: str):
+    """A float tensor or a FeatureStore, validated (finite values are checked chunk by chunk)."""
     import torch
 
+    from .feature_store import FeatureStore
+
+    if isinstance(features, FeatureStore):
+        return features  # validated when it was written
     if hasattr(features, "features") and not hasattr(features, "shape"):  # an ExtractedFeatures
         features = features.features
     tensor = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
@@ -274,14 +283,19 @@ def _as_features(features, name: str):
         raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         tensor = tensor.float()
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contain NaN or inf values; check the model's precision or the inputs")
+    for start in range(0, tensor.shape[0], 65536):
+        if not torch.isfinite(tensor[start : start + 65536]).all():
+            raise ValueError(f"{name} contain NaN or inf values; check the model's precision or the inputs")
     return tensor
 
 
-def _as_labels(labels, name: str):
+def _as_labels(labels, features, name: str):
     import torch
 
+    if labels is None:
+        labels = getattr(features, "labels", None)
+        if labels is None:
+            raise ValueError(f"{name} are missing: pass them, or a FeatureStore written with labels")
     tensor = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
     if tensor.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of class ids, got shape {tuple(tensor.shape)}")

@@ -1,0 +1,237 @@
+"""Head training, side by side: the published pipeline's shape vs `iis_hf.compute_iis`.
+
+Both sides train on the same synthetic features (planted class structure, ImageNet-shaped but sized
+for the machine), with the same concepts, ratios, epochs, batch size and optimizer recipe, and
+report the best eval top-1 per ratio:
+
+(a) reference: a re-implementation, written for this benchmark from DESIGN.md, of the published
+    pipeline's shape: every feature a separate Python object in a per-sample dataset, a DataLoader
+    with batch 1024, one head per ratio trained in turn (the concept projection recomputed for
+    each batch of each head), and a sort of every batch for every ratio; the standard probe is
+    trained the same way;
+(b) ours: `iis_hf.compute_iis` (all ratios in one pass, projection and normalisation computed
+    once; its probe is also included in the time).
+
+    python benchmarks/bench_heads.py                                 # N=100k, D=768, C=200, K=100
+    python benchmarks/bench_heads.py --growth 25000 50000 100000 200000   # ours only, time vs N
+    python benchmarks/bench_heads.py --rows 2000 --dim 32 --epochs 2  # tiny (used by the tests)
+
+The last line printed is one JSON object: reference_s, ours_s, speedup, max_accuracy_gap
+(or, with --growth, the times and the fitted exponent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iis_hf import DEFAULT_SPARSITY_RATIOS, compute_iis
+
+
+def planted_features(rows: int, dim: int, classes: int, seed: int, separation: float = 0.35):
+    """Gaussian classes in a random low-rank subspace plus isotropic noise: a moderate probe accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.randn(64, dim, generator=torch.Generator().manual_seed(12345)) / math.sqrt(64)
+    means = torch.randn(classes, 64, generator=torch.Generator().manual_seed(54321)) @ basis * separation * 8
+    labels = torch.randint(0, classes, (rows,), generator=generator)
+    return means[labels] + torch.randn(rows, dim, generator=generator), labels
+
+
+# ----------------------------------------------------------------------------- (a) the reference
+class PerSampleDataset(torch.utils.data.Dataset):
+    """One Python object per feature, as the published pipeline keeps them."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.items = [(features[i].clone(), int(labels[i])) for i in range(features.shape[0])]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class ReferenceHead(nn.Module):
+    def __init__(self, concepts: torch.Tensor, num_classes: int, ratio: float):
+        super().__init__()
+        self.register_buffer("concepts", F.normalize(concepts, dim=1))
+        self.norm = nn.LayerNorm(concepts.shape[0])
+        self.fc = nn.Linear(concepts.shape[0], num_classes)
+        self.ratio = ratio
+
+    def forward(self, x):
+        a = self.norm(x @ self.concepts.T)
+        threshold = torch.sort(a.abs(), dim=1).values[:, int(a.shape[1] * self.ratio)].unsqueeze(1)
+        return self.fc(a * (a.abs() > threshold))
+
+
+def train_reference(module, train_loader, eval_loader, epochs: int, lr: float) -> float:
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99)
+    best = 0.0
+    for _ in range(epochs):
+        module.train()
+        for x, y in train_loader:
+            loss = F.cross_entropy(module(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        module.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in eval_loader:
+                correct += (module(x).argmax(1) == y).sum().item()
+                total += y.shape[0]
+        best = max(best, correct / total)
+    return best
+
+
+def reference_pipeline(train, evaluation, concepts, num_classes, ratios, epochs, batch_size, lr, seed):
+    torch.manual_seed(seed)
+    train_set, eval_set = PerSampleDataset(*train), PerSampleDataset(*evaluation)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
+    eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=batch_size)
+    accuracies = [
+        train_reference(ReferenceHead(concepts, num_classes, r), train_loader, eval_loader, epochs, lr)
+        for r in ratios
+    ]
+    mean, std = train[0].mean(0), train[0].std(0).clamp_min(1e-8)
+    probe = nn.Sequential(Standardize(mean, std), nn.Linear(train[0].shape[1], num_classes))
+    standard = train_reference(probe, train_loader, eval_loader, epochs, lr)
+    return accuracies, standard
+
+
+class Standardize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+# ----------------------------------------------------------------------------- the runs
+def run_ours(train, evaluation, concepts, num_classes, ratios, epochs, batch_size, lr, seed, device):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = compute_iis(
+            *train,
+            *evaluation,
+            concepts,
+            sparsity_ratios=ratios,
+            num_classes=num_classes,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            seed=seed,
+            device=device,
+            progress=False,
+            probe_min_steps=0,
+        )
+    return result
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--eval-rows", type=int, default=None, help="default: rows / 5")
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--concepts", type=int, default=200)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--growth", type=int, nargs="*", default=None, help="time ours at these N; fit exponent"
+    )
+    args = parser.parse_args(argv)
+    ratios = list(DEFAULT_SPARSITY_RATIOS)
+    concepts = torch.randn(args.concepts, args.dim, generator=torch.Generator().manual_seed(7))
+    eval_rows = args.eval_rows or max(args.rows // 5, 100)
+    evaluation = planted_features(eval_rows, args.dim, args.classes, args.seed + 1)
+    common = dict(
+        num_classes=args.classes,
+        ratios=ratios,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.learning_rate,
+        seed=args.seed,
+    )
+
+    if args.growth:
+        times = []
+        for rows in args.growth:
+            train = planted_features(rows, args.dim, args.classes, args.seed)
+            started = time.perf_counter()
+            run_ours(train, evaluation, concepts, device=args.device, **common)
+            times.append(time.perf_counter() - started)
+            print(f"N={rows:>8}: {times[-1]:.2f} s")
+        exponent = float(np.polyfit(np.log(args.growth), np.log(times), 1)[0])
+        result = {
+            "rows": args.growth,
+            "seconds": [round(t, 3) for t in times],
+            "exponent": round(exponent, 3),
+            "epochs": args.epochs,
+            "dim": args.dim,
+            "concepts": args.concepts,
+            "classes": args.classes,
+        }
+        print(f"fitted exponent of time vs N: {exponent:.3f} (1.0 = linear)")
+        print(json.dumps(result))
+        return result
+
+    train = planted_features(args.rows, args.dim, args.classes, args.seed)
+    print(
+        f"N={args.rows} train / {eval_rows} eval, D={args.dim}, C={args.concepts}, K={args.classes}, "
+        f"{len(ratios)} ratios, {args.epochs} epochs, batch {args.batch_size}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    ours = run_ours(train, evaluation, concepts, device=args.device, **common)
+    ours_s = time.perf_counter() - started
+    print(f"ours:      {ours_s:8.1f} s", flush=True)
+    started = time.perf_counter()
+    reference, reference_standard = reference_pipeline(train, evaluation, concepts, **common)
+    reference_s = time.perf_counter() - started
+    print(f"reference: {reference_s:8.1f} s", flush=True)
+    gaps = [abs(a - b) * 100 for a, b in zip(ours.accuracies, reference)]
+    print(f"{'ratio':>6} {'reference':>10} {'ours':>8} {'gap (pts)':>10}")
+    for r, a, b, g in zip(ratios, reference, ours.accuracies, gaps):
+        print(f"{r:>6.2f} {a:>10.4f} {b:>8.4f} {g:>10.2f}")
+    print(
+        f"{'probe':>6} {reference_standard:>10.4f} {ours.standard_accuracy:>8.4f} "
+        f"{abs(reference_standard - ours.standard_accuracy) * 100:>10.2f}"
+    )
+    result = {
+        "reference_s": round(reference_s, 2),
+        "ours_s": round(ours_s, 2),
+        "speedup": round(reference_s / ours_s, 2),
+        "max_accuracy_gap": round(max(gaps), 3),
+        "probe_accuracy_gap": round(abs(reference_standard - ours.standard_accuracy) * 100, 3),
+        "rows": args.rows,
+        "dim": args.dim,
+        "concepts": args.concepts,
+        "classes": args.classes,
+        "epochs": args.epochs,
+        "device": args.device,
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,605 @@
+"""Fine-tune an image classifier with interpretability maximization, the `run_image_classification.py` way.
+
+This is transformers' image-classification example with `IISTrainer` in place of `Trainer`: the
+same three argument dataclasses (`ModelArguments`, `DataTrainingArguments` and the training
+arguments, here `IISTrainingArguments`), the same dataset sources, checkpoint resumption, metrics
+files and model card. The loss becomes ``CE(model) + iis_weight * CE(interpretation heads)`` and
+every evaluation also reports the Inherent Interpretability Score (`eval_iis`).
+
+Entry points: `run(model_args, data_args, training_args)` (returns the metrics), `main(argv)`
+(parses the command line or a single JSON/YAML file), `iis-hf finetune ...` and
+`examples/run_image_classification_iis.py`.
+
+Images are prepared without torchvision: training images get a random resized crop and a
+horizontal flip written with PIL (`random_resized_crop`), then the model's own image processor
+rescales and normalises them; evaluation images go through the image processor unchanged
+(resize and centre crop as the model was pre-trained).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .trainer import IISTrainer, IISTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "google/vit-base-patch16-224-in21k"
+VALIDATION_SPLIT_NAMES = ("validation", "valid", "val")
+
+
+# ---------------------------------------------------------------------------- arguments
+@dataclass
+class ModelArguments:
+    """Which model, configuration and image processor to fine-tune from."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Hub model id or local save_pretrained folder of an image-classification model"},
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "config name or path, if not the same as model_name_or_path"}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "where to store models and datasets downloaded from the Hub"}
+    )
+    model_revision: str = field(
+        default="main", metadata={"help": "model version to use: a branch name, tag name or commit id"}
+    )
+    image_processor_name: str | None = field(
+        default=None, metadata={"help": "image processor name or path, if not the same as model_name_or_path"}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub token for private models and datasets (default: the one `hf auth login` stored)"
+        },
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "start a new classification head when the checkpoint's head has another number of classes"
+        },
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which images to train and evaluate on."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset id, a folder written by save_to_disk, or a folder of images with one sub-folder "
+            "per class (imagefolder)"
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub dataset"}
+    )
+    train_dir: str | None = field(
+        default=None, metadata={"help": "a folder of training images, one sub-folder per class"}
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "a folder of validation images, one sub-folder per class"}
+    )
+    train_val_split: float | None = field(
+        default=0.15,
+        metadata={
+            "help": "fraction of the train split held out for validation when there is no validation split"
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "use a random subset of this many training images (seeded)"}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "use a random subset of this many validation images (seeded)"}
+    )
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "column holding the images (default: the datasets.Image column)"}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "column holding the labels (default: the ClassLabel column)"}
+    )
+
+    def __post_init__(self):
+        if self.dataset_name is None and self.train_dir is None:
+            raise ValueError(
+                "no dataset given: pass --dataset_name (a Hub dataset id, a save_to_disk folder or an image "
+                "folder) or --train_dir (and optionally --validation_dir)"
+            )
+        if self.dataset_name is not None and (self.train_dir is not None or self.validation_dir is not None):
+            raise ValueError("pass either --dataset_name or --train_dir/--validation_dir, not both")
+        if self.train_val_split is not None and not 0.0 <= self.train_val_split < 1.0:
+            raise ValueError(f"--train_val_split must be in [0, 1), got {self.train_val_split}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+
+
+# ---------------------------------------------------------------------------- images
+def model_input_size(image_processor) -> tuple[int, int]:
+    """(height, width) of the images the processor hands to the model.
+
+    `image_processor.size` is a `SizeDict` in transformers 5 (a dict before): either `height`/`width`
+    or `shortest_edge` (then the model sees a square, after a centre crop when the processor has one).
+    """
+
+    def get(sizes, key):
+        if sizes is None:
+            return None
+        return sizes.get(key) if isinstance(sizes, dict) else getattr(sizes, key, None)
+
+    crop = (
+        getattr(image_processor, "crop_size", None)
+        if getattr(image_processor, "do_center_crop", False)
+        else None
+    )
+    for sizes in (crop, getattr(image_processor, "size", None)):
+        if get(sizes, "height") and get(sizes, "width"):
+            return int(get(sizes, "height")), int(get(sizes, "width"))
+        if get(sizes, "shortest_edge"):
+            return int(get(sizes, "shortest_edge")), int(get(sizes, "shortest_edge"))
+    raise ValueError(
+        f"cannot tell the input size of {type(image_processor).__name__} (size={getattr(image_processor, 'size', None)}); "
+        "pass an image processor whose size has height/width or shortest_edge (--image_processor_name)"
+    )
+
+
+def random_resized_crop(
+    image, size: tuple[int, int], rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+):
+    """A crop of random area (fraction `scale`) and aspect ratio, resized to `size` (height, width).
+
+    The sampling follows torchvision's `RandomResizedCrop`: 10 tries, then a centre crop.
+    """
+    from PIL import Image
+
+    width, height = image.size
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            break
+    else:  # centre crop at the nearest allowed aspect ratio
+        w, h = width, height
+        if width / height < ratio[0]:
+            h = round(width / ratio[0])
+        elif width / height > ratio[1]:
+            w = round(height * ratio[1])
+        left, top = (width - w) // 2, (height - h) // 2
+    return image.resize((size[1], size[0]), resample=Image.BILINEAR, box=(left, top, left + w, top + h))
+
+
+class ImageClassificationTransform:
+    """A `Dataset.with_transform` callable: raw rows -> ``{"pixel_values", "labels"}``.
+
+    With ``augment=True`` each image gets a random resized crop to the model's input size and a
+    horizontal flip (probability 0.5), then the image processor rescales and normalises it (its
+    resize and centre crop are switched off). Without, the processor does everything, exactly as
+    at inference. The random stream is seeded by `seed`; in DataLoader workers by `seed` and the
+    worker's own seed (which the DataLoader derives from the global seed), so runs are repeatable.
+    """
+
+    def __init__(
+        self, image_processor, image_column: str, label_column: str, augment: bool = False, seed: int = 0
+    ):
+        self.image_processor = image_processor
+        self.image_column = image_column
+        self.label_column = label_column
+        self.augment = augment
+        self.seed = int(seed)
+        self.size = model_input_size(image_processor)
+        self.no_resize = {k: False for k in ("do_resize", "do_center_crop") if hasattr(image_processor, k)}
+        self._rng: random.Random | None = None
+        self._rng_owner = None
+
+    def rng(self) -> random.Random:
+        info = torch.utils.data.get_worker_info()
+        owner = None if info is None else (info.id, info.seed)
+        if self._rng is None or owner != self._rng_owner:
+            self._rng = random.Random(self.seed if info is None else self.seed * 1_000_003 + info.seed)
+            self._rng_owner = owner
+        return self._rng
+
+    def __call__(self, batch: dict) -> dict:
+        images = [image.convert("RGB") for image in batch[self.image_column]]
+        if self.augment:
+            from PIL.Image import Transpose
+
+            FLIP = Transpose.FLIP_LEFT_RIGHT
+            rng = self.rng()
+            images = [random_resized_crop(image, self.size, rng) for image in images]
+            images = [image.transpose(FLIP) if rng.random() < 0.5 else image for image in images]
+            processed = self.image_processor(images=images, return_tensors="pt", **self.no_resize)
+        else:
+            processed = self.image_processor(images=images, return_tensors="pt")
+        return {"pixel_values": list(processed["pixel_values"]), "labels": list(batch[self.label_column])}
+
+
+def collate_fn(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack transformed rows into a batch for the model."""
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.tensor([int(example["labels"]) for example in examples]),
+    }
+
+
+# ---------------------------------------------------------------------------- data
+def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None, token: str | None = None):
+    """The dataset as a `DatasetDict` (a single `Dataset` becomes its `train` split)."""
+    from datasets import Dataset, DatasetDict, load_dataset
+
+    from .data import load_image_dataset
+
+    if data_args.dataset_name is not None:
+        hub_kwargs = {"cache_dir": cache_dir, "token": token}
+        data = load_image_dataset(data_args.dataset_name, data_args.dataset_config_name, **hub_kwargs)
+    else:
+        data_files = {}
+        for split, folder, flag in (
+            ("train", data_args.train_dir, "--train_dir"),
+            ("validation", data_args.validation_dir, "--validation_dir"),
+        ):
+            if folder is None:
+                continue
+            if not os.path.isdir(folder):
+                raise ValueError(f"{flag} {folder} is not a folder")
+            data_files[split] = os.path.join(folder, "**")
+        try:
+            data = load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+        except Exception as err:  # datasets raises many types for a bad folder
+            raise ValueError(
+                f"could not read the image folders {sorted(data_files.values())}: {err}"
+            ) from None
+    if isinstance(data, Dataset):
+        data = DatasetDict(train=data)
+    return data
+
+
+def pick_columns(dataset, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The image and label columns: the given names (checked) or detected from the features."""
+    from .features import detect_columns
+
+    columns = dataset.column_names
+    for flag, name in (("--image_column_name", image_column), ("--label_column_name", label_column)):
+        if name is not None and name not in columns:
+            raise ValueError(f"{flag} {name!r} is not a column of the dataset; its columns are {columns}")
+    try:
+        image_column, label_column = detect_columns(dataset, image_column, label_column)
+    except ValueError as err:
+        raise ValueError(f"{str(err).split('; pass')[0]}: pass --image_column_name") from None
+    if label_column is None:
+        raise ValueError(
+            f"the dataset has no label column (its columns are {columns}); fine-tuning needs labelled images: "
+            "pass --label_column_name, or give an image folder with one sub-folder per class"
+        )
+    return image_column, label_column
+
+
+def encode_labels(data, label_column: str):
+    """Make `label_column` a `ClassLabel` in every split, with the same classes everywhere."""
+    from datasets import ClassLabel
+
+    first = data[next(iter(data))]
+    if isinstance(first.features[label_column], ClassLabel):
+        return data
+    values = {value for split in data.values() for value in split.unique(label_column)} - {None}
+    if not values:
+        raise ValueError(f"label column {label_column!r} holds no labels")
+    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    values = sorted(values, key=None if integers else str)
+    if all(isinstance(v, str) for v in values):
+        names = values
+    elif integers and values == list(range(len(values))):
+        names = [str(v) for v in values]
+    else:
+        raise ValueError(
+            f"label column {label_column!r} holds {type(values[0]).__name__} values {values[:5]}...; "
+            "labels must be a ClassLabel, strings, or integers 0..K-1"
+        )
+    return data.cast_column(label_column, ClassLabel(names=names))
+
+
+def split_train_validation(data, data_args: DataTrainingArguments, label_column: str, seed: int):
+    """(train, validation or None): the validation split, else a stratified part of train."""
+    if "train" not in data:
+        raise ValueError(
+            f"the dataset has no 'train' split (splits: {sorted(data)}); concepts and heads are fit on training images"
+        )
+    train = data["train"]
+    name = next((s for s in VALIDATION_SPLIT_NAMES if s in data), None)
+    if name is not None:
+        return train, data[name]
+    if not data_args.train_val_split:
+        return train, None
+    held_out = stratified_sample(train[label_column], data_args.train_val_split, seed)
+    if len(held_out) == 0:
+        raise ValueError(f"--train_val_split {data_args.train_val_split} holds out no image of {len(train)}")
+    kept = np.setdiff1d(np.arange(len(train)), held_out)
+    # select(keep_in_memory=True): no index files in the user's dataset folder (train_test_split
+    # cannot do that for a dataset on disk in datasets 5.2)
+    return train.select(kept, keep_in_memory=True), train.select(held_out, keep_in_memory=True)
+
+
+def stratified_sample(labels, fraction: float, seed: int) -> np.ndarray:
+    """Sorted row indices of about `fraction` of each class (at least one row of a class stays out)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    chosen = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        count = min(round(len(rows) * fraction), len(rows) - 1)
+        chosen.append(rng.permutation(rows)[:count])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def subset(dataset, max_samples: int | None, seed: int):
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed, keep_in_memory=True).select(range(max_samples))
+
+
+# ---------------------------------------------------------------------------- model
+def load_model_and_processor(model_args: ModelArguments, labels: list[str]):
+    """Config with our labels, the model (a new head if asked), and its image processor."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    common = {
+        "cache_dir": model_args.cache_dir,
+        "revision": model_args.model_revision,
+        "token": model_args.token,
+        "trust_remote_code": False,  # never run code from a model repository
+    }
+    name = model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(
+            model_args.config_name or name,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            finetuning_task="image-classification",
+            **common,
+        )
+        model = AutoModelForImageClassification.from_pretrained(
+            name, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common
+        )
+        image_processor = AutoImageProcessor.from_pretrained(
+            model_args.image_processor_name or name, **common
+        )
+    except OSError as err:
+        raise ValueError(f"cannot load {name!r}: {str(err).strip().splitlines()[0]}") from None
+    except RuntimeError as err:
+        if "ignore_mismatched_sizes" not in str(err):
+            raise
+        raise ValueError(
+            f"{name} has a classification head of another size than the dataset's {len(labels)} classes: "
+            "pass --ignore_mismatched_sizes to train a new head"
+        ) from None
+    return model, image_processor
+
+
+def attach_saved_head(backbone, model_args: ModelArguments, training_args: IISTrainingArguments):
+    """Continue from a model saved by IISTrainer: reuse its concept bank and interpretation head.
+
+    A folder (or Hub repo) without `iis_config.json` is a plain backbone, and an explicit
+    `--iis_concepts` wins: IISTrainer then builds or loads concepts itself. The saved head is reused
+    when it has the same loss ratios and class count, otherwise a new one starts from the bank.
+    """
+    from .concepts import ConceptBank
+    from .files import read_json
+    from .modeling import IIS_CONFIG_NAME, IISModelForImageClassification, download_iis_files
+
+    if training_args.iis_concepts != "auto":
+        return backbone
+    name = model_args.model_name_or_path
+    folder = Path(name)
+    if not folder.is_dir():
+        try:
+            folder = download_iis_files(name, model_args.model_revision, model_args.token)
+        except ValueError:
+            return backbone
+    if not (folder / IIS_CONFIG_NAME).is_file():
+        return backbone
+    model = IISModelForImageClassification(
+        backbone,
+        ConceptBank.from_pretrained(folder),
+        training_args.iis_sparsity_ratios,
+        iis_weight=training_args.iis_weight,
+        seed=training_args.seed,
+    )
+    saved = read_json(folder / IIS_CONFIG_NAME, "IIS head config")
+    same_head = saved.get("sparsity_ratios") == model.sparsity_ratios and saved.get("num_classes") == int(
+        backbone.config.num_labels
+    )
+    if same_head:
+        model.load_iis_files(folder)
+    logger.info(f"reusing the concept bank{' and head' if same_head else ''} saved with {name}")
+    return model
+
+
+# ---------------------------------------------------------------------------- the run
+def setup_logging(training_args: IISTrainingArguments) -> None:
+    import datasets
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    # --log_level passive (the default) leaves transformers' verbosity alone; this script's own
+    # messages are then shown on the main process, as in transformers' examples.
+    log_level = training_args.get_process_log_level()
+    passive = training_args.log_level == "passive" and training_args.should_log
+    logger.setLevel(logging.INFO if passive else log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
+    """The newest `checkpoint-N` in the output folder, when training and no checkpoint was named."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not training_args.do_train or training_args.resume_from_checkpoint is not None:
+        return None
+    if not os.path.isdir(training_args.output_dir):
+        return None
+    last = get_last_checkpoint(training_args.output_dir)
+    if last is not None:
+        logger.info(
+            f"Checkpoint detected, resuming training at {last}. To train from scratch, pass another --output_dir "
+            "or remove the checkpoint-* folders."
+        )
+    return last
+
+
+def is_hub_id(name: str | None) -> bool:
+    return (
+        bool(name) and not os.path.exists(name) and not name.startswith((".", "/")) and name.count("/") <= 1
+    )
+
+
+def run(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: IISTrainingArguments
+) -> dict[str, float]:
+    """Fine-tune (`--do_train`) and/or evaluate (`--do_eval`) with `IISTrainer`; returns all metrics."""
+    from transformers import set_seed
+
+    if not isinstance(training_args, IISTrainingArguments):
+        raise TypeError("run() needs IISTrainingArguments (a TrainingArguments subclass) as training_args")
+    data_args.__post_init__()  # the checks again, for arguments changed after construction
+    setup_logging(training_args)
+    logger.warning(
+        f"Process rank: {training_args.process_index}, device: {training_args.device}, "
+        f"n_gpu: {training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+        f"mixed precision: {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"
+    )
+    logger.info(f"Training/evaluation parameters {training_args}")
+    last_checkpoint = detect_last_checkpoint(training_args)
+    set_seed(training_args.seed)
+
+    # Data: every process reads the same dataset; the first one builds any cache alone.
+    with training_args.main_process_first(desc="loading the dataset"):
+        data = load_datasets(data_args, model_args.cache_dir, model_args.token)
+    image_column, label_column = pick_columns(
+        data[next(iter(data))], data_args.image_column_name, data_args.label_column_name
+    )
+    data = encode_labels(data, label_column)
+    train, evaluation = split_train_validation(data, data_args, label_column, training_args.seed)
+    labels = list(train.features[label_column].names)
+    if len(labels) < 2:
+        raise ValueError(f"the dataset has {len(labels)} class; classification needs at least 2")
+    if training_args.do_eval and evaluation is None:
+        raise ValueError("--do_eval needs a validation split: give one, or a --train_val_split above 0")
+    train = subset(train, data_args.max_train_samples, training_args.seed)
+    if evaluation is not None:
+        evaluation = subset(evaluation, data_args.max_eval_samples, training_args.seed)
+
+    model, image_processor = load_model_and_processor(model_args, labels)
+    model = attach_saved_head(model, model_args, training_args)
+    train_transform = ImageClassificationTransform(
+        image_processor,
+        image_column,
+        label_column,
+        augment=True,
+        seed=training_args.seed + training_args.process_index,
+    )
+    eval_transform = ImageClassificationTransform(image_processor, image_column, label_column)
+
+    trainer = IISTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train.with_transform(train_transform) if training_args.do_train else None,
+        eval_dataset=evaluation.with_transform(eval_transform) if evaluation is not None else None,
+        processing_class=image_processor,
+        data_collator=collate_fn,
+        # prototypes come from raw training images; the eval-time IIS heads from un-augmented ones
+        concept_dataset=train.select_columns([image_column, label_column]),
+        iis_fit_dataset=train.with_transform(eval_transform),
+    )
+
+    metrics: dict[str, float] = {}
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        train_metrics = {**train_result.metrics, "train_samples": len(train)}
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+        metrics.update(train_metrics)
+
+    if training_args.do_eval:
+        eval_metrics = {**trainer.evaluate(), "eval_samples": len(evaluation)}
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+        if (
+            trainer.last_iis_result is not None
+            and trainer.is_world_process_zero()
+            and training_args.should_save
+        ):
+            output_dir = Path(training_args.output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            trainer.last_iis_result.save_json(output_dir / "iis.json")
+            trainer.last_iis_result.plot(output_dir / "iis_curve.png", title="IIS after fine-tuning")
+
+    card = {"tasks": "image-classification", "tags": ["image-classification", "iis-hf"]}
+    if is_hub_id(model_args.model_name_or_path):
+        card["finetuned_from"] = model_args.model_name_or_path
+    dataset = data_args.dataset_name or data_args.train_dir
+    if is_hub_id(data_args.dataset_name):
+        card.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
+        if data_args.dataset_config_name:
+            card["dataset_args"] = data_args.dataset_config_name
+    elif dataset:
+        card["dataset"] = Path(dataset).resolve().name
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+    else:
+        trainer.create_model_card(**card)
+    return metrics
+
+
+def build_parser(prog: str | None = None):
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser((ModelArguments, DataTrainingArguments, IISTrainingArguments), prog=prog)
+
+
+def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
+    """(model_args, data_args, training_args) from command-line arguments or one .json/.yaml file."""
+    parser = build_parser(prog)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, float]:
+    """Parse the arguments (or one .json/.yaml file holding them) and `run` the fine-tuning."""
+    model_args, data_args, training_args = parse_arguments(argv, prog)
+    return run(model_args, data_args, training_args)
+
+
+if __name__ == "__main__":
+    main()
