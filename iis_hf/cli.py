@@ -14,7 +14,7 @@ from pathlib import Path
 from .score import DEFAULT_SPARSITY_RATIOS
 from .version import __version__
 
-CONCEPT_KINDS = ("prototype-patches", "prototype-segments", "cluster", "text")
+CONCEPT_KINDS = ("prototype-patches", "prototype-segments", "cluster", "text", "learned")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXIT_BAD_INPUT = 2
 
@@ -141,7 +141,13 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max-eval-samples", type=int, default=None)
 
     concepts = parser.add_argument_group("concepts")
-    concepts.add_argument("--concepts", choices=CONCEPT_KINDS, default="prototype-patches")
+    concepts.add_argument(
+        "--concepts",
+        choices=CONCEPT_KINDS,
+        default="prototype-patches",
+        help="prototype-patches (4x4 grid), prototype-segments (SLIC), cluster (k-means of patches), text "
+        "(CLIP-scored words), learned (Gumbel selection from the patch library, trained with the heads)",
+    )
     concepts.add_argument(
         "--concept-bank",
         default=None,
@@ -252,7 +258,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     write_outputs(args.output_dir, {"": result}, bank, title=f"IIS of {args.model}")
     print(
-        f"IIS of {args.model} on {args.dataset} ({bank.num_concepts} {bank.kind} concepts, "
+        f"IIS of {args.model} on {args.dataset} ({result.num_concepts} "
+        f"{'learned' if 'learned_concepts' in result.metadata else bank.kind} concepts, "
         f"{len(train)} train / {len(evaluation)} eval images)"
     )
     print(result.table())
@@ -329,12 +336,17 @@ def run_scoring(model, processor, train, evaluation, image_column, label_column,
     num_classes = (
         len(train.features[label_column].names) if hasattr(train.features[label_column], "names") else None
     )
+    learned = None
+    if getattr(args, "concepts", None) == "learned" and not args.concept_bank:
+        from .learned_concepts import LearnedConcepts
+
+        learned = LearnedConcepts(bank, args.num_concepts, seed=args.seed)
     result = compute_iis(
         train_features.features,
         train_features.labels,
         eval_features.features,
         eval_features.labels,
-        bank,
+        learned if learned is not None else bank,
         sparsity_ratios=args.ratios,
         num_classes=num_classes,
         epochs=args.epochs,
@@ -344,7 +356,15 @@ def run_scoring(model, processor, train, evaluation, image_column, label_column,
         seed=args.seed,
         device=args.device,
         progress=progress,
+        return_heads=learned is not None,
     )
+    if learned is not None:  # what each ratio's head chose from the library (saved as concept_bank/)
+        chosen = result.heads.concepts.selected_indices().tolist()
+        result.metadata["learned_concepts"] = {
+            f"{ratio:g}": {"library_rows": rows, "names": [bank.names[r] for r in rows]}
+            for ratio, rows in zip(result.sparsity_ratios, chosen)
+        }
+        result.heads = result.probe = None
     return result, bank
 
 
@@ -369,6 +389,8 @@ def build_concepts(model, processor, train, image_column, label_column, args, fe
     if args.concepts == "cluster":
         library = ConceptBank.from_prototypes(model, train, parts="patches", **common)
         return ConceptBank.from_clusters(library, args.num_concepts, seed=args.seed)
+    if args.concepts == "learned":  # the library the heads learn to select `num_concepts` from
+        return ConceptBank.from_prototypes(model, train, parts="patches", **common)
     parts = "patches" if args.concepts == "prototype-patches" else "segments"
     return ConceptBank.from_prototypes(model, train, parts=parts, num_concepts=args.num_concepts, **common)
 

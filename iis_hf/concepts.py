@@ -334,34 +334,7 @@ class ConceptBank:
         )
 
     @classmethod
-    def from_text(
-        cls,
-        concepts,
-        clip_model="openai/clip-vit-base-patch32",
-        *,
-        backbone=None,
-        probe_dataset=None,
-        features=None,
-        clip_similarities=None,
-        clip_processor=None,
-        image_processor=None,
-        image_column: str | None = None,
-        layer: int | None = None,
-        pooling: str = "default",
-        prompt: str = "{}",
-        clip_cutoff: float = 0.25,
-        interpretability_cutoff: float = 0.45,
-        top_k: int = 5,
-        holdout_fraction: float = 0.2,
-        epochs: int = 1000,
-        learning_rate: float = 1e-3,
-        batch_size: int = 5000,
-        extraction_batch_size: int = 64,
-        precision: str = "fp32",
-        seed: int = 0,
-        device=None,
-        progress: bool = True,
-    ) -> ConceptBank:
+    def from_text(cls, concepts, clip_model: str = "openai/clip-vit-base-patch32", **kwargs) -> ConceptBank:
         """Text concepts: words scored by CLIP, with a projection from the backbone learned to match.
 
         Words (a list, or a file with one per line) whose mean top-`top_k` CLIP similarity over the
@@ -376,32 +349,7 @@ class ConceptBank:
         """
         from .text_concepts import text_concept_bank
 
-        return text_concept_bank(
-            concepts,
-            clip_model,
-            backbone=backbone,
-            probe_dataset=probe_dataset,
-            features=features,
-            clip_similarities=clip_similarities,
-            clip_processor=clip_processor,
-            image_processor=image_processor,
-            image_column=image_column,
-            layer=layer,
-            pooling=pooling,
-            prompt=prompt,
-            clip_cutoff=clip_cutoff,
-            interpretability_cutoff=interpretability_cutoff,
-            top_k=top_k,
-            holdout_fraction=holdout_fraction,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            extraction_batch_size=extraction_batch_size,
-            precision=precision,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
+        return text_concept_bank(concepts, clip_model, **kwargs)
 
     @classmethod
     def from_clusters(cls, library, num_concepts: int, *, seed: int = 0) -> ConceptBank:

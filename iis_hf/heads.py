@@ -9,9 +9,11 @@ trajectory it would follow if it were trained alone.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,23 +29,53 @@ def sparsify(activations: torch.Tensor, sparsity_ratio: float) -> torch.Tensor:
     With distinct magnitudes this drops exactly ``int(C * rho) + 1`` of the C concepts, as the
     published implementation does (``t = sort(|a|)[int(C * rho)]``; keep ``|a| > t``).
     """
-    num_concepts = activations.shape[-1]
-    k = int(num_concepts * sparsity_ratio)
     magnitude = activations.abs()
-    threshold = magnitude.kthvalue(k + 1, dim=-1, keepdim=True).values
+    threshold = kth_smallest(magnitude, int(activations.shape[-1] * sparsity_ratio))
     return activations * (magnitude > threshold)
 
 
-def sparsify_stacked(activations: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+def kth_smallest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+    """The (k+1)-th smallest value along the last dimension, keeping it (a threshold, no gradient).
+
+    On the CPU NumPy's introselect (`np.partition`) is used: measured 3x faster than
+    `torch.kthvalue` on 1024 x 200 (0.4 ms vs 1.1-1.4 ms), which dominates head training there.
+    """
+    if k == 0:
+        return magnitude.detach().amin(dim=-1, keepdim=True)
+    if magnitude.device.type == "cpu" and magnitude.dtype in (torch.float32, torch.float64):
+        values = np.partition(magnitude.detach().contiguous().numpy(), k, axis=-1)[..., k : k + 1]
+        return torch.from_numpy(values)
+    return magnitude.kthvalue(k + 1, dim=-1, keepdim=True).values.detach()
+
+
+def stacked_thresholds(magnitude: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """`kth_smallest` of every slice r of a (R, B, C) stack at its own k; NumPy's selections run in
+    a small thread pool (they release the GIL), so the CPU's cores share them."""
+    if magnitude.device.type == "cpu" and len(ks) > 1 and magnitude[0].numel() >= 65536:
+        return torch.stack(
+            list(_selection_pool().map(lambda r: kth_smallest(magnitude[r], int(ks[r])), range(len(ks))))
+        )
+    return torch.stack([kth_smallest(magnitude[r], int(k)) for r, k in enumerate(ks)])
+
+
+@functools.cache
+def _selection_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(
+        max_workers=max(1, min(4, torch.get_num_threads())), thread_name_prefix="iis-kth"
+    )
+
+
+def sparsify_stacked(activations: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
     """`sparsify` for a stack (R, B, C) where ratio r keeps entries above its ``ks[r]``-th magnitude.
 
-    One sort serves every ratio: the thresholds are gathered from the sorted magnitudes.
+    One k-th value selection per ratio, which is exact and much cheaper than sorting the whole
+    stack (CPU, 8 x 1024 x 200: 3.4 ms with `kth_smallest` vs 41.6 ms for one sort).
     """
     magnitude = activations.abs()
-    ordered = magnitude.sort(dim=-1).values
-    index = ks.view(-1, 1, 1).expand(-1, activations.shape[1], 1)
-    threshold = ordered.gather(-1, index)
-    return activations * (magnitude > threshold)
+    thresholds = stacked_thresholds(magnitude, ks)
+    return activations * (magnitude > thresholds)
 
 
 def uniform_init_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator) -> torch.Tensor:
@@ -54,12 +86,16 @@ def uniform_init_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator)
     return tensor
 
 
-def ratio_generator(seed: int, sparsity_ratio: float) -> torch.Generator:
-    """A generator that depends on the seed and the ratio only, not on the rest of the grid.
+def ratio_seed(seed: int, sparsity_ratio: float) -> int:
+    """A seed that depends on the seed and the ratio only, not on the rest of the grid.
 
     This is what makes a head initialised inside a stack identical to the same head built alone.
     """
-    return torch.Generator().manual_seed(seed * 1_000_003 + round(sparsity_ratio * 1_000_000))
+    return seed * 1_000_003 + round(sparsity_ratio * 1_000_000)
+
+
+def ratio_generator(seed: int, sparsity_ratio: float) -> torch.Generator:
+    return torch.Generator().manual_seed(ratio_seed(seed, sparsity_ratio))
 
 
 class InterpretationHead(nn.Module):
@@ -110,10 +146,13 @@ class InterpretationHeads(nn.Module):
         ratios = validate_sparsity_ratios(sparsity_ratios)
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        self.concepts = as_concept_projection(concepts)
+        projection = as_concept_projection(concepts)
+        if hasattr(projection, "for_heads"):  # learned concepts: an independent selection per ratio
+            projection = projection.for_heads([ratio_seed(seed, r) + 17 for r in ratios])
+        self.concepts = projection
         num_concepts = self.concepts.num_concepts
         self.sparsity_ratios = ratios
-        self.register_buffer("ks", torch.tensor([int(num_concepts * r) for r in ratios]), persistent=False)
+        self.ks = [int(num_concepts * r) for r in ratios]
         self.norm_weight = nn.Parameter(torch.ones(len(ratios), num_concepts))
         self.norm_bias = nn.Parameter(torch.zeros(len(ratios), num_concepts))
         self.weight = nn.Parameter(torch.empty(len(ratios), int(num_classes), num_concepts))
@@ -131,9 +170,16 @@ class InterpretationHeads(nn.Module):
         """Project onto the concepts and apply LayerNorm's normalisation (without its affine)."""
         return F.layer_norm(self.concepts(representations), (self.num_concepts,), eps=LAYER_NORM_EPS)
 
+    @property
+    def trainable_concepts(self) -> bool:
+        return any(p.requires_grad for p in self.concepts.parameters())
+
     def concept_activations_normalized(self, normalized: torch.Tensor) -> torch.Tensor:
-        """(B, C) normalised activations -> (R, B, C) sparse activations, one slice per ratio."""
-        affine = normalized.unsqueeze(0) * self.norm_weight.unsqueeze(1) + self.norm_bias.unsqueeze(1)
+        """(B, C) normalised activations (or (R, B, C), one set per ratio, from learned concepts)
+        -> (R, B, C) sparse activations, one slice per ratio."""
+        if normalized.dim() == 2:
+            normalized = normalized.unsqueeze(0)
+        affine = normalized * self.norm_weight.unsqueeze(1) + self.norm_bias.unsqueeze(1)
         return sparsify_stacked(affine, self.ks)
 
     def classify(self, sparse: torch.Tensor) -> torch.Tensor:
@@ -148,12 +194,31 @@ class InterpretationHeads(nn.Module):
         """(B, D) representations -> (R, B, num_classes) logits."""
         return self.forward_normalized(self.normalize(representations))
 
+    @torch.no_grad()
+    def predict_normalized(self, normalized: torch.Tensor) -> torch.Tensor:
+        """(B, C) or (R, B, C) normalised activations -> (R, B) predicted classes.
+
+        Inference only: one ratio at a time, in place, so the working set stays in cache (evaluating
+        the whole (R, B, C) stack at once is memory-bound and measured several times slower).
+        """
+        predictions = []
+        for r, k in enumerate(self.ks):
+            z = normalized if normalized.dim() == 2 else normalized[r]
+            activations = torch.addcmul(self.norm_bias[r], z, self.norm_weight[r])
+            magnitude = activations.abs()
+            activations.masked_fill_(magnitude <= kth_smallest(magnitude, k), 0.0)
+            predictions.append(torch.addmm(self.bias[r], activations, self.weight[r].T).argmax(-1))
+        return torch.stack(predictions)
+
     def head(self, sparsity_ratio: float) -> InterpretationHead:
         """A standalone `InterpretationHead` with the trained parameters of one ratio."""
         if float(sparsity_ratio) not in self.sparsity_ratios:
             raise ValueError(f"no head for ratio {sparsity_ratio}; trained ratios are {self.sparsity_ratios}")
         index = self.sparsity_ratios.index(float(sparsity_ratio))
-        single = InterpretationHead(self.concepts, self.weight.shape[1], sparsity_ratio)
+        concepts = self.concepts
+        if hasattr(concepts, "selected_bank"):  # learned: freeze this ratio's selection
+            concepts = concepts.selected_bank(index)
+        single = InterpretationHead(concepts, self.weight.shape[1], sparsity_ratio)
         with torch.no_grad():
             single.norm.weight.copy_(self.norm_weight[index])
             single.norm.bias.copy_(self.norm_bias[index])

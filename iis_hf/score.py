@@ -166,6 +166,7 @@ def compute_iis(
     device=None,
     progress: bool = True,
     probe_min_steps: int = 1000,
+    precision: str = "auto",
     return_heads: bool = False,
 ) -> IISResult:
     """Score a representation: train the probe and one interpretation head per ratio, integrate.
@@ -186,6 +187,9 @@ def compute_iis(
             heads) continues alone until it has had at least this many Adam steps. 0 gives the
             published budget, which on small data sets leaves the probe below the heads and
             inflates IIS.
+        precision: "auto" runs the heads' and the probe's matrix products in bfloat16 where the
+            hardware does so natively (CUDA, or CPUs with AVX512-BF16/AMX), "fp32" or "bf16"
+            force it; thresholds, losses and optimizer state are float32 either way.
         return_heads: attach the trained `InterpretationHeads` and probe as `result.heads` and
             `result.probe` (not serialised).
     """
@@ -235,6 +239,7 @@ def compute_iis(
         device=device,
         progress=progress,
         probe_min_steps=probe_min_steps,
+        precision=precision,
     )
     if fit.standard_accuracy <= 0:
         raise ValueError("the standard probe reached 0% accuracy, so IIS is undefined; check the labels")
@@ -259,6 +264,7 @@ def compute_iis(
             "standard_learning_rate": fit.standard_learning_rate,
             "standard_best_epoch": fit.standard_best_epoch,
             "probe_steps": fit.probe_steps,
+            "precision": fit.precision,
             **({"holdout_fraction": holdout_fraction} if model_selection == "holdout" else {}),
         },
     )
