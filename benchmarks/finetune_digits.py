@@ -18,129 +18,28 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
-import time
-import warnings
+from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from iis_hf import (
-    ConceptBank,
-    IISTrainer,
-    IISTrainingArguments,
-    compute_iis,
-    extract_features,
-    load_digits_dataset,
-)
-from iis_hf.demo import demo_image_processor, demo_model, image_classification_collator
+from iis_hf import load_digits_dataset
 
-SCORE_RATIOS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98)
-
-
-def common_args(output_dir: str, epochs: float, seed: int) -> dict:
-    return dict(
-        output_dir=output_dir,
-        per_device_train_batch_size=32,
-        num_train_epochs=epochs,
-        learning_rate=1e-3,
-        weight_decay=0.05,
-        warmup_steps=0.1,
-        lr_scheduler_type="cosine",
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        remove_unused_columns=False,
-        use_cpu=True,
-        logging_strategy="no",
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-    )
-
-
-def pretrain(data, seed: int, epochs: float):
-    names = data["train"].features["label"].names
-    model = demo_model(len(names), seed, id2label=dict(enumerate(names)))
-    processor = demo_image_processor()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(
-            model=model,
-            args=TrainingArguments(**common_args(tmp, epochs, seed)),
-            train_dataset=data["train"],
-            data_collator=image_classification_collator(processor),
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    return trainer.model.cpu().eval()
-
-
-def finetune(backbone, data, seed: int, epochs: float, iis_weight: float | None, ratios=(0.9,)):
-    """iis_weight None: plain Trainer; otherwise IISTrainer. Returns the fine-tuned backbone, seconds."""
-    model = type(backbone)(backbone.config)
-    model.load_state_dict(backbone.state_dict())
-    processor = demo_image_processor()
-    collate = image_classification_collator(processor)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        if iis_weight is None:
-            trainer = Trainer(
-                model=model,
-                args=TrainingArguments(**common_args(tmp, epochs, seed)),
-                train_dataset=data["train"],
-                data_collator=collate,
-            )
-            trainer.remove_callback(PrinterCallback)
-            trainer.train()
-            tuned = trainer.model
-        else:
-            args = IISTrainingArguments(
-                **common_args(tmp, epochs, seed),
-                iis_weight=iis_weight,
-                iis_sparsity_ratios=list(ratios),
-                iis_num_concepts=200,
-                iis_eval=False,
-            )
-            trainer = IISTrainer(
-                model=model,
-                args=args,
-                train_dataset=data["train"],
-                data_collator=collate,
-                processing_class=processor,
-            )
-            trainer.remove_callback(PrinterCallback)
-            trainer.train()
-            tuned = trainer.iis_model.backbone
-    return tuned.cpu().eval(), time.perf_counter() - started
+# The pre-training, fine-tuning and scoring code is shared with examples/reproduce_findings.py
+# (finding 2 there is this comparison, with more seeds and a second data set).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from reproduce_findings import SCORE_RATIOS, finetune, pretrain, score_model
 
 
 def score(model, data, seed: int) -> dict:
-    processor = demo_image_processor()
-    kwargs = dict(image_processor=processor, batch_size=256, device="cpu", progress=False)
-    train = extract_features(model, data["train"], **kwargs)
-    test = extract_features(model, data["test"], **kwargs)
-    bank = ConceptBank.from_prototypes(model, data["train"], num_concepts=200, seed=seed, **kwargs)
-    with torch.no_grad():
-        logits = model.classifier(test.features)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = compute_iis(
-            train.features,
-            train.labels,
-            test.features,
-            test.labels,
-            bank,
-            sparsity_ratios=SCORE_RATIOS,
-            seed=seed,
-            progress=False,
-            device="cpu",
-        )
+    """Test accuracy of the model's own classifier; IIS with 200 prototype-patch concepts of the model."""
+    figures = score_model(model, data, seed=seed, kinds=("prototype",))
+    prototype = figures["concepts"]["prototype"]
     return {
-        "accuracy": float((logits.argmax(-1) == test.labels).float().mean()),
-        "iis": result.iis,
-        "probe_accuracy": result.standard_accuracy,
-        "interpretation_accuracy": dict(zip(map(str, result.sparsity_ratios), result.accuracies)),
+        "accuracy": figures["accuracy"],
+        "iis": prototype["iis"],
+        "probe_accuracy": prototype["probe_accuracy"],
+        "interpretation_accuracy": prototype["interpretation_accuracy"],
     }
 
 

@@ -31,7 +31,7 @@ One process (GPU if there is one, `--use_cpu` to force the CPU):
         --learning_rate 2e-5 --num_train_epochs 5 \\
         --per_device_train_batch_size 32 --per_device_eval_batch_size 32 \\
         --eval_strategy epoch --save_strategy epoch --logging_steps 10 \\
-        --iis_weight 1.0 --iis_sparsity_ratios 0.9 \\
+        --iis_weight 0.1 --iis_sparsity_ratios 0.9 \\
         --seed 1337
 
 Your own images, in `imagefolder` layout (`train/<class>/*.jpg`, `val/<class>/*.jpg`), starting

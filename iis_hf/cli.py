@@ -208,6 +208,12 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default="default")
     run.add_argument("--cache-dir", default=None, help="reuse extracted features across runs")
+    run.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="images per feature-cache file, the unit an interrupted run resumes from (default: 4096)",
+    )
     run.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -256,6 +262,10 @@ def cmd_score(args: argparse.Namespace) -> int:
             "elapsed_s": round(time.time() - started, 1),
         }
     )
+    from .features import process_layout
+
+    if process_layout()[1] != 0:  # under torchrun / accelerate launch every rank scored; one writes
+        return 0
     write_outputs(args.output_dir, {"": result}, bank, title=f"IIS of {args.model}")
     print(
         f"IIS of {args.model} on {args.dataset} ({result.num_concepts} "
@@ -280,9 +290,10 @@ def check_scoring_arguments(args: argparse.Namespace) -> None:
         "head_batch_size",
         "batch_size",
         "projection_epochs",
+        "chunk_size",
     )
     for name in positive:
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if any(lr <= 0 for lr in args.learning_rate):
         raise UsageError("--learning-rate values must be > 0")
@@ -322,8 +333,17 @@ def run_scoring(model, processor, train, evaluation, image_column, label_column,
         cache_dir=args.cache_dir,
         progress=progress,
     )
+    if getattr(args, "chunk_size", None) is not None:
+        extract["chunk_size"] = args.chunk_size
     train_features = extract_features(model, train, **extract)
     eval_features = extract_features(model, evaluation, **extract)
+    for split, extracted in (("train", train_features), ("eval", eval_features)):
+        bad = int((~extracted.features.isfinite().all(dim=1)).sum())
+        if bad:  # say it here: the concepts, built from the same model, would fail less clearly
+            raise UsageError(
+                f"the model gives NaN or inf representations for {bad} of {len(extracted.features)} {split} "
+                f"images; check its weights, or extract in fp32 (--precision {args.precision} was used)"
+            )
     bank = build_concepts(
         model, processor, train, image_column, label_column, args, features=train_features.features
     )

@@ -443,7 +443,7 @@ class ConceptBank:
         folder = Path(path_or_repo_id) / (subfolder or "")
         if not folder.is_dir():
             folder = download_bank(str(path_or_repo_id), subfolder, revision, token)
-        refuse_pickles(folder, "concept bank")
+        refuse_pickles(folder, "concept bank", stems=(Path(CONFIG_NAME).stem,))
         config = read_json(folder / CONFIG_NAME, "concept bank config")
         if config.get("format") != FORMAT:
             raise ValueError(

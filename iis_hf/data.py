@@ -38,6 +38,8 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
 
     if os.path.isdir(source):
         saved = any(os.path.exists(os.path.join(source, f)) for f in ("dataset_dict.json", "state.json"))
+        if saved:
+            check_saved_dataset_not_empty(source)
         try:
             if saved:
                 return load_from_disk(source)
@@ -50,6 +52,31 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
         return load_dataset(source, config_name, **kwargs)
     except Exception as err:
         raise ValueError(f"could not load dataset {source!r} from the Hub: {err}") from None
+
+
+def check_saved_dataset_not_empty(folder: str) -> None:
+    """`save_to_disk` writes no data file for a split of 0 rows, and `load_from_disk` then fails with
+    an IndexError: name the empty split instead."""
+    import json
+    import os
+
+    def data_files(split_folder: str) -> list | None:
+        try:
+            with open(os.path.join(split_folder, "state.json"), encoding="utf-8") as handle:
+                return json.load(handle).get("_data_files")
+        except (OSError, ValueError, AttributeError):
+            return None  # not readable here: let load_from_disk report it
+
+    splits = {"": folder}
+    try:
+        with open(os.path.join(folder, "dataset_dict.json"), encoding="utf-8") as handle:
+            splits = {name: os.path.join(folder, name) for name in json.load(handle)["splits"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    empty = [name for name, path in splits.items() if data_files(path) == []]
+    if empty:
+        which = f"its split {empty[0]!r} is" if empty[0] else "it is"
+        raise ValueError(f"dataset folder {folder}: {which} empty (0 rows); there is nothing to score")
 
 
 def train_eval_splits(

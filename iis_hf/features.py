@@ -35,11 +35,13 @@ from .backbones import (
     model_digest,
     pooled_representation,
 )
-from .files import read_safetensors, save_safetensors_atomic, write_json_atomic
+from .files import read_safetensors, remove_stale_temporaries, save_safetensors_atomic, write_json_atomic
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_CHUNK_SIZE = 4096
 CACHE_FORMAT_VERSION = 1
+# Temporary files older than this in a cache folder were left by a killed writer and are deleted.
+STALE_TEMPORARY_AGE_S = 3600.0
 _IMAGE_COLUMN_NAMES = ("image", "img")
 _LABEL_COLUMN_NAMES = ("label", "labels")
 _FP16_MAX = torch.finfo(torch.float16).max
@@ -339,7 +341,9 @@ def extract_features(
             stored as float16 (half the disk; returned as float32; a chunk with values beyond the
             float16 range is stored as float32); labels as int64. Finished chunks are reused, so a
             rerun after an interruption only extracts what is missing. With several processes the folder
-            must be visible to all of them.
+            must be visible to all of them. Every chunk file is written to a temporary name and renamed,
+            so a killed or concurrent run leaves each chunk complete or absent, never half-written;
+            processes sharing the folder may compute the same chunk, and the last rename wins.
         progress: show a tqdm bar on the main process.
         chunk_size: rows per chunk, the unit of distribution and caching (independent of the world size).
 
@@ -467,6 +471,8 @@ def extract_features(
                     )
                 )
             parts.append(part)
+        if is_main:
+            remove_stale_temporaries(cache_folder, STALE_TEMPORARY_AGE_S)
     elif world > 1:
         parts = _all_gather_chunks(computed, my_chunks, chunk_bounds, world, width, source.has_labels)
     else:

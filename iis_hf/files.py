@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -81,6 +81,13 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        if not path.exists():  # a new folder appears in one rename, even if the process dies right after
+            os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp's 0700 -> what mkdir would give
+            try:
+                os.replace(tmp, path)
+                return
+            except OSError:  # another process created `path` meanwhile: merge file by file below
+                pass
         path.mkdir(parents=True, exist_ok=True)
         for item in sorted(tmp.iterdir()):
             target = path / item.name
@@ -118,10 +125,23 @@ def read_safetensors(path: str | os.PathLike, what: str) -> dict[str, torch.Tens
         raise ValueError(f"{what}: {path} is not a readable safetensors file ({err})") from None
 
 
-def refuse_pickles(folder: str | os.PathLike, what: str) -> None:
-    """Refuse a folder that offers pickled files for our artefacts: we never unpickle them."""
+def refuse_pickles(folder: str | os.PathLike, what: str, stems: tuple[str, ...] | None = None) -> None:
+    """Refuse a folder that offers pickled files for our artefacts: we never unpickle them.
+
+    `stems` limits the check to the artefact's own names (``concept_bank.bin``, ``iis_head.pt``): a
+    model or Trainer checkpoint folder also holds pickles of other tools (``optimizer.pt``, legacy
+    ``pytorch_model.bin``) that iis-hf does not read, and those must not make our files unreadable.
+    """
     folder = Path(folder)
-    found = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    found = (
+        sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.suffix in PICKLE_SUFFIXES and (stems is None or p.stem in stems)
+        )
+        if folder.is_dir()
+        else []
+    )
     if found:
         raise ValueError(
             f"{what}: {folder} contains pickle files {found}; iis-hf reads only safetensors and JSON. "
@@ -130,9 +150,35 @@ def refuse_pickles(folder: str | os.PathLike, what: str) -> None:
 
 
 def resolve_inside(folder: str | os.PathLike, name: str, what: str) -> Path:
-    """Join a file name read from JSON to its folder, refusing names that escape the folder."""
+    """Join a file name read from JSON to its folder, refusing names that escape the folder.
+
+    The name must be one plain path component (no separator, not ``.`` or ``..``, not absolute). It is
+    checked as written, not through symlinks: the Hub's cache holds every file as a symlink to a blob.
+    """
     folder = Path(folder).resolve()
-    candidate = (folder / name).resolve()
-    if not isinstance(name, str) or candidate.parent != folder:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what}: expected a file name, found {name!r}")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if len(parts) != 1 or parts[0] in (".", "..", "/") or os.path.isabs(name) or "\x00" in name:
         raise ValueError(f"{what}: file name {name!r} points outside {folder}; use a plain file name")
-    return candidate
+    return folder / name
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float) -> list[str]:
+    """Delete the temporary files (``.NAME.XXXX.tmp``) of writers killed before they renamed them.
+
+    Only files older than `older_than_s` go: a live writer (another process sharing the folder)
+    renames its temporary file within seconds, so it is never touched. Returns the names removed.
+    """
+    import time
+
+    removed = []
+    limit = time.time() - older_than_s
+    for item in Path(folder).glob(".*.tmp"):
+        try:
+            if item.is_file() and item.stat().st_mtime < limit:
+                item.unlink()
+                removed.append(item.name)
+        except OSError:  # removed by another process meanwhile
+            pass
+    return removed

@@ -402,7 +402,13 @@ def attach_saved_head(backbone, model_args: ModelArguments, training_args: IISTr
     """
     from .concepts import ConceptBank
     from .files import read_json
-    from .modeling import IIS_CONFIG_NAME, IISModelForImageClassification, download_iis_files
+    from .modeling import (
+        IIS_CONFIG_NAME,
+        IISModelForImageClassification,
+        check_iis_config,
+        download_iis_files,
+        refuse_pickles_among_iis_files,
+    )
 
     if training_args.iis_concepts != "auto":
         return backbone
@@ -415,6 +421,9 @@ def attach_saved_head(backbone, model_args: ModelArguments, training_args: IISTr
             return backbone
     if not (folder / IIS_CONFIG_NAME).is_file():
         return backbone
+    refuse_pickles_among_iis_files(folder)
+    saved = read_json(folder / IIS_CONFIG_NAME, "IIS head config")
+    check_iis_config(saved, folder)
     model = IISModelForImageClassification(
         backbone,
         ConceptBank.from_pretrained(folder),
@@ -422,7 +431,6 @@ def attach_saved_head(backbone, model_args: ModelArguments, training_args: IISTr
         iis_weight=training_args.iis_weight,
         seed=training_args.seed,
     )
-    saved = read_json(folder / IIS_CONFIG_NAME, "IIS head config")
     same_head = saved.get("sparsity_ratios") == model.sparsity_ratios and saved.get("num_classes") == int(
         backbone.config.num_labels
     )
@@ -454,14 +462,14 @@ def setup_logging(training_args: IISTrainingArguments) -> None:
 
 
 def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
-    """The newest `checkpoint-N` in the output folder, when training and no checkpoint was named."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete `checkpoint-N` in the output folder, when training and no checkpoint was named."""
+    from .trainer import last_complete_checkpoint
 
     if not training_args.do_train or training_args.resume_from_checkpoint is not None:
         return None
     if not os.path.isdir(training_args.output_dir):
         return None
-    last = get_last_checkpoint(training_args.output_dir)
+    last = last_complete_checkpoint(training_args.output_dir)
     if last is not None:
         logger.info(
             f"Checkpoint detected, resuming training at {last}. To train from scratch, pass another --output_dir "

@@ -23,7 +23,7 @@ from .heads import InterpretationHeads, LinearProbe
 MODEL_SELECTIONS = ("eval", "holdout", "last")
 CHUNK = 16384
 EVAL_CHUNK = 2048  # small enough for the per-ratio working set to stay in cache
-RELEASE_EVERY = 64  # batches between releases of a memory-mapped store's pages
+RELEASE_EVERY = 16  # batches between releases of a memory-mapped store's pages
 
 
 @dataclass
@@ -181,6 +181,8 @@ def fit_heads(
     n = len(train)
     steps_per_epoch = -(-n // batch_size)
     probe_epochs = max(epochs, -(-probe_min_steps // steps_per_epoch))
+    # The probe's extra epochs (small data sets) are evaluated about 50 times, not after each one.
+    probe_eval_every = max(1, (probe_epochs - epochs) // 50)
     bar = tqdm(range(probe_epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         heads_train = epoch < epochs
@@ -209,6 +211,9 @@ def fit_heads(
         for scheduler in schedulers:
             scheduler.step()
 
+        last_epoch = epoch == probe_epochs - 1
+        if not heads_train and not last_epoch and (epoch - epochs + 1) % probe_eval_every:
+            continue
         record = {"epoch": epoch, "standard": [], "heads": []}
         for li, (probe, stack) in enumerate(zip(probes, stacks)):
             eval_probe, eval_heads = evaluate(
@@ -344,12 +349,15 @@ def project(normalize, rows: Rows, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def feature_moments(rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std (float64 accumulation, chunked); constant dimensions get std 1."""
-    total = torch.zeros(rows.dim, dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
+    total = total_sq = None
     for _, chunk in rows.chunks():
         chunk = chunk.to(torch.float64)
+        if total is None:
+            total = torch.zeros(rows.dim, dtype=torch.float64, device=chunk.device)
+            total_sq = torch.zeros_like(total)
         total += chunk.sum(0)
         total_sq += (chunk * chunk).sum(0)
+    total, total_sq = total.cpu(), total_sq.cpu()
     n = max(len(rows), 1)
     mean = total / n
     std = (total_sq / n - mean * mean).clamp_min(0).sqrt()

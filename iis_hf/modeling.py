@@ -28,7 +28,14 @@ from .backbones import capture_classifier_input, has_classifier
 from .concepts import CONFIG_NAME as BANK_CONFIG_NAME
 from .concepts import WEIGHTS_NAME as BANK_WEIGHTS_NAME
 from .concepts import ConceptBank
-from .files import PICKLE_SUFFIXES, read_json, read_safetensors, save_safetensors_atomic, write_json_atomic
+from .files import (
+    PICKLE_SUFFIXES,
+    read_json,
+    read_safetensors,
+    resolve_inside,
+    save_safetensors_atomic,
+    write_json_atomic,
+)
 from .heads import InterpretationHeads
 from .version import __version__
 
@@ -315,6 +322,15 @@ def check_iis_config(config: dict, folder: Path) -> None:
         raise ValueError(f"{folder / IIS_CONFIG_NAME}: 'sparsity_ratios' must be a non-empty list of numbers")
     if not isinstance(config.get("iis_weight"), (int, float)):
         raise ValueError(f"{folder / IIS_CONFIG_NAME}: 'iis_weight' must be a number")
+    if "concept_bank" in config:  # a file name read from JSON: never a path out of the folder
+        bank_config = resolve_inside(
+            folder, config["concept_bank"], f"{folder / IIS_CONFIG_NAME}: 'concept_bank'"
+        )
+        if bank_config.name != BANK_CONFIG_NAME:
+            raise ValueError(
+                f"{folder / IIS_CONFIG_NAME}: 'concept_bank' is {config['concept_bank']!r}; the bank of an IIS "
+                f"model is stored beside its head as {BANK_CONFIG_NAME} + {BANK_WEIGHTS_NAME}"
+            )
 
 
 def refuse_pickles_among_iis_files(folder: Path) -> None:

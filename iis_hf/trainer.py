@@ -305,6 +305,29 @@ class IISTrainer(Trainer):
         return torch.as_tensor(output.predictions[2]), torch.as_tensor(output.label_ids)
 
     # -- saving, resuming, the Hub -----------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None):
+        """`Trainer.train`, resuming only from a *complete* checkpoint.
+
+        Trainer writes a checkpoint in place (weights, optimizer, scheduler, RNG states, then
+        ``trainer_state.json``), so a run killed while saving leaves a `checkpoint-N` folder without
+        its state. ``resume_from_checkpoint=True`` skips such folders and takes the newest complete
+        one (Trainer alone would pick the incomplete one and fail); naming one is a ValueError.
+        """
+        if resume_from_checkpoint is True:
+            output_dir = self.args.output_dir
+            resume_from_checkpoint = last_complete_checkpoint(output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint-* folder in {output_dir} to resume from")
+        elif resume_from_checkpoint not in (None, False):
+            problem = checkpoint_problem(resume_from_checkpoint)
+            if problem:
+                raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+        )
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """The backbone in the standard format, IIS files beside it, arguments as JSON (no pickle)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -362,6 +385,55 @@ class IISTrainer(Trainer):
             if name in entry:
                 return float(entry[name])
         return None
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` is not a complete IISTrainer checkpoint, or None when it is one."""
+    import json
+
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    from .modeling import IIS_HEAD_NAME
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "no such folder"
+    try:
+        state = json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return (
+            f"its {TRAINER_STATE_NAME} is missing or unreadable: the run was stopped while saving this "
+            "checkpoint; resume from an earlier one"
+        )
+    if not isinstance(state, dict) or "global_step" not in state:
+        return f"its {TRAINER_STATE_NAME} holds no global_step"
+    if not (folder / IIS_HEAD_NAME).is_file():
+        return f"it has no {IIS_HEAD_NAME} (not an IISTrainer checkpoint)"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` under `output_dir` that was saved completely (None when there is none).
+
+    Incomplete folders, left by a run killed while saving, are skipped with a warning.
+    """
+    import re
+    import warnings
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for item in output_dir.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", item.name)
+        if match and item.is_dir():
+            found.append((int(match.group(1)), item))
+    for _step, folder in sorted(found, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return str(folder)
+        warnings.warn(f"skipping incomplete checkpoint {folder}: {problem}", UserWarning, stacklevel=2)
+    return None
 
 
 def resolve_concepts(args: IISTrainingArguments, model, dataset, processing_class) -> ConceptBank:

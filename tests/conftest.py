@@ -6,11 +6,17 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# One intra-op thread: the tiny models here gain nothing from two, and on a loaded machine two
+# threads made small operations many times slower (an in-process `iis-hf score`: 35 s vs 0.5 s).
+# It also matches the torchrun workers (OMP_NUM_THREADS=1), whose results tests compare bit for bit.
+torch.set_num_threads(1)
 
 ARCHS = ("vit", "deit", "resnet", "convnext", "swin", "dinov2", "clip")
 IMAGE_SIZE = 32

@@ -1,0 +1,1277 @@
+#!/usr/bin/env python
+"""Reproduce the paper's three findings on real images, offline, and write the evidence.
+
+*Enhancing Pre-trained Representation Classifiability can Boost its Interpretability* (ICLR 2025)
+reports that (1) IIS rises with classifiability, across models and across the training epochs of
+one model; (2) fine-tuning with interpretability maximization raises accuracy; (3) stronger
+representations lose less accuracy when predictions come from interpretations. This script tests
+the three claims on images that ship inside Python packages, so it needs no network:
+
+- ``digits``: scikit-learn's 1,797 handwritten digits (8 x 8, 10 classes), `iis_hf.load_digits_dataset`;
+- ``animals``: the 10,000 animal silhouettes (28 x 28, 10 classes) of the `animal-shape-mnist`
+  package (``pip install animal-shape-mnist==0.39``, or ``pip install -e ".[reproduce]"``).
+
+Findings 1 and 3: small Hugging Face models of three families at two widths each (ResNet, ViT,
+ConvNeXt, random-initialised from configs) are trained with a plain `transformers.Trainer`, and a
+checkpoint is kept at several epochs (0 = the random initialisation). Every checkpoint is scored
+with `iis_hf.compute_iis` twice, with 200 prototype-patch concepts and with 200 k-means cluster
+concepts; the standard accuracy A0 is the converged linear probe of `compute_iis`.
+Finding 2: for each seed a ResNet is pre-trained briefly, then fine-tuned at the same budget with a
+plain `Trainer` and with `iis_hf.IISTrainer`; the settings of `iis_weight` and of the loss's
+sparsity ratios are swept. (This is the code path of `benchmarks/finetune_digits.py`, which imports
+its helpers from here.)
+
+    python examples/reproduce_findings.py --output-dir reproduce_output --write-report docs/RESULTS.md
+    python examples/reproduce_findings.py --quick --output-dir reproduce_quick     # < 10 min on 2 CPU cores
+    python examples/reproduce_findings.py --smoke --output-dir /tmp/smoke           # seconds (the test)
+
+The output folder gets `results.json` (every checkpoint, run and statistic) and the figures
+(`finding1_<dataset>.png`, `finding2_<dataset>.png`, `finding2_sweep_<dataset>.png`,
+`finding3_<dataset>.png`). `--write-report PATH` also writes the Markdown report and copies the
+figures into `figures/` beside it; a block between the `reading:begin` / `reading:end` markers of
+an existing report is kept, so a hand-written reading survives a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gzip
+import json
+import math
+import os
+import pickle
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iis_hf import (
+    ConceptBank,
+    IISTrainer,
+    IISTrainingArguments,
+    compute_iis,
+    extract_features,
+    load_digits_dataset,
+)
+from iis_hf.demo import DEMO_IMAGE_SIZE, demo_image_processor, demo_model, image_classification_collator
+from iis_hf.stats import correlation_summary, paired_tests
+
+SCORE_RATIOS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98)
+INTERPRETATION_RATIO = 0.9  # finding 3: predictions from the interpretation head at this ratio
+CONCEPT_KINDS = ("prototype", "cluster")
+DATASETS = ("digits", "animals")
+ANIMAL_SHAPES_DISTRIBUTION = "animal-shape-mnist"
+ANIMAL_SHAPES_FILES = (
+    "animal_shape_mnist/data/Animal Shape/animal_data_version_3.gz",
+    "animal_shape_mnist/data/Animal Shape/animal_label_version_3.gz",
+)
+ANIMAL_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
+READING_BEGIN, READING_END = "<!-- reading:begin -->", "<!-- reading:end -->"
+
+
+# ------------------------------------------------------------------------------------------ data
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any other class in the stream is refused."""
+
+    def find_class(self, module, name):
+        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
+            return getattr(np, name)
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy < 2
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are expected")
+
+
+def read_animal_shapes() -> tuple[np.ndarray, np.ndarray]:
+    """The (10000, 28, 28) uint8 images and (10000,) labels shipped in `animal-shape-mnist` 0.39."""
+    import importlib.metadata
+
+    try:
+        distribution = importlib.metadata.distribution(ANIMAL_SHAPES_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise SystemExit(
+            "the 'animals' dataset needs the animal-shape-mnist package: "
+            'pip install animal-shape-mnist==0.39 (or pip install -e ".[reproduce]"), '
+            "or pass --datasets digits"
+        ) from None
+    arrays = []
+    for relative in ANIMAL_SHAPES_FILES:
+        with gzip.open(distribution.locate_file(relative), "rb") as stream:
+            arrays.append(_ArrayUnpickler(stream).load())
+    images, labels = arrays
+    if not (
+        isinstance(images, np.ndarray)
+        and images.ndim == 3
+        and isinstance(labels, np.ndarray)
+        and labels.shape == images.shape[:1]
+    ):
+        raise ValueError("animal-shape-mnist's files do not hold (N, 28, 28) images and N labels")
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def load_animal_shapes_dataset(
+    image_size: int = DEMO_IMAGE_SIZE, train_size: int | None = 3000, test_size: int = 1000, seed: int = 0
+):
+    """Animal silhouettes as a DatasetDict (`image` RGB image_size^2, `label` ClassLabel), train/test.
+
+    The 284 images that occur twice are kept once (so no test image is also a training image);
+    train and test are stratified random draws (seeded) of `train_size` and `test_size` images.
+    """
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+    from PIL import Image as PILImage
+    from sklearn.model_selection import train_test_split
+
+    images, labels = read_animal_shapes()
+    _, first = np.unique(images.reshape(len(images), -1), axis=0, return_index=True)
+    rows = np.sort(first)
+    train_rows, test_rows = train_test_split(
+        rows, test_size=test_size, stratify=labels[rows], random_state=seed
+    )
+    if train_size is not None and train_size < len(train_rows):
+        train_rows, _ = train_test_split(
+            train_rows, train_size=train_size, stratify=labels[train_rows], random_state=seed
+        )
+    features = Features({"image": Image(), "label": ClassLabel(names=list(ANIMAL_CLASSES))})
+
+    def build(selected):
+        selected = np.sort(selected)
+        pictures = [
+            PILImage.fromarray(images[i], mode="L")
+            .resize((image_size, image_size), PILImage.BILINEAR)
+            .convert("RGB")
+            for i in selected
+        ]
+        return Dataset.from_dict({"image": pictures, "label": labels[selected].tolist()}, features=features)
+
+    return DatasetDict(train=build(train_rows), test=build(test_rows))
+
+
+def load_named_dataset(name: str, train_size: int | None = None, test_size: int | None = None, seed: int = 0):
+    """`digits` or `animals` as a DatasetDict with `train` and `test`, optionally subsampled."""
+    if name == "digits":
+        data = load_digits_dataset(seed=seed)
+        if train_size is not None and train_size < len(data["train"]):
+            data["train"] = data["train"].shuffle(seed=seed).select(range(train_size))
+        if test_size is not None and test_size < len(data["test"]):
+            data["test"] = data["test"].shuffle(seed=seed).select(range(test_size))
+        return data
+    if name == "animals":
+        return load_animal_shapes_dataset(train_size=train_size, test_size=test_size or 1000, seed=seed)
+    raise ValueError(f"unknown dataset {name!r}: choose from {DATASETS}")
+
+
+# ---------------------------------------------------------------------------------------- models
+def model_config(name: str):
+    """Configs of the small models (32 x 32 inputs) trained here: three families, two widths each.
+
+    "-m" doubles every width of "-s" and keeps its depth.
+    """
+    import transformers as tf
+
+    configs = {
+        "resnet-s": None,  # iis_hf.demo.demo_model: embedding 32, hidden sizes 32/64/128, depths 1/1/1
+        "resnet-m": lambda: tf.ResNetConfig(
+            embedding_size=64,
+            hidden_sizes=[64, 128, 256],
+            depths=[1, 1, 1],
+            layer_type="basic",
+            downsample_in_first_stage=False,
+        ),
+        "vit-s": lambda: tf.ViTConfig(
+            image_size=32,
+            patch_size=4,
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+        ),
+        "vit-m": lambda: tf.ViTConfig(
+            image_size=32,
+            patch_size=4,
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=256,
+        ),
+        "convnext-s": lambda: tf.ConvNextConfig(
+            patch_size=2, num_stages=3, hidden_sizes=[32, 64, 128], depths=[1, 1, 1]
+        ),
+        "convnext-m": lambda: tf.ConvNextConfig(
+            patch_size=2, num_stages=3, hidden_sizes=[64, 128, 256], depths=[1, 1, 1]
+        ),
+    }
+    if name not in configs:
+        raise ValueError(f"unknown model {name!r}: choose from {sorted(configs)}")
+    return configs[name]
+
+
+MODELS = ("resnet-s", "resnet-m", "vit-s", "vit-m", "convnext-s", "convnext-m")
+
+
+def build_model(name: str, label_names: list[str], seed: int):
+    """A random-initialised `*ForImageClassification` model (seeded) for the given classes."""
+    from transformers import AutoModelForImageClassification
+
+    id2label = dict(enumerate(label_names))
+    factory = model_config(name)
+    if factory is None:
+        return demo_model(len(label_names), seed, id2label=id2label)
+    config = factory()
+    config.num_labels = len(label_names)
+    config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
+    torch.manual_seed(seed)
+    return AutoModelForImageClassification.from_config(config)
+
+
+def copy_model(model):
+    clone = type(model)(model.config)
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+# -------------------------------------------------------------------------------------- training
+def training_args(
+    output_dir: str,
+    epochs: float,
+    seed: int,
+    device: str = "cpu",
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+) -> dict:
+    """The `TrainingArguments` shared by every run (AdamW, cosine schedule, 10% warm-up, no saving)."""
+    return dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        weight_decay=0.05,
+        warmup_steps=0.1,
+        lr_scheduler_type="cosine",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=device == "cpu",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+    )
+
+
+def _plain_trainer(model, data, args: dict, callbacks=None):
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**args),
+        train_dataset=data["train"],
+        data_collator=image_classification_collator(demo_image_processor()),
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_with_checkpoints(
+    model_name: str,
+    data,
+    epochs: list[int],
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+):
+    """Train one model with a plain Trainer for max(epochs); return {epoch: model} (0 = at init).
+
+    The checkpoints are copies of the weights at the end of each listed epoch of one run (one
+    cosine schedule over max(epochs)), kept in memory on the CPU.
+    """
+    from transformers import TrainerCallback
+
+    names = data["train"].features["label"].names
+    model = build_model(model_name, names, seed)
+    wanted = sorted(set(int(e) for e in epochs))
+    snapshots = {}
+    if 0 in wanted:
+        snapshots[0] = copy_model(model).eval()
+
+    class KeepCheckpoints(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            epoch = round(state.epoch)
+            if epoch in wanted and model is not None:
+                snapshots[epoch] = copy_model(model).cpu().eval()
+
+    last = max(wanted)
+    if last > 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = training_args(tmp, last, seed, device, batch_size, learning_rate)
+            _plain_trainer(model, data, args, callbacks=[KeepCheckpoints()]).train()
+    return {e: snapshots[e] for e in wanted}
+
+
+def pretrain(data, seed: int, epochs: float, model_name: str = "resnet-s", device: str = "cpu"):
+    """The 'pre-trained backbone' of finding 2: a brief plain-Trainer run from a seeded init."""
+    names = data["train"].features["label"].names
+    model = build_model(model_name, names, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _plain_trainer(model, data, training_args(tmp, epochs, seed, device))
+        trainer.train()
+    return trainer.model.cpu().eval()
+
+
+def finetune(
+    backbone,
+    data,
+    seed: int,
+    epochs: float,
+    iis_weight: float | None,
+    ratios=(0.9,),
+    device: str = "cpu",
+    num_concepts: int = 200,
+    images_per_class: int = 10,
+):
+    """iis_weight None: plain Trainer; otherwise IISTrainer. Returns the fine-tuned backbone, seconds.
+
+    Both start from a copy of `backbone` and train for the same epochs with the same arguments and
+    data order; IISTrainer's concepts are prototypes of the starting backbone.
+    """
+    model = copy_model(backbone)
+    processor = demo_image_processor()
+    collate = image_classification_collator(processor)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if iis_weight is None:
+            trainer = _plain_trainer(model, data, training_args(tmp, epochs, seed, device))
+            trainer.train()
+            tuned = trainer.model
+        else:
+            from transformers import PrinterCallback
+
+            args = IISTrainingArguments(
+                **training_args(tmp, epochs, seed, device),
+                iis_weight=iis_weight,
+                iis_sparsity_ratios=list(ratios),
+                iis_num_concepts=num_concepts,
+                iis_images_per_class=images_per_class,
+                iis_eval=False,
+            )
+            trainer = IISTrainer(
+                model=model,
+                args=args,
+                train_dataset=data["train"],
+                data_collator=collate,
+                processing_class=processor,
+            )
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+            tuned = trainer.iis_model.backbone
+    return tuned.cpu().eval(), time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------------------- scoring
+def score_model(
+    model,
+    data,
+    seed: int = 0,
+    device: str = "cpu",
+    kinds=CONCEPT_KINDS,
+    num_concepts: int = 200,
+    images_per_class: int = 10,
+    head_epochs: int = 30,
+) -> dict:
+    """Test accuracy of the model's own classifier, and IIS with each kind of concept.
+
+    "prototype": `num_concepts` patch prototypes (a 4 x 4 grid of `images_per_class` training images
+    per class, embedded by the model itself, a seeded random subset). "cluster": `num_concepts`
+    k-means centres of the whole prototype library. A0 is `compute_iis`'s converged probe.
+    """
+    processor = demo_image_processor()
+    kwargs = dict(image_processor=processor, batch_size=256, device=device, progress=False)
+    train = extract_features(model, data["train"], **kwargs)
+    test = extract_features(model, data["test"], **kwargs)
+    # What the classifier sees is the default representation of a *ForImageClassification model.
+    head = copy.deepcopy(model.classifier).cpu().eval()
+    with torch.no_grad():
+        accuracy = float((head(test.features).argmax(-1) == test.labels).float().mean())
+    banks = {}
+    if tuple(kinds) == ("prototype",):  # embed only the parts that are kept
+        banks["prototype"] = ConceptBank.from_prototypes(
+            model,
+            data["train"],
+            images_per_class=images_per_class,
+            num_concepts=num_concepts,
+            seed=seed,
+            **kwargs,
+        )
+    else:
+        library = ConceptBank.from_prototypes(
+            model, data["train"], images_per_class=images_per_class, seed=seed, **kwargs
+        )
+        size = min(num_concepts, library.num_concepts)
+        if "prototype" in kinds:  # the same subset as from_prototypes(num_concepts=size, seed=seed)
+            keep = np.sort(np.random.default_rng(seed).choice(library.num_concepts, size=size, replace=False))
+            banks["prototype"] = library.subset(keep)
+        if "cluster" in kinds:
+            banks["cluster"] = ConceptBank.from_clusters(library, size, seed=seed)
+    out = {"accuracy": accuracy, "feature_dim": int(train.features.shape[1]), "concepts": {}}
+    for kind, bank in banks.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = compute_iis(
+                train.features,
+                train.labels,
+                test.features,
+                test.labels,
+                bank,
+                sparsity_ratios=SCORE_RATIOS,
+                epochs=head_epochs,
+                seed=seed,
+                progress=False,
+                device=device,
+            )
+        out["concepts"][kind] = {
+            "iis": result.iis,
+            "probe_accuracy": result.standard_accuracy,
+            "interpretation_accuracy": dict(zip(map(str, result.sparsity_ratios), result.accuracies)),
+            "max_relative_accuracy": max(result.relative_accuracies),
+            "probe_warning": any("exceeds the standard accuracy" in str(w.message) for w in caught),
+            "num_concepts": bank.num_concepts,
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------- experiments
+def run_checkpoint_grid(data, dataset: str, cfg, log) -> list[dict]:
+    """Findings 1 and 3: train each model, score every kept checkpoint with both kinds of concept."""
+    rows = []
+    for model_name in cfg.models:
+        started = time.perf_counter()
+        checkpoints = train_with_checkpoints(
+            model_name, data, cfg.epochs, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size
+        )
+        trained = time.perf_counter() - started
+        for epoch, model in checkpoints.items():
+            t0 = time.perf_counter()
+            figures = score_model(
+                model,
+                data,
+                seed=cfg.seed,
+                device=cfg.device,
+                num_concepts=cfg.num_concepts,
+                images_per_class=cfg.images_per_class,
+                head_epochs=cfg.head_epochs,
+            )
+            row = {
+                "dataset": dataset,
+                "model": model_name,
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "epoch": epoch,
+                **figures,
+                "score_seconds": round(time.perf_counter() - t0, 2),
+            }
+            rows.append(row)
+            c = row["concepts"]
+            log(
+                f"[{dataset}] {model_name:<10} epoch {epoch:>2}  acc {row['accuracy']:.3f}  "
+                + "  ".join(f"{k}: A0 {c[k]['probe_accuracy']:.3f} IIS {c[k]['iis']:.3f}" for k in c)
+            )
+        log(f"[{dataset}] {model_name}: trained in {trained:.0f} s")
+    return rows
+
+
+def finetune_settings(cfg) -> list[tuple[float | None, tuple[float, ...]]]:
+    """(iis_weight, ratios) of every fine-tuning run: None is the plain Trainer."""
+    main = (cfg.iis_weight, tuple(cfg.iis_ratios))
+    sweep = [(w, tuple(cfg.iis_ratios)) for w in cfg.sweep_weights]
+    sweep += [(cfg.sweep_ratio_weight, tuple(r)) for r in cfg.sweep_ratios]
+    settings = [(None, (0.9,)), main]
+    for s in sweep:
+        if s not in settings:
+            settings.append(s)
+    return settings
+
+
+def run_finetuning(data, dataset: str, cfg, log) -> list[dict]:
+    """Finding 2: per seed, one pre-trained backbone fine-tuned by every setting (sweep: fewer seeds)."""
+    settings = finetune_settings(cfg)
+    main = settings[:2]
+    runs = []
+    for seed in cfg.seeds:
+        backbone = pretrain(data, seed, cfg.pretrain_epochs, device=cfg.device)
+        for weight, ratios in settings:
+            if (weight, ratios) not in main and seed not in cfg.sweep_seeds:
+                continue
+            tuned, seconds = finetune(
+                backbone,
+                data,
+                seed,
+                cfg.finetune_epochs,
+                weight,
+                ratios,
+                device=cfg.device,
+                num_concepts=cfg.num_concepts,
+                images_per_class=cfg.images_per_class,
+            )
+            figures = score_model(
+                tuned,
+                data,
+                seed=seed,
+                device=cfg.device,
+                kinds=("prototype",),
+                num_concepts=cfg.num_concepts,
+                images_per_class=cfg.images_per_class,
+                head_epochs=cfg.head_epochs,
+            )
+            proto = figures["concepts"]["prototype"]
+            runs.append(
+                {
+                    "dataset": dataset,
+                    "seed": seed,
+                    "iis_weight": weight,
+                    "ratios": list(ratios),
+                    "seconds": round(seconds, 2),
+                    "accuracy": figures["accuracy"],
+                    "iis": proto["iis"],
+                    "probe_accuracy": proto["probe_accuracy"],
+                    "interpretation_accuracy": proto["interpretation_accuracy"],
+                }
+            )
+            label = setting_label(weight, ratios)
+            log(f"[{dataset}] seed {seed} {label:<28} acc {figures['accuracy']:.4f}  IIS {proto['iis']:.4f}")
+    return runs
+
+
+def setting_label(weight, ratios) -> str:
+    if weight is None:
+        return "Trainer"
+    return f"IISTrainer λ={weight:g} ρ={','.join(f'{r:g}' for r in ratios)}"
+
+
+# -------------------------------------------------------------------------------------- analysis
+def _finite(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def analyse_checkpoints(rows: list[dict], cfg) -> dict:
+    """Findings 1 and 3 per dataset and concept kind: correlations with bootstrap intervals."""
+    out = {}
+    for dataset in sorted({r["dataset"] for r in rows}):
+        out[dataset] = {}
+        for kind in CONCEPT_KINDS:
+            group = [r for r in rows if r["dataset"] == dataset and kind in r["concepts"]]
+            if not group:
+                continue
+
+            def summary(subset, y_of, x_of=lambda r, k=kind: r["concepts"][k]["probe_accuracy"]):
+                x = [x_of(r) for r in subset]
+                y = [y_of(r) for r in subset]
+                return correlation_summary(x, y, n_resamples=cfg.bootstrap, seed=cfg.seed)
+
+            iis = lambda r, k=kind: r["concepts"][k]["iis"]  # noqa: E731
+            drop = lambda r, k=kind: (  # noqa: E731
+                r["concepts"][k]["probe_accuracy"]
+                - r["concepts"][k]["interpretation_accuracy"][str(INTERPRETATION_RATIO)]
+            )
+            trained = [r for r in group if r["epoch"] > 0]
+            models = sorted({r["model"] for r in group}, key=list(cfg.models).index)
+            out[dataset][kind] = {
+                "finding1": {
+                    "all_checkpoints": summary(group, iis),
+                    "trained_checkpoints": summary(trained, iis) if len(trained) >= 3 else None,
+                    "within_model": {
+                        m: summary(
+                            sorted((r for r in group if r["model"] == m), key=lambda r: r["epoch"]), iis
+                        )
+                        for m in models
+                    },
+                    "classifier_accuracy_vs_iis": summary(group, iis, x_of=lambda r: r["accuracy"]),
+                },
+                "finding3": {
+                    "all_checkpoints": summary(group, drop),
+                    "trained_checkpoints": summary(trained, drop) if len(trained) >= 3 else None,
+                },
+            }
+    return out
+
+
+def analyse_finetuning(runs: list[dict], cfg) -> dict:
+    """Finding 2 per dataset: every setting against the plain Trainer on the same seeds (paired)."""
+    out = {}
+    for dataset in sorted({r["dataset"] for r in runs}):
+        group = [r for r in runs if r["dataset"] == dataset]
+        plain = {r["seed"]: r for r in group if r["iis_weight"] is None}
+        settings = []
+        for weight, ratios in finetune_settings(cfg)[1:]:
+            mine = {
+                r["seed"]: r
+                for r in group
+                if r["iis_weight"] == weight and tuple(r["ratios"]) == tuple(ratios)
+            }
+            seeds = sorted(set(mine) & set(plain))
+            if len(seeds) < 2:
+                continue
+            entry = {
+                "iis_weight": weight,
+                "ratios": list(ratios),
+                "label": setting_label(weight, ratios),
+                "main": (weight, tuple(ratios)) == (cfg.iis_weight, tuple(cfg.iis_ratios)),
+                "seeds": seeds,
+            }
+            for metric in ("accuracy", "iis"):
+                entry[metric] = paired_tests(
+                    [mine[s][metric] for s in seeds], [plain[s][metric] for s in seeds]
+                )
+                entry[metric]["verdict"] = verdict(entry[metric])
+            settings.append(entry)
+        out[dataset] = {"settings": settings}
+    return out
+
+
+def verdict(test: dict, alpha: float = 0.05) -> str:
+    """'higher' / 'lower' when both paired tests reject at alpha, else 'no detectable difference'."""
+    ps = [test.get("t_p"), test.get("wilcoxon_p")]
+    if all(p is not None and math.isfinite(p) and p < alpha for p in ps):
+        return "higher" if test["mean_difference"] > 0 else "lower"
+    return "no detectable difference"
+
+
+# ----------------------------------------------------------------------------------------- plots
+def _colours(models):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(models)}
+
+
+def plot_checkpoints(rows, dataset, models, path, y_of, ylabel, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in CONCEPT_KINDS if any(k in r["concepts"] for r in rows)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.4), squeeze=False)
+    colours = _colours(models)
+    for ax, kind in zip(axes[0], kinds):
+        for model in models:
+            pts = sorted((r for r in rows if r["model"] == model), key=lambda r: r["epoch"])
+            if not pts:
+                continue
+            x = [r["concepts"][kind]["probe_accuracy"] for r in pts]
+            y = [y_of(r, kind) for r in pts]
+            ax.plot(x, y, "-o", color=colours[model], label=model, markersize=4, linewidth=1.2)
+            for xi, yi, r in zip(x, y, pts):
+                ax.annotate(str(r["epoch"]), (xi, yi), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.set_xlabel("standard accuracy A0 (linear probe)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{dataset}: {kind} concepts")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_finetuning(runs, analysis, dataset, cfg, path_pairs, path_sweep):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    group = [r for r in runs if r["dataset"] == dataset]
+    plain = {r["seed"]: r for r in group if r["iis_weight"] is None}
+    main = {
+        r["seed"]: r
+        for r in group
+        if r["iis_weight"] == cfg.iis_weight and tuple(r["ratios"]) == tuple(cfg.iis_ratios)
+    }
+    seeds = sorted(set(plain) & set(main))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, metric in zip(axes, ("accuracy", "iis")):
+        for s in seeds:
+            ax.plot([0, 1], [plain[s][metric], main[s][metric]], "-o", color="grey", alpha=0.6, markersize=4)
+        ax.plot(
+            [0, 1],
+            [np.mean([plain[s][metric] for s in seeds]), np.mean([main[s][metric] for s in seeds])],
+            "-s",
+            color="C3",
+            linewidth=2.5,
+            label="mean",
+        )
+        ax.set_xticks([0, 1], ["Trainer", setting_label(cfg.iis_weight, cfg.iis_ratios)])
+        ax.set_title(f"{dataset}: test {'accuracy' if metric == 'accuracy' else 'IIS (prototypes)'}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"{len(seeds)} seeds, equal budget; lines join runs from the same pre-trained backbone", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path_pairs, dpi=110)
+    plt.close(fig)
+
+    settings = analysis[dataset]["settings"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [s["label"].replace("IISTrainer ", "") for s in settings]
+    for ax, metric in zip(axes, ("accuracy", "iis")):
+        means = [s[metric]["mean_difference"] for s in settings]
+        errs = [s[metric]["sd_difference"] / math.sqrt(s[metric]["n"]) for s in settings]
+        colours = [
+            "C2" if s[metric]["verdict"] == "higher" else "C3" if s[metric]["verdict"] == "lower" else "C7"
+            for s in settings
+        ]
+        ax.bar(range(len(settings)), means, yerr=errs, color=colours, capsize=3)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(settings)), labels, rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel(f"Δ {metric} vs Trainer (mean ± s.e., paired)")
+        ax.set_title(f"{dataset}: IISTrainer − Trainer, {metric}")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("green / red: both paired tests p < 0.05; grey: no detectable difference", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path_sweep, dpi=110)
+    plt.close(fig)
+
+
+def make_figures(results: dict, output_dir: Path, cfg) -> list[str]:
+    made = []
+    rows = results["checkpoints"]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        group = [r for r in rows if r["dataset"] == dataset]
+        models = [m for m in cfg.models if any(r["model"] == m for r in group)]
+        name = f"finding1_{dataset}.png"
+        plot_checkpoints(
+            group,
+            dataset,
+            models,
+            output_dir / name,
+            lambda r, k: r["concepts"][k]["iis"],
+            "IIS",
+            "Finding 1: IIS against classifiability, one line per model through its epochs (labels)",
+        )
+        made.append(name)
+        name = f"finding3_{dataset}.png"
+        plot_checkpoints(
+            group,
+            dataset,
+            models,
+            output_dir / name,
+            lambda r, k: (
+                r["concepts"][k]["probe_accuracy"]
+                - r["concepts"][k]["interpretation_accuracy"][str(INTERPRETATION_RATIO)]
+            ),
+            f"A0 − A({INTERPRETATION_RATIO:g})  (accuracy lost through the interpretation)",
+            f"Finding 3: accuracy drop from the probe to the interpretation head at ratio {INTERPRETATION_RATIO:g}",
+        )
+        made.append(name)
+    for dataset, analysis in results["finding2"].items():
+        if not analysis["settings"]:
+            continue
+        pairs, sweep = f"finding2_{dataset}.png", f"finding2_sweep_{dataset}.png"
+        plot_finetuning(
+            results["finetuning"], results["finding2"], dataset, cfg, output_dir / pairs, output_dir / sweep
+        )
+        made += [pairs, sweep]
+    return made
+
+
+# ---------------------------------------------------------------------------------------- report
+def _f(value, digits=3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _p(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.2g}" if value >= 0.001 else f"{value:.1e}"
+
+
+def _corr_cells(s: dict | None) -> list[str]:
+    if s is None:
+        return ["–"] * 5
+    return [
+        str(s["n"]),
+        f"{_f(s['spearman'], 2)} [{_f(s['spearman_ci'][0], 2)}, {_f(s['spearman_ci'][1], 2)}]",
+        _p(s["spearman_p"]),
+        f"{_f(s['pearson'], 2)} [{_f(s['pearson_ci'][0], 2)}, {_f(s['pearson_ci'][1], 2)}]",
+        _p(s["pearson_p"]),
+    ]
+
+
+def _mean_sd(values) -> str:
+    values = list(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
+    """docs/RESULTS.md from results.json: tables, figures (copied beside it), provenance."""
+    report_path = Path(report_path)
+    figures_dir = report_path.parent / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for name in results["figures"]:
+        shutil.copyfile(output_dir / name, figures_dir / name)
+    data_path = report_path.with_suffix(".json")  # the numbers behind the report, beside it
+    data_path.write_text(json.dumps(json_ready(results), indent=1, allow_nan=False), encoding="utf-8")
+    rel = os.path.relpath(figures_dir, report_path.parent)
+    cfg, env = results["config"], results["environment"]
+    kept = None
+    if report_path.exists():
+        text = report_path.read_text(encoding="utf-8")
+        if READING_BEGIN in text and READING_END in text:
+            kept = text[text.index(READING_BEGIN) : text.index(READING_END) + len(READING_END)]
+    L = []
+    L.append("# Reproducing the paper's findings offline\n")
+    L.append(
+        "*Enhancing Pre-trained Representation Classifiability can Boost its Interpretability* (ICLR 2025) "
+        "claims that (1) IIS rises with classifiability, (2) fine-tuning with interpretability maximization "
+        "raises accuracy, and (3) stronger representations lose less accuracy when predictions come from "
+        "interpretations. This report tests the three claims with `examples/reproduce_findings.py` on real "
+        "images that ship inside Python packages (no network), with small models trained from scratch on "
+        "a CPU. Everything below is generated from the run's `results.json` except the reading, which is "
+        "written by hand for this run.\n"
+    )
+    L.append(
+        f"The numbers behind every table are in [`{report_path.with_suffix('.json').name}`]"
+        f"({report_path.with_suffix('.json').name}) (the run's `results.json`).\n"
+    )
+    L.append("## How this was run\n")
+    L.append("```bash")
+    L.append(f"python {' '.join(results['command'])}")
+    L.append("```\n")
+    L.append(
+        f"- Run finished {results['finished']}; total runtime **{results['runtime_seconds'] / 60:.1f} min** "
+        f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in results['phase_seconds'].items())}) on "
+        f"{env['machine']} with {env['cpu_count']} CPU cores (torch threads {env['torch_threads']}), "
+        f"device `{cfg['device']}`."
+    )
+    L.append(
+        "- Versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + f"; Python {env['python']} on {env['platform']}."
+    )
+    L.append(
+        f"- Seeds: checkpoint models, concept sampling and k-means use seed {cfg['seed']}; "
+        f"fine-tuning seeds {cfg['seeds']} (sweep seeds {cfg['sweep_seeds']}); bootstrap "
+        f"{cfg['bootstrap']} resamples, seed {cfg['seed']}, percentile 95% intervals."
+    )
+    L.append(
+        f"- Scoring: {cfg['num_concepts']} concepts from {cfg['images_per_class']} training images per class "
+        f"(4 x 4 patches), ratio grid {list(SCORE_RATIOS)}, heads trained {cfg['head_epochs']} epochs "
+        "(Adam, lr 1e-2, decay 0.99, batch 1024, best test top-1, as published); A0 is `compute_iis`'s "
+        "converged linear probe on standardised features. *prototype*: a seeded random subset of the "
+        "patch-prototype library; *cluster*: k-means centres of the whole library."
+    )
+    L.append("- Data:")
+    for name, info in results["datasets"].items():
+        L.append(f"  - `{name}`: {info['description']}; train {info['train']}, test {info['test']} images.")
+    L.append("")
+    L.append(
+        "Reproduce a reduced version (one dataset, three models, fewer epochs and seeds) in under ten "
+        "minutes with `python examples/reproduce_findings.py --quick --output-dir reproduce_quick`.\n"
+    )
+
+    # ----- finding 1
+    L.append("## Finding 1: IIS rises with classifiability\n")
+    L.append(
+        "Spearman's ρ and Pearson's r between the probe accuracy A0 and IIS, with 95% bootstrap intervals "
+        "(pairs resampled) and two-sided permutation p-values (exact up to 7 points, else 9,999 seeded permutations). *All* = every checkpoint of every model (epoch 0 is the "
+        "random initialisation); *trained* = epochs ≥ 1; *x = classifier accuracy* uses the model's own "
+        "classifier head instead of the probe; then each model across its epochs.\n"
+    )
+    for dataset, kinds in results["finding1_3"].items():
+        L.append(f"### {dataset}\n")
+        L.append(f"![finding 1, {dataset}]({rel}/finding1_{dataset}.png)\n")
+        L.append("| concepts | checkpoints | n | Spearman ρ [95% CI] | p | Pearson r [95% CI] | p |")
+        L.append("|---|---|---|---|---|---|---|")
+        for kind, a in kinds.items():
+            f1 = a["finding1"]
+            L.append(f"| {kind} | all | " + " | ".join(_corr_cells(f1["all_checkpoints"])) + " |")
+            L.append(f"| {kind} | trained | " + " | ".join(_corr_cells(f1["trained_checkpoints"])) + " |")
+            L.append(
+                f"| {kind} | all, x = classifier accuracy | "
+                + " | ".join(_corr_cells(f1["classifier_accuracy_vs_iis"]))
+                + " |"
+            )
+            for model, s in f1["within_model"].items():
+                L.append(f"| {kind} | {model} | " + " | ".join(_corr_cells(s)) + " |")
+        L.append("")
+    L.append("Every checkpoint:\n")
+    L.append(
+        "| dataset | model | params | epoch | classifier acc | A0 | IIS prototype | IIS cluster | "
+        f"A({INTERPRETATION_RATIO:g}) prototype | A({INTERPRETATION_RATIO:g}) cluster | max A/A0 |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results["checkpoints"]:
+        c = r["concepts"]
+        cells = [
+            r["dataset"],
+            r["model"],
+            f"{r['parameters'] / 1e6:.2f}M",
+            str(r["epoch"]),
+            _f(r["accuracy"]),
+            _f(c["prototype"]["probe_accuracy"]) if "prototype" in c else "–",
+        ]
+        for kind in CONCEPT_KINDS:
+            cells.append(_f(c[kind]["iis"]) if kind in c else "–")
+        for kind in CONCEPT_KINDS:
+            cells.append(
+                _f(c[kind]["interpretation_accuracy"][str(INTERPRETATION_RATIO)]) if kind in c else "–"
+            )
+        cells.append(_f(max(v["max_relative_accuracy"] for v in c.values())))
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    warned = sum(any(v["probe_warning"] for v in r["concepts"].values()) for r in results["checkpoints"])
+    L.append(
+        f"A head beat the probe (A(ρ)/A0 > 1, the warning of DESIGN.md's measured pitfall) in {warned} of "
+        f"{len(results['checkpoints'])} checkpoints.\n"
+    )
+
+    # ----- finding 2
+    L.append("## Finding 2: fine-tuning with interpretability maximization\n")
+    L.append(
+        f"Per seed, a ResNet (`resnet-s`, 0.3M parameters) is pre-trained for {cfg['pretrain_epochs']:g} epoch(s) "
+        f"with a plain `Trainer`, then fine-tuned for {cfg['finetune_epochs']:g} epochs twice from the same "
+        "weights, with the same arguments and data order: with `Trainer`, and with `IISTrainer` "
+        "(loss = CE + λ · CE of the interpretation heads at the ratios ρ, prototype concepts of the "
+        "pre-trained backbone). Accuracy is the fine-tuned model's own classifier on the test images; IIS "
+        "uses prototype concepts of the fine-tuned backbone. Δ = IISTrainer − Trainer over the same seeds; "
+        "p-values: paired t-test and Wilcoxon signed-rank (two-sided, uncorrected for the number of "
+        "settings). Verdict 'higher'/'lower' only when both tests give p < 0.05. With 5 pairs the "
+        "smallest possible two-sided Wilcoxon p is 0.0625, so sweep rows with 5 seeds can never be "
+        "'higher' or 'lower'.\n"
+    )
+    for dataset, analysis in results["finding2"].items():
+        if not analysis["settings"]:
+            continue
+        L.append(f"### {dataset}\n")
+        L.append(f"![finding 2, {dataset}]({rel}/finding2_{dataset}.png)\n")
+        L.append(f"![finding 2 sweep, {dataset}]({rel}/finding2_sweep_{dataset}.png)\n")
+        L.append(
+            "| setting | seeds | accuracy (mean ± sd) | Δ accuracy | p (t / W) | verdict | "
+            "IIS (mean ± sd) | Δ IIS | p (t / W) | verdict |"
+        )
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        runs = [r for r in results["finetuning"] if r["dataset"] == dataset]
+        first = analysis["settings"][0]
+        plain_seeds = first["seeds"] if first["main"] else sorted({r["seed"] for r in runs})
+        plain = [r for r in runs if r["iis_weight"] is None and r["seed"] in plain_seeds]
+        L.append(
+            f"| Trainer | {len(plain)} | {_mean_sd(r['accuracy'] for r in plain)} | | | | "
+            f"{_mean_sd(r['iis'] for r in plain)} | | | |"
+        )
+        for s in analysis["settings"]:
+            a, i = s["accuracy"], s["iis"]
+            label = f"**{s['label']}** (main)" if s["main"] else s["label"]
+            L.append(
+                f"| {label} | {a['n']} | {a['mean_a']:.4f} ± {a['sd_a']:.4f} | {a['mean_difference']:+.4f} | "
+                f"{_p(a['t_p'])} / {_p(a['wilcoxon_p'])} | {a['verdict']} | {i['mean_a']:.4f} ± {i['sd_a']:.4f} | "
+                f"{i['mean_difference']:+.4f} | {_p(i['t_p'])} / {_p(i['wilcoxon_p'])} | {i['verdict']} |"
+            )
+        L.append("")
+        L.append(
+            "(The Trainer row is over the main comparison's seeds; each sweep row is compared with the "
+            "Trainer on its own seeds.)\n"
+        )
+
+    # ----- finding 3
+    L.append("## Finding 3: stronger representations lose less through the interpretation\n")
+    L.append(
+        f"Accuracy drop A0 − A({INTERPRETATION_RATIO:g}) from the standard probe to the interpretation head at "
+        f"ratio {INTERPRETATION_RATIO:g}, against A0, over the same checkpoints as finding 1. The paper's claim "
+        "is a negative correlation.\n"
+    )
+    L.append("| dataset | concepts | checkpoints | n | Spearman ρ [95% CI] | p | Pearson r [95% CI] | p |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for dataset, kinds in results["finding1_3"].items():
+        for kind, a in kinds.items():
+            f3 = a["finding3"]
+            L.append(f"| {dataset} | {kind} | all | " + " | ".join(_corr_cells(f3["all_checkpoints"])) + " |")
+            L.append(
+                f"| {dataset} | {kind} | trained | "
+                + " | ".join(_corr_cells(f3["trained_checkpoints"]))
+                + " |"
+            )
+    L.append("")
+    for dataset in results["finding1_3"]:
+        L.append(f"![finding 3, {dataset}]({rel}/finding3_{dataset}.png)\n")
+
+    L.append("## Reading\n")
+    L.append(
+        kept
+        or f"{READING_BEGIN}\n(Write the reading of this run here; this block is kept when the report is "
+        f"regenerated.)\n{READING_END}"
+    )
+    L.append("")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(L), encoding="utf-8")
+    os.replace(tmp, report_path)
+
+
+# ------------------------------------------------------------------------------------------- main
+PRESETS = {
+    "full": dict(
+        datasets=["digits", "animals"],
+        models=list(MODELS),
+        epochs=[0, 1, 2, 4, 8, 16],
+        grid_train_size={"digits": None, "animals": 2000},
+        test_size={"digits": None, "animals": 1000},
+        finetune_train_size={"digits": 600, "animals": 1000},
+        seeds=list(range(10)),
+        sweep_seeds=list(range(6)),
+        sweep_weights=[0.1, 0.5, 1.0, 2.0],
+        sweep_ratios=[[0.5], [0.98], [0.5, 0.9, 0.98]],
+        num_concepts=200,
+        images_per_class=10,
+        head_epochs=30,
+        bootstrap=2000,
+    ),
+    "quick": dict(
+        datasets=["digits"],
+        models=["resnet-s", "vit-s", "convnext-s"],
+        epochs=[0, 1, 2, 4, 8],
+        grid_train_size={"digits": None, "animals": 1500},
+        test_size={"digits": None, "animals": 500},
+        finetune_train_size={"digits": 600, "animals": 600},
+        seeds=list(range(5)),
+        sweep_seeds=list(range(3)),
+        sweep_weights=[0.1, 0.5, 1.0, 2.0],
+        sweep_ratios=[[0.5]],
+        num_concepts=200,
+        images_per_class=10,
+        head_epochs=30,
+        bootstrap=1000,
+    ),
+    "smoke": dict(
+        datasets=["digits"],
+        models=["resnet-s"],
+        epochs=[0, 1, 2],
+        grid_train_size={"digits": 120, "animals": 120},
+        test_size={"digits": 60, "animals": 60},
+        finetune_train_size={"digits": 120, "animals": 120},
+        seeds=[0, 1],
+        sweep_seeds=[0, 1],
+        sweep_weights=[0.5],
+        sweep_ratios=[],
+        num_concepts=20,
+        images_per_class=2,
+        head_epochs=2,
+        bootstrap=50,
+    ),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="reduced version, under 10 minutes on 2 CPU cores")
+    mode.add_argument("--smoke", action="store_true", help="a tiny slice in seconds (for tests)")
+    parser.add_argument("--output-dir", default="reproduce_output")
+    parser.add_argument(
+        "--write-report", metavar="PATH", help="also write the Markdown report (e.g. docs/RESULTS.md)"
+    )
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS)
+    parser.add_argument("--models", nargs="+", choices=MODELS)
+    parser.add_argument("--epochs", type=int, nargs="+", help="checkpoint epochs (0 = initialisation)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (main comparison)")
+    parser.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds of the sweep settings")
+    parser.add_argument("--sweep-weights", type=float, nargs="+", help="iis_weight values at --iis-ratios")
+    parser.add_argument(
+        "--sweep-ratios",
+        type=str,
+        nargs="*",
+        help="loss ratio sets at --sweep-ratio-weight, e.g. 0.5 0.5,0.9,0.98",
+    )
+    parser.add_argument("--sweep-ratio-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--iis-weight", type=float, default=0.1, help="main setting (IISTrainingArguments' default)"
+    )
+    parser.add_argument("--iis-ratios", type=float, nargs="+", default=[0.9])
+    parser.add_argument("--pretrain-epochs", type=float, default=1.0)
+    parser.add_argument("--finetune-epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of the checkpoint models")
+    parser.add_argument("--num-concepts", type=int)
+    parser.add_argument("--images-per-class", type=int)
+    parser.add_argument("--head-epochs", type=int)
+    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples")
+    parser.add_argument("--skip-finetuning", action="store_true")
+    parser.add_argument("--skip-checkpoints", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--from-results",
+        metavar="RESULTS_JSON",
+        help="redraw the figures and rewrite the report from a finished run's results.json (no training)",
+    )
+    args = parser.parse_args(argv)
+    preset = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    for key, value in preset.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    args.sweep_ratios = [
+        [float(x) for x in (r.split(",") if isinstance(r, str) else r)] for r in args.sweep_ratios
+    ]
+    args.grid_train_size, args.test_size = preset["grid_train_size"], preset["test_size"]
+    args.finetune_train_size = preset["finetune_train_size"]
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.skip_finetuning and args.skip_checkpoints:
+        parser.error("nothing to do: both --skip-finetuning and --skip-checkpoints")
+    missing = [s for s in args.sweep_seeds if s not in args.seeds]
+    if missing:
+        parser.error(f"--sweep-seeds {missing} are not among --seeds (the plain Trainer runs only those)")
+    return args
+
+
+def json_ready(value):
+    """NaN and inf become null (strict JSON); tuples become lists."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def environment() -> dict:
+    import importlib.metadata
+
+    versions = {}
+    for name in (
+        "iis-hf",
+        "torch",
+        "transformers",
+        "datasets",
+        "scikit-learn",
+        "scipy",
+        "numpy",
+        ANIMAL_SHAPES_DISTRIBUTION,
+    ):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "versions": versions,
+    }
+
+
+def dataset_description(name: str) -> str:
+    if name == "digits":
+        return "scikit-learn's handwritten digits (8 x 8, 10 classes), nearest-upscaled to 32 x 32 RGB"
+    return (
+        "animal silhouettes of `animal-shape-mnist` 0.39 (28 x 28, 10 classes: "
+        + ", ".join(ANIMAL_CLASSES)
+        + "), duplicates removed, bilinear-upscaled to 32 x 32 RGB"
+    )
+
+
+def redraw(results_path: Path, output_dir: Path, report: str | None) -> dict:
+    """Figures (into output_dir) and, if asked, the report again from a finished run's results."""
+    import types
+
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    saved = types.SimpleNamespace(**results["config"])
+    results["figures"] = make_figures(results, output_dir, saved)
+    if report:
+        write_report(results, Path(report), output_dir)
+    return results
+
+
+def main(argv=None) -> dict:
+    from transformers.utils import logging as hf_logging
+
+    cfg = parse_args(argv)
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*requires torchvision.*")
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.from_results:
+        return redraw(Path(cfg.from_results), output_dir, cfg.write_report)
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def log(message: str) -> None:
+        if not cfg.quiet:
+            print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    checkpoints, runs, datasets = [], [], {}
+    for dataset in cfg.datasets:
+        t0 = time.perf_counter()
+        data = load_named_dataset(
+            dataset, cfg.grid_train_size[dataset], cfg.test_size[dataset], seed=cfg.seed
+        )
+        datasets[dataset] = {
+            "description": dataset_description(dataset),
+            "train": len(data["train"]),
+            "test": len(data["test"]),
+            "finetune_train": min(cfg.finetune_train_size[dataset], len(data["train"])),
+        }
+        log(f"[{dataset}] train {len(data['train'])}, test {len(data['test'])}")
+        if not cfg.skip_checkpoints:
+            checkpoints += run_checkpoint_grid(data, dataset, cfg, log)
+            phases[f"{dataset} checkpoints"] = time.perf_counter() - t0
+        if not cfg.skip_finetuning:
+            t1 = time.perf_counter()
+            small = {
+                "train": data["train"].shuffle(seed=0).select(range(datasets[dataset]["finetune_train"])),
+                "test": data["test"],
+            }
+            runs += run_finetuning(small, dataset, cfg, log)
+            phases[f"{dataset} fine-tuning"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    config = {
+        k: v
+        for k, v in vars(cfg).items()
+        if k not in ("quick", "smoke", "quiet", "write_report", "output_dir", "from_results")
+    }
+    results = {
+        "command": ["examples/reproduce_findings.py", *(sys.argv[1:] if argv is None else argv)],
+        "mode": cfg.mode,
+        "config": config,
+        "environment": environment(),
+        "datasets": datasets,
+        "checkpoints": checkpoints,
+        "finetuning": runs,
+        "finding1_3": analyse_checkpoints(checkpoints, cfg) if checkpoints else {},
+        "finding2": analyse_finetuning(runs, cfg) if runs else {},
+    }
+    results["figures"] = make_figures(results, output_dir, cfg)
+    phases["analysis and figures"] = time.perf_counter() - t2
+    results["phase_seconds"] = {k: round(v, 1) for k, v in phases.items()}
+    results["runtime_seconds"] = round(time.perf_counter() - started, 1)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    tmp = output_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(json_ready(results), indent=1, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, output_dir / "results.json")
+    if cfg.write_report:
+        write_report(results, Path(cfg.write_report), output_dir)
+    log(f"done in {results['runtime_seconds'] / 60:.1f} min: {output_dir / 'results.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""`iis_hf.stats` against hand-computed values, and examples/reproduce_findings.py on a tiny slice."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import importlib.util
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iis_hf.stats import (
+    bootstrap_ci,
+    correlation_summary,
+    paired_tests,
+    pearson,
+    permutation_pvalue,
+    spearman,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "reproduce_findings.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reproduce_findings", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------- statistics
+def test_spearman_matches_hand_computed_values():
+    # ranks of y are 1 2 4 3: d = 0 0 -1 1, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
+    # ties get average ranks: x ranks 1 2.5 2.5 4, y ranks 1 3 2 4
+    rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 3, 2, 4])
+    expected = ((rx - rx.mean()) * (ry - ry.mean())).sum() / math.sqrt(
+        ((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum()
+    )
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(expected)
+    assert spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_pearson_matches_the_direct_formula():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=20)
+    y = 0.5 * x + rng.normal(size=20)
+    xc, yc = x - x.mean(), y - y.mean()
+    assert pearson(x, y) == pytest.approx((xc * yc).sum() / math.sqrt((xc**2).sum() * (yc**2).sum()))
+    # [1,2,3] vs [2,4,7]: sxy = 5, sxx = 2, syy = 12.667 -> r = 5 / sqrt(25.333)
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(5 / math.sqrt(2 * 38 / 3))
+
+
+@pytest.mark.parametrize("function", [spearman, pearson])
+def test_undefined_correlations_are_nan(function):
+    assert math.isnan(function([1, 2], [3, 4]))  # fewer than 3 points
+    assert math.isnan(function([1, 1, 1, 1], [1, 2, 3, 4]))  # constant x
+    with pytest.raises(ValueError, match="same length"):
+        function([1, 2, 3], [1, 2])
+
+
+def test_permutation_pvalue_is_exact_for_few_points():
+    # 4! = 24 pairings; only the identity and the reversal reach |rho| = 1, so p = 2 / 24
+    assert permutation_pvalue([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(2 / 24)
+    assert permutation_pvalue([1, 2, 3, 4], [1, 2, 3, 4], method="pearson") == pytest.approx(2 / 24)
+    # a strong correlation over many points: small p, and the same p again with the same seed
+    x = np.arange(40.0)
+    y = x + np.random.default_rng(0).normal(scale=5, size=40)
+    p = permutation_pvalue(x, y, seed=1)
+    assert p < 0.001 and p == permutation_pvalue(x, y, seed=1)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = x + rng.normal(scale=0.5, size=30)
+    ci = bootstrap_ci(x, y, spearman, n_resamples=500, seed=7)
+    assert ci.low <= spearman(x, y) <= ci.high
+    assert 0.0 < ci.low < ci.high <= 1.0
+    assert ci == bootstrap_ci(x, y, spearman, n_resamples=500, seed=7)
+    assert ci != bootstrap_ci(x, y, spearman, n_resamples=500, seed=8)
+    narrow = bootstrap_ci(x, y, spearman, n_resamples=500, seed=7, confidence=0.5)
+    assert ci.low <= narrow.low <= narrow.high <= ci.high
+
+
+def test_bootstrap_matches_an_independent_percentile_computation():
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    draws = np.random.default_rng(11).integers(0, x.size, size=(300, x.size))
+    means = x[draws].mean(axis=1)
+    expected = np.quantile(means, [0.05, 0.95])
+    ci = bootstrap_ci(x, None, np.mean, n_resamples=300, seed=11, confidence=0.9)
+    assert (ci.low, ci.high) == pytest.approx(tuple(expected))
+    assert ci.n_valid == 300
+
+
+def test_bootstrap_resamples_pairs_together_and_drops_undefined_resamples():
+    x = [1.0, 2.0, 3.0]
+    ci = bootstrap_ci(x, x, spearman, n_resamples=300, seed=0)
+    # y = x in every resample: rho is 1 wherever defined (resampling x and y apart would not give this)
+    assert (ci.low, ci.high) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert 250 < ci.n_valid < 300  # the ~1/9 of resamples that repeat one point are dropped
+    never = bootstrap_ci(x, x, lambda a, b: math.nan, n_resamples=50, seed=0)
+    assert never.n_valid == 0 and math.isnan(never.low) and math.isnan(never.high)
+
+
+def test_paired_tests_match_hand_computed_values():
+    a = [1.0, 2.0, 3.0, 4.0, 5.0]
+    b = [0.0, 0.0, 0.0, 0.0, 0.0]
+    out = paired_tests(a, b)
+    d = np.array(a) - np.array(b)
+    assert out["mean_difference"] == pytest.approx(3.0)
+    assert out["t_statistic"] == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(5)))
+    assert out["wilcoxon_p"] == pytest.approx(2 / 32)  # all 5 signs positive: exact p = 2 * 2^-5
+    assert out["n"] == 5 and out["n_nonzero"] == 5
+    assert out["mean_a"] == pytest.approx(3.0) and out["sd_a"] == pytest.approx(math.sqrt(2.5))
+    # one negative difference of rank 2 among 6: W = 2, P(W <= 2) = 3 / 64, two-sided 6 / 64
+    out = paired_tests([1, -2, 3, 4, 5, 6], [0] * 6)
+    assert out["wilcoxon_statistic"] == 2.0
+    assert out["wilcoxon_p"] == pytest.approx(6 / 64)
+
+
+def test_paired_tests_of_identical_and_constant_differences():
+    same = paired_tests([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
+    assert same["t_p"] == 1.0 and same["wilcoxon_p"] == 1.0 and same["n_nonzero"] == 0
+    shifted = paired_tests([1.5, 2.5, 3.5, 4.5, 5.5, 6.5], [1, 2, 3, 4, 5, 6])
+    assert math.isnan(shifted["t_p"])  # zero variance of the differences: t undefined
+    assert shifted["wilcoxon_p"] == pytest.approx(2 / 64)
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_tests([1.0], [2.0])
+
+
+def test_correlation_summary_keys_and_values():
+    x = [0.1, 0.4, 0.35, 0.8, 0.9, 0.7]
+    y = [0.2, 0.5, 0.3, 0.9, 0.95, 0.6]
+    s = correlation_summary(x, y, n_resamples=200, seed=0)
+    assert set(s) == {"n", "pearson", "pearson_p", "pearson_ci", "spearman", "spearman_p", "spearman_ci"}
+    assert s["n"] == 6
+    assert s["spearman"] == pytest.approx(spearman(x, y)) and s["pearson"] == pytest.approx(pearson(x, y))
+    for name in ("pearson", "spearman"):
+        low, high = s[f"{name}_ci"]
+        assert low <= s[name] <= high
+        assert 0 < s[f"{name}_p"] < 0.1
+
+
+# ------------------------------------------------------------------------------- the script
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One --smoke run (a few seconds): 1 model x 3 checkpoints, 2 seeds x 3 fine-tuning settings."""
+    root = tmp_path_factory.mktemp("reproduce")
+    script = load_script()
+    output, report = root / "out", root / "docs" / "RESULTS.md"
+    argv = ["--smoke", "--output-dir", str(output), "--write-report", str(report), "--quiet"]
+    results = script.main(argv)
+    return script, results, output, report
+
+
+def test_smoke_run_writes_strict_json_with_every_part(smoke_run):
+    script, returned, output, _ = smoke_run
+    text = (output / "results.json").read_text()
+    results = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert {
+        "command",
+        "mode",
+        "config",
+        "environment",
+        "datasets",
+        "checkpoints",
+        "finetuning",
+        "finding1_3",
+        "finding2",
+        "figures",
+        "phase_seconds",
+        "runtime_seconds",
+    } <= set(results)
+    assert results["mode"] == "smoke" and results["runtime_seconds"] > 0
+    assert {"python", "versions"} <= set(results["environment"])
+    assert {"iis-hf", "torch", "transformers"} <= set(results["environment"]["versions"])
+    # 1 model x epochs 0, 1, 2; each checkpoint scored with both kinds of concept
+    assert [(r["model"], r["epoch"]) for r in results["checkpoints"]] == [("resnet-s", e) for e in (0, 1, 2)]
+    for row in results["checkpoints"]:
+        assert set(row["concepts"]) == {"prototype", "cluster"}
+        for kind in row["concepts"].values():
+            assert 0 < kind["probe_accuracy"] <= 1 and set(kind["interpretation_accuracy"]) == {
+                str(r) for r in script.SCORE_RATIOS
+            }
+    # seeds 0, 1 x (Trainer, main IISTrainer, one sweep weight)
+    settings = {(r["iis_weight"], tuple(r["ratios"])) for r in results["finetuning"]}
+    assert settings == {(None, (0.9,)), (0.1, (0.9,)), (0.5, (0.9,))}
+    assert len(results["finetuning"]) == 6
+    digits = results["finding1_3"]["digits"]
+    assert set(digits) == {"prototype", "cluster"}
+    assert set(digits["prototype"]["finding1"]["all_checkpoints"]) >= {"spearman", "spearman_ci", "pearson_p"}
+    assert digits["prototype"]["finding1"]["all_checkpoints"]["n"] == 3
+    main = [s for s in results["finding2"]["digits"]["settings"] if s["main"]]
+    assert len(main) == 1 and main[0]["accuracy"]["n"] == 2 and "wilcoxon_p" in main[0]["iis"]
+    assert returned["checkpoints"] == results["checkpoints"]
+
+
+def test_smoke_run_writes_png_figures_and_a_report_that_links_them(smoke_run):
+    _, results, output, report = smoke_run
+    expected = {
+        "finding1_digits.png",
+        "finding3_digits.png",
+        "finding2_digits.png",
+        "finding2_sweep_digits.png",
+    }
+    assert set(results["figures"]) == expected
+    for name in expected:
+        for folder in (output, report.parent / "figures"):
+            data = (folder / name).read_bytes()
+            assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, (folder, name)
+    text = report.read_text()
+    for heading in ("## Finding 1", "## Finding 2", "## Finding 3", "## Reading", "## How this was run"):
+        assert heading in text
+    for name in expected:
+        assert f"(figures/{name})" in text
+    assert "--smoke" in text and "torch" in text
+
+
+def test_report_keeps_a_hand_written_reading(smoke_run, tmp_path):
+    script, results, output, _ = smoke_run
+    target = tmp_path / "RESULTS.md"
+    script.write_report(results, target, output)
+    text = target.read_text()
+    assert script.READING_BEGIN in text and script.READING_END in text
+    mine = f"{script.READING_BEGIN}\nThe figures agree on digits.\n{script.READING_END}"
+    start, end = text.index(script.READING_BEGIN), text.index(script.READING_END) + len(script.READING_END)
+    target.write_text(text[:start] + mine + text[end:])
+    script.write_report(results, target, output)
+    assert mine in target.read_text()
+
+
+def test_report_can_be_rebuilt_from_results_json_alone(smoke_run, tmp_path):
+    script, results, output, report = smoke_run
+    again = script.main(
+        [
+            "--from-results",
+            str(output / "results.json"),
+            "--output-dir",
+            str(tmp_path / "figs"),
+            "--write-report",
+            str(tmp_path / "RESULTS.md"),
+            "--quiet",
+        ]
+    )
+    assert set(again["figures"]) == set(results["figures"])
+    assert all((tmp_path / "figs" / name).read_bytes().startswith(PNG_SIGNATURE) for name in again["figures"])
+    rebuilt = (tmp_path / "RESULTS.md").read_text()
+    # the same tables (the report's own file name differs only in the link to its JSON)
+    assert rebuilt.split("## Finding 1")[1] == report.read_text().split("## Finding 1")[1]
+    assert json.loads((tmp_path / "RESULTS.json").read_text())["checkpoints"] == results["checkpoints"]
+
+
+def test_verdict_needs_both_tests():
+    verdict = load_script().verdict
+    assert verdict({"t_p": 0.01, "wilcoxon_p": 0.02, "mean_difference": 0.1}) == "higher"
+    assert verdict({"t_p": 0.01, "wilcoxon_p": 0.02, "mean_difference": -0.1}) == "lower"
+    assert verdict({"t_p": 0.01, "wilcoxon_p": 0.0625, "mean_difference": 0.1}) == "no detectable difference"
+    assert (
+        verdict({"t_p": float("nan"), "wilcoxon_p": 0.01, "mean_difference": 0.1})
+        == "no detectable difference"
+    )
+
+
+# ------------------------------------------------------------------------------- the second data set
+def _has_animal_shapes() -> bool:
+    try:
+        importlib.metadata.distribution("animal-shape-mnist")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _has_animal_shapes(), reason="animal-shape-mnist is not installed (extra 'reproduce')"
+)
+def test_animal_shapes_load_offline_without_duplicates_across_splits():
+    data = load_script().load_animal_shapes_dataset(train_size=200, test_size=100, seed=0)
+    assert len(data["train"]) == 200 and len(data["test"]) == 100
+    assert data["train"].features["label"].names[:3] == ["bear", "bird", "cat"]
+    # stratified: each class in proportion to its share of the de-duplicated images
+    images, labels = load_script().read_animal_shapes()
+    assert images.shape == (10000, 28, 28) and np.bincount(labels).tolist() == [1000] * 10
+    _, first = np.unique(images.reshape(10000, -1), axis=0, return_index=True)
+    share = np.bincount(labels[first], minlength=10) / first.size
+    for split, size in (("train", 200), ("test", 100)):
+        counts = np.bincount(data[split]["label"], minlength=10)
+        assert np.all(np.abs(counts - share * size) <= 1.5), (split, counts, share * size)
+    first = data["test"][0]["image"]
+    assert first.mode == "RGB" and first.size == (32, 32)
+    train = {np.asarray(im).tobytes() for im in data["train"]["image"]}
+    test = {np.asarray(im).tobytes() for im in data["test"]["image"]}
+    assert not train & test
+
+
+def test_array_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
+    script = load_script()
+    path = tmp_path / "evil.gz"
+    with gzip.open(path, "wb") as stream:
+        pickle.dump(print, stream)  # a global other than numpy's array machinery
+    with gzip.open(path, "rb") as stream, pytest.raises(pickle.UnpicklingError, match="refusing"):
+        script._ArrayUnpickler(stream).load()
+    with gzip.open(path, "wb") as stream:
+        pickle.dump(np.arange(6, dtype=np.uint8).reshape(2, 3), stream)
+    with gzip.open(path, "rb") as stream:
+        np.testing.assert_array_equal(script._ArrayUnpickler(stream).load(), [[0, 1, 2], [3, 4, 5]])
