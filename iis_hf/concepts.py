@@ -40,7 +40,30 @@ FORMAT_VERSION = 1  # banks of fixed concept vectors (readable by every iis-hf r
 FORMAT_VERSION_PROJECTION = 2  # banks carrying a learned projection (text concepts)
 
 
-class FixedConcepts(nn.Module):
+class ConceptProjection(nn.Module):
+    """Maps (B, D) representations to (B, C) raw concept activations through a (C, D) matrix."""
+
+    def matrix(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def num_concepts(self) -> int:
+        return self.matrix().shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.matrix().shape[1]
+
+    def check_dim(self, representations: torch.Tensor) -> torch.Tensor:
+        if representations.shape[-1] != self.dim:
+            raise ValueError(
+                f"representations have dimension {representations.shape[-1]} but the concepts have {self.dim}: "
+                "the concept bank was built for another model (or another layer)"
+            )
+        return representations.to(self.matrix().dtype)
+
+
+class FixedConcepts(ConceptProjection):
     """Activations ``x @ P.T`` for fixed concept rows P, L2-normalised here whatever the caller gave."""
 
     def __init__(self, vectors: torch.Tensor):
@@ -55,24 +78,14 @@ class FixedConcepts(nn.Module):
             raise ValueError("a concept vector is all zeros and cannot be normalised; remove it")
         self.register_buffer("vectors", normalize_rows(vectors))
 
-    @property
-    def num_concepts(self) -> int:
-        return self.vectors.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.shape[1]
+    def matrix(self) -> torch.Tensor:
+        return self.vectors
 
     def forward(self, representations: torch.Tensor) -> torch.Tensor:
-        if representations.shape[-1] != self.dim:
-            raise ValueError(
-                f"representations have dimension {representations.shape[-1]} but the concepts have {self.dim}: "
-                "the concept bank was built for another model (or another layer)"
-            )
-        return representations.to(self.vectors.dtype) @ self.vectors.T
+        return self.check_dim(representations) @ self.vectors.T
 
 
-class LinearConcepts(nn.Module):
+class LinearConcepts(ConceptProjection):
     """Standardised activations ``(x @ W.T - mean) / std`` of a learned projection (text concepts).
 
     Unlike `FixedConcepts` the rows of W are *not* normalised: W, mean and std were fitted together
@@ -87,21 +100,11 @@ class LinearConcepts(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
-    @property
-    def num_concepts(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.weight.shape[1]
+    def matrix(self) -> torch.Tensor:
+        return self.weight
 
     def forward(self, representations: torch.Tensor) -> torch.Tensor:
-        if representations.shape[-1] != self.dim:
-            raise ValueError(
-                f"representations have dimension {representations.shape[-1]} but the concept projection "
-                f"expects {self.dim}: the concept bank was built for another model (or another layer)"
-            )
-        return (representations.to(self.weight.dtype) @ self.weight.T - self.mean) / self.std
+        return (self.check_dim(representations) @ self.weight.T - self.mean) / self.std
 
 
 def check_projection_state(state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
