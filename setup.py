@@ -37,6 +37,9 @@ setup(
         "numpy>=1.24",
         "pillow>=9.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]},
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"],
+        "reproduce": ["animal-shape-mnist==0.39"],  # examples/reproduce_findings.py's second data set
+    },
     entry_points={"console_scripts": ["iis-hf=iis_hf.cli:main"]},
 )

@@ -2,12 +2,7 @@
 # The prepared GPU run (issues 3 and 5): one call on a lent H100/H200. Wheels for the packages the
 # GPU image lacks (or has older) travel in .whl/ (see the device tool's README).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-OUT=${OUT:-/tmp/out}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, datasets; print('torch', torch.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__)"
+source "$(dirname "$0")/gpu_env.sh"
 run() { echo "== $*"; timeout "${STEP_TIMEOUT:-150}" python3 "$@" 2>&1 | grep -vE "Warning|warn\(|torchvision" | tail -4; }
 # Issue 5: GPU anchors (random-init models, batch 256, bf16).
 run benchmarks/bench_extract.py --arch vit-base --device cuda --precision bf16 --batch-size 256 --images 3072 --num-workers 12 --repeats 2 | tee "$OUT/extract_vit.txt"

@@ -176,41 +176,45 @@ def load_named_dataset(name: str, train_size: int | None = None, test_size: int 
 def model_config(name: str):
     """Configs of the small models (32 x 32 inputs) trained here: three families, two widths each.
 
-    "-m" doubles every width of "-s" and keeps its depth.
+    "-m" doubles every width of "-s" and keeps its depth; "-l" (for a GPU) quadruples the widths of
+    "-s" and doubles its depth.
     """
     import transformers as tf
 
-    configs = {
-        "resnet-s": None,  # iis_hf.demo.demo_model: embedding 32, hidden sizes 32/64/128, depths 1/1/1
-        "resnet-m": lambda: tf.ResNetConfig(
-            embedding_size=64,
-            hidden_sizes=[64, 128, 256],
-            depths=[1, 1, 1],
+    def resnet(width: int, depth: int):
+        return lambda: tf.ResNetConfig(
+            embedding_size=width,
+            hidden_sizes=[width, 2 * width, 4 * width],
+            depths=[depth] * 3,
             layer_type="basic",
             downsample_in_first_stage=False,
-        ),
-        "vit-s": lambda: tf.ViTConfig(
+        )
+
+    def vit(width: int, depth: int, heads: int):
+        return lambda: tf.ViTConfig(
             image_size=32,
             patch_size=4,
-            hidden_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=128,
-        ),
-        "vit-m": lambda: tf.ViTConfig(
-            image_size=32,
-            patch_size=4,
-            hidden_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=256,
-        ),
-        "convnext-s": lambda: tf.ConvNextConfig(
-            patch_size=2, num_stages=3, hidden_sizes=[32, 64, 128], depths=[1, 1, 1]
-        ),
-        "convnext-m": lambda: tf.ConvNextConfig(
-            patch_size=2, num_stages=3, hidden_sizes=[64, 128, 256], depths=[1, 1, 1]
-        ),
+            hidden_size=width,
+            num_hidden_layers=depth,
+            num_attention_heads=heads,
+            intermediate_size=2 * width,
+        )
+
+    def convnext(width: int, depth: int):
+        return lambda: tf.ConvNextConfig(
+            patch_size=2, num_stages=3, hidden_sizes=[width, 2 * width, 4 * width], depths=[depth] * 3
+        )
+
+    configs = {
+        "resnet-s": None,  # iis_hf.demo.demo_model: embedding 32, hidden sizes 32/64/128, depths 1/1/1
+        "resnet-m": resnet(64, 1),
+        "resnet-l": resnet(128, 2),
+        "vit-s": vit(64, 4, 4),
+        "vit-m": vit(128, 4, 4),
+        "vit-l": vit(256, 8, 8),
+        "convnext-s": convnext(32, 1),
+        "convnext-m": convnext(64, 1),
+        "convnext-l": convnext(128, 2),
     }
     if name not in configs:
         raise ValueError(f"unknown model {name!r}: choose from {sorted(configs)}")
@@ -218,6 +222,7 @@ def model_config(name: str):
 
 
 MODELS = ("resnet-s", "resnet-m", "vit-s", "vit-m", "convnext-s", "convnext-m")
+LARGE_MODELS = ("resnet-l", "vit-l", "convnext-l")  # not in the CPU presets: run them on a GPU
 
 
 def build_model(name: str, label_names: list[str], seed: int):
@@ -795,7 +800,7 @@ def _f(value, digits=3) -> str:
 def _p(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.2g}" if value >= 0.001 else f"{value:.1e}"
+    return f"{value:.2g}" if value >= 0.001 else "< 0.001"
 
 
 def _corr_cells(s: dict | None) -> list[str]:
@@ -814,6 +819,87 @@ def _mean_sd(values) -> str:
     values = list(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def checkpoint_table(rows: list[dict], device_column: str | None = None) -> list[str]:
+    """The Markdown table of every checkpoint's figures (optionally with a device column)."""
+    head = "| dataset | model | params | epoch | "
+    rule = "|---|---|---|---|"
+    if device_column:
+        head, rule = head + "device | ", rule + "---|"
+    L = [
+        head
+        + "classifier acc | A0 | IIS prototype | IIS cluster | "
+        + f"A({INTERPRETATION_RATIO:g}) prototype | A({INTERPRETATION_RATIO:g}) cluster | max A/A0 |",
+        rule + "---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["concepts"]
+        cells = [r["dataset"], r["model"], f"{r['parameters'] / 1e6:.2f}M", str(r["epoch"])]
+        if device_column:
+            cells.append(device_column)
+        cells += [_f(r["accuracy"]), _f(c["prototype"]["probe_accuracy"]) if "prototype" in c else "–"]
+        for kind in CONCEPT_KINDS:
+            cells.append(_f(c[kind]["iis"]) if kind in c else "–")
+        for kind in CONCEPT_KINDS:
+            cells.append(
+                _f(c[kind]["interpretation_accuracy"][str(INTERPRETATION_RATIO)]) if kind in c else "–"
+            )
+        cells.append(_f(max(v["max_relative_accuracy"] for v in c.values())))
+        L.append("| " + " | ".join(cells) + " |")
+    return L
+
+
+def finding1_rows(kinds: dict) -> list[str]:
+    """Finding 1's correlation rows of one dataset (all, trained, classifier accuracy, per model)."""
+    L = []
+    for kind, a in kinds.items():
+        f1 = a["finding1"]
+        L.append(f"| {kind} | all | " + " | ".join(_corr_cells(f1["all_checkpoints"])) + " |")
+        L.append(f"| {kind} | trained | " + " | ".join(_corr_cells(f1["trained_checkpoints"])) + " |")
+        L.append(
+            f"| {kind} | all, x = classifier accuracy | "
+            + " | ".join(_corr_cells(f1["classifier_accuracy_vs_iis"]))
+            + " |"
+        )
+        for model, summary in f1["within_model"].items():
+            L.append(f"| {kind} | {model} | " + " | ".join(_corr_cells(summary)) + " |")
+    return L
+
+
+def extra_sections(runs: list[dict]) -> list[str]:
+    """Sections for other runs (larger models on a GPU): provenance, finding 1 and 3, every row."""
+    L = []
+    for run in runs:
+        L.append(f"## Larger models on {run['device']}\n")
+        L.append(
+            f"Run{'s' if len(run['commands']) > 1 else ''} on **{run['device']}** (finished "
+            f"{', '.join(run['finished'])}; {run['runtime_seconds'] / 60:.1f} min in all), with the data, seeds, "
+            "concepts and head recipe of the command(s) below (the full preset unless they say otherwise). "
+            "These rows are reported on their own, not pooled with the CPU run's. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in run["versions"].items())
+            + ".\n"
+        )
+        L.append("```bash")
+        L += [f"python {' '.join(command)}" for command in run["commands"]]
+        L.append("```\n")
+        for dataset, kinds in run["finding1_3"].items():
+            L.append(f"### {dataset}: finding 1 (A0 vs IIS) on {run['device']}\n")
+            L.append("| concepts | checkpoints | n | Spearman ρ [95% CI] | p | Pearson r [95% CI] | p |")
+            L.append("|---|---|---|---|---|---|---|")
+            L += finding1_rows(kinds)
+            L.append("")
+            L.append(f"Finding 3 (A0 − A({INTERPRETATION_RATIO:g}) vs A0) on {run['device']}:\n")
+            L.append("| concepts | checkpoints | n | Spearman ρ [95% CI] | p | Pearson r [95% CI] | p |")
+            L.append("|---|---|---|---|---|---|---|")
+            for kind, a in kinds.items():
+                for label, key in (("all", "all_checkpoints"), ("trained", "trained_checkpoints")):
+                    L.append(f"| {kind} | {label} | " + " | ".join(_corr_cells(a["finding3"][key])) + " |")
+            L.append("")
+        L.append(f"Every checkpoint of this run (device: {run['device']}):\n")
+        L += checkpoint_table(run["checkpoints"], device_column=run["device"])
+        L.append("")
+    return L
 
 
 def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
@@ -896,49 +982,16 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
         L.append(f"![finding 1, {dataset}]({rel}/finding1_{dataset}.png)\n")
         L.append("| concepts | checkpoints | n | Spearman ρ [95% CI] | p | Pearson r [95% CI] | p |")
         L.append("|---|---|---|---|---|---|---|")
-        for kind, a in kinds.items():
-            f1 = a["finding1"]
-            L.append(f"| {kind} | all | " + " | ".join(_corr_cells(f1["all_checkpoints"])) + " |")
-            L.append(f"| {kind} | trained | " + " | ".join(_corr_cells(f1["trained_checkpoints"])) + " |")
-            L.append(
-                f"| {kind} | all, x = classifier accuracy | "
-                + " | ".join(_corr_cells(f1["classifier_accuracy_vs_iis"]))
-                + " |"
-            )
-            for model, s in f1["within_model"].items():
-                L.append(f"| {kind} | {model} | " + " | ".join(_corr_cells(s)) + " |")
+        L += finding1_rows(kinds)
         L.append("")
     L.append("Every checkpoint:\n")
-    L.append(
-        "| dataset | model | params | epoch | classifier acc | A0 | IIS prototype | IIS cluster | "
-        f"A({INTERPRETATION_RATIO:g}) prototype | A({INTERPRETATION_RATIO:g}) cluster | max A/A0 |"
-    )
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results["checkpoints"]:
-        c = r["concepts"]
-        cells = [
-            r["dataset"],
-            r["model"],
-            f"{r['parameters'] / 1e6:.2f}M",
-            str(r["epoch"]),
-            _f(r["accuracy"]),
-            _f(c["prototype"]["probe_accuracy"]) if "prototype" in c else "–",
-        ]
-        for kind in CONCEPT_KINDS:
-            cells.append(_f(c[kind]["iis"]) if kind in c else "–")
-        for kind in CONCEPT_KINDS:
-            cells.append(
-                _f(c[kind]["interpretation_accuracy"][str(INTERPRETATION_RATIO)]) if kind in c else "–"
-            )
-        cells.append(_f(max(v["max_relative_accuracy"] for v in c.values())))
-        L.append("| " + " | ".join(cells) + " |")
+    L += checkpoint_table(results["checkpoints"])
     L.append("")
     warned = sum(any(v["probe_warning"] for v in r["concepts"].values()) for r in results["checkpoints"])
     L.append(
         f"A head beat the probe (A(ρ)/A0 > 1, the warning of DESIGN.md's measured pitfall) in {warned} of "
         f"{len(results['checkpoints'])} checkpoints.\n"
     )
-
     # ----- finding 2
     L.append("## Finding 2: fine-tuning with interpretability maximization\n")
     L.append(
@@ -949,9 +1002,12 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
         "pre-trained backbone). Accuracy is the fine-tuned model's own classifier on the test images; IIS "
         "uses prototype concepts of the fine-tuned backbone. Δ = IISTrainer − Trainer over the same seeds; "
         "p-values: paired t-test and Wilcoxon signed-rank (two-sided, uncorrected for the number of "
-        "settings). Verdict 'higher'/'lower' only when both tests give p < 0.05. With 5 pairs the "
-        "smallest possible two-sided Wilcoxon p is 0.0625, so sweep rows with 5 seeds can never be "
-        "'higher' or 'lower'.\n"
+        "settings). Verdict 'higher'/'lower' only when both tests give p < 0.05. With n pairs the "
+        "smallest possible two-sided Wilcoxon p is 2 / 2^n: "
+        + ", ".join(
+            f"{2 / 2**n:.3g} for {n} seeds" for n in sorted({len(cfg["seeds"]), len(cfg["sweep_seeds"])})
+        )
+        + ".\n"
     )
     for dataset, analysis in results["finding2"].items():
         if not analysis["settings"]:
@@ -1008,6 +1064,7 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
     for dataset in results["finding1_3"]:
         L.append(f"![finding 3, {dataset}]({rel}/finding3_{dataset}.png)\n")
 
+    L += extra_sections(results.get("extra_runs", []))
     L.append("## Reading\n")
     L.append(
         kept
@@ -1086,7 +1143,7 @@ def parse_args(argv=None):
         "--write-report", metavar="PATH", help="also write the Markdown report (e.g. docs/RESULTS.md)"
     )
     parser.add_argument("--datasets", nargs="+", choices=DATASETS)
-    parser.add_argument("--models", nargs="+", choices=MODELS)
+    parser.add_argument("--models", nargs="+", choices=MODELS + LARGE_MODELS)
     parser.add_argument("--epochs", type=int, nargs="+", help="checkpoint epochs (0 = initialisation)")
     parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (main comparison)")
     parser.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds of the sweep settings")
@@ -1119,6 +1176,14 @@ def parse_args(argv=None):
         metavar="RESULTS_JSON",
         help="redraw the figures and rewrite the report from a finished run's results.json (no training)",
     )
+    parser.add_argument(
+        "--extra-results",
+        metavar="RESULTS_JSON",
+        nargs="+",
+        default=[],
+        help="with --from-results: other runs' results.json (e.g. larger models on a GPU), reported in "
+        "their own section, each row marked with the device it came from",
+    )
     args = parser.parse_args(argv)
     preset = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
     for key, value in preset.items():
@@ -1132,6 +1197,8 @@ def parse_args(argv=None):
     args.finetune_train_size = preset["finetune_train_size"]
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.extra_results and not args.from_results:
+        parser.error("--extra-results needs --from-results (the main run they are reported beside)")
     if args.skip_finetuning and args.skip_checkpoints:
         parser.error("nothing to do: both --skip-finetuning and --skip-checkpoints")
     missing = [s for s in args.sweep_seeds if s not in args.seeds]
@@ -1188,16 +1255,54 @@ def dataset_description(name: str) -> str:
     )
 
 
-def redraw(results_path: Path, output_dir: Path, report: str | None) -> dict:
-    """Figures (into output_dir) and, if asked, the report again from a finished run's results."""
+def redraw(results_path: Path, output_dir: Path, report: str | None, extra_results=()) -> dict:
+    """Statistics, figures (into output_dir) and, if asked, the report again from a run's results.json.
+
+    Nothing is trained or scored: the measurements (checkpoints, fine-tuning runs) are the run's own.
+    """
     import types
 
     results = json.loads(results_path.read_text(encoding="utf-8"))
     saved = types.SimpleNamespace(**results["config"])
+    # The statistics are recomputed from the stored measurements, so they follow this code.
+    results["finding1_3"] = (
+        analyse_checkpoints(results["checkpoints"], saved) if results["checkpoints"] else {}
+    )
+    results["finding2"] = analyse_finetuning(results["finetuning"], saved) if results["finetuning"] else {}
     results["figures"] = make_figures(results, output_dir, saved)
+    results["extra_runs"] = extra_runs(extra_results)
     if report:
         write_report(results, Path(report), output_dir)
     return results
+
+
+def extra_runs(results_paths) -> list[dict]:
+    """Other runs' checkpoints (larger models, another device), one entry per device, with their
+    own statistics; runs on the same device (e.g. one per dataset) are reported together."""
+    import types
+
+    by_device: dict[str, dict] = {}
+    for path in map(Path, results_paths):
+        other = json.loads(path.read_text(encoding="utf-8"))
+        if not other.get("checkpoints"):
+            raise SystemExit(f"{path}: no checkpoints to report (was it run with --skip-checkpoints?)")
+        env = other["environment"]
+        device = env.get("cuda") or f"CPU ({env.get('machine')}, {env.get('cpu_count')} cores)"
+        entry = by_device.setdefault(
+            device,
+            {"device": device, "commands": [], "finished": [], "runtime_seconds": 0.0, "checkpoints": []},
+        )
+        entry["commands"].append(other["command"])
+        entry["finished"].append(other["finished"])
+        entry["runtime_seconds"] += other["runtime_seconds"]
+        entry["versions"] = env["versions"]
+        entry["checkpoints"] += other["checkpoints"]
+        entry["config"] = other["config"]
+    for entry in by_device.values():
+        cfg = types.SimpleNamespace(**entry.pop("config"))
+        cfg.models = list(dict.fromkeys(r["model"] for r in entry["checkpoints"]))
+        entry["finding1_3"] = analyse_checkpoints(entry["checkpoints"], cfg)
+    return list(by_device.values())
 
 
 def main(argv=None) -> dict:
@@ -1209,7 +1314,7 @@ def main(argv=None) -> dict:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.from_results:
-        return redraw(Path(cfg.from_results), output_dir, cfg.write_report)
+        return redraw(Path(cfg.from_results), output_dir, cfg.write_report, cfg.extra_results)
     started = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -1246,7 +1351,7 @@ def main(argv=None) -> dict:
     config = {
         k: v
         for k, v in vars(cfg).items()
-        if k not in ("quick", "smoke", "quiet", "write_report", "output_dir", "from_results")
+        if k not in ("quick", "smoke", "quiet", "write_report", "output_dir", "from_results", "extra_results")
     }
     results = {
         "command": ["examples/reproduce_findings.py", *(sys.argv[1:] if argv is None else argv)],

@@ -76,6 +76,10 @@ class Rows:
             return self.data.rows(rows.cpu())
         return self.data[rows.to(self.data.device)].float()
 
+    def on(self, device: torch.device) -> bool:
+        """Whether the rows are a tensor on `device` (so batches can be gathered there)."""
+        return not self.is_store and self.index is None and self.data.device.type == device.type
+
     def release(self) -> None:
         if self.is_store:
             self.data.release_all()
@@ -168,7 +172,10 @@ def fit_heads(
 
     optimizers, schedulers = [], []
     for lr, probe, stack in zip(learning_rates, probes, stacks):
-        optimizer = torch.optim.Adam([*probe.parameters(), *stack.parameters()], lr=lr)
+        # CUDA: the fused Adam is one kernel for all parameters (head training is launch-bound there).
+        optimizer = torch.optim.Adam(
+            [*probe.parameters(), *stack.parameters()], lr=lr, fused=True if device.type == "cuda" else None
+        )
         optimizers.append(optimizer)
         schedulers.append(torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay))
 
@@ -186,7 +193,11 @@ def fit_heads(
     bar = tqdm(range(probe_epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         heads_train = epoch < epochs
-        order = torch.randperm(n, generator=shuffle)
+        order = torch.randperm(n, generator=shuffle)  # drawn on the CPU: the same order on every device
+        if train_x.on(device):
+            # One copy per epoch: a per-batch copy from pageable host memory would sync the stream
+            # and stop the host from queueing the next batch's kernels while the device works.
+            order = order.to(device)
         for step, start in enumerate(range(0, n, batch_size)):
             idx = order[start : start + batch_size]
             x, y = train_x.gather(idx).to(device, non_blocking=True), train_y[idx.to(device)]

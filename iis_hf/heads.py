@@ -48,14 +48,29 @@ def kth_smallest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     return magnitude.kthvalue(k + 1, dim=-1, keepdim=True).values.detach()
 
 
-def stacked_thresholds(magnitude: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
-    """`kth_smallest` of every slice r of a (R, B, C) stack at its own k; NumPy's selections run in
-    a small thread pool (they release the GIL), so the CPU's cores share them."""
-    if magnitude.device.type == "cpu" and len(ks) > 1 and magnitude[0].numel() >= 65536:
+def stacked_thresholds(magnitude: torch.Tensor, ks: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """`kth_smallest` of every slice r of a (R, B, C) stack at its own k.
+
+    On the CPU, NumPy's selections run in a small thread pool (they release the GIL), so the cores
+    share them. On an accelerator, where head training is bound by kernel launches, the whole stack
+    is sorted in one segmented sort and each ratio's k-th value gathered, instead of R selections;
+    pass `ks` as a tensor on that device so no host-to-device copy (a stream sync) happens per batch.
+    """
+    if magnitude.device.type != "cpu":
+        return sorted_thresholds(magnitude, ks)
+    ks = ks.tolist() if torch.is_tensor(ks) else ks
+    if len(ks) > 1 and magnitude[0].numel() >= 65536:
         return torch.stack(
             list(_selection_pool().map(lambda r: kth_smallest(magnitude[r], int(ks[r])), range(len(ks))))
         )
     return torch.stack([kth_smallest(magnitude[r], int(k)) for r, k in enumerate(ks)])
+
+
+def sorted_thresholds(magnitude: torch.Tensor, ks: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """`stacked_thresholds` by one sort of the (R, B, C) stack and a gather of each ratio's k."""
+    index = torch.as_tensor(ks, device=magnitude.device).view(-1, 1, 1)
+    index = index.expand(magnitude.shape[0], *magnitude.shape[1:-1], 1)
+    return magnitude.detach().sort(dim=-1).values.gather(-1, index)
 
 
 @functools.cache
@@ -67,7 +82,7 @@ def _selection_pool():
     )
 
 
-def sparsify_stacked(activations: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+def sparsify_stacked(activations: torch.Tensor, ks: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """`sparsify` for a stack (R, B, C) where ratio r keeps entries above its ``ks[r]``-th magnitude.
 
     One k-th value selection per ratio, which is exact and much cheaper than sorting the whole
@@ -153,6 +168,8 @@ class InterpretationHeads(nn.Module):
         num_concepts = self.concepts.num_concepts
         self.sparsity_ratios = ratios
         self.ks = [int(num_concepts * r) for r in ratios]
+        # The same ks on the module's device, for the accelerator's stacked selection (not saved).
+        self.register_buffer("ks_index", torch.tensor(self.ks, dtype=torch.long), persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(len(ratios), num_concepts))
         self.norm_bias = nn.Parameter(torch.zeros(len(ratios), num_concepts))
         self.weight = nn.Parameter(torch.empty(len(ratios), int(num_classes), num_concepts))
@@ -180,7 +197,7 @@ class InterpretationHeads(nn.Module):
         if normalized.dim() == 2:
             normalized = normalized.unsqueeze(0)
         affine = normalized * self.norm_weight.unsqueeze(1) + self.norm_bias.unsqueeze(1)
-        return sparsify_stacked(affine, self.ks)
+        return sparsify_stacked(affine, self.ks if affine.device.type == "cpu" else self.ks_index)
 
     def classify(self, sparse: torch.Tensor) -> torch.Tensor:
         """(R, B, C) sparse activations -> (R, B, num_classes) logits."""

@@ -159,9 +159,14 @@ def permutation_pvalue(
     x, y = _pair(x, y)
     if not _defined(x, y):
         return math.nan
-    statistic = {"spearman": _spearman_along, "pearson": _pearson_along}[method]
+    along = {"spearman": _spearman_along, "pearson": _pearson_along}[method]
+
+    def statistic(permuted_y, axis=-1):  # x stays fixed: n! distinct pairings, not (n!)^2
+        permuted_y = np.moveaxis(permuted_y, axis, -1)
+        return along(np.broadcast_to(x, permuted_y.shape), permuted_y)
+
     result = permutation_test(
-        (x, y),
+        (y,),
         statistic,
         permutation_type="pairings",
         vectorized=True,

@@ -69,6 +69,8 @@ def test_permutation_pvalue_is_exact_for_few_points():
     # 4! = 24 pairings; only the identity and the reversal reach |rho| = 1, so p = 2 / 24
     assert permutation_pvalue([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(2 / 24)
     assert permutation_pvalue([1, 2, 3, 4], [1, 2, 3, 4], method="pearson") == pytest.approx(2 / 24)
+    # 6! = 720 pairings (y permuted against a fixed x, not both samples): exact 2 / 720
+    assert permutation_pvalue([1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 7, 9]) == pytest.approx(2 / 720)
     # a strong correlation over many points: small p, and the same p again with the same seed
     x = np.arange(40.0)
     y = x + np.random.default_rng(0).normal(scale=5, size=40)
@@ -255,6 +257,40 @@ def test_report_can_be_rebuilt_from_results_json_alone(smoke_run, tmp_path):
     # the same tables (the report's own file name differs only in the link to its JSON)
     assert rebuilt.split("## Finding 1")[1] == report.read_text().split("## Finding 1")[1]
     assert json.loads((tmp_path / "RESULTS.json").read_text())["checkpoints"] == results["checkpoints"]
+
+
+def test_extra_runs_get_their_own_section_marked_with_their_device(smoke_run, tmp_path):
+    script, results, output, report = smoke_run
+    other = json.loads((output / "results.json").read_text())
+    other["environment"]["cuda"] = "NVIDIA Test GPU"  # as if it had run on a GPU
+    for row in other["checkpoints"]:
+        row["model"] = "resnet-l"
+    extra = tmp_path / "gpu.json"
+    extra.write_text(json.dumps(other))
+    argv = ["--from-results", str(output / "results.json"), "--extra-results", str(extra), str(extra)]
+    argv += [
+        "--output-dir",
+        str(tmp_path / "figs"),
+        "--write-report",
+        str(tmp_path / "RESULTS.md"),
+        "--quiet",
+    ]
+    again = script.main(argv)
+    (run,) = again["extra_runs"]  # two files from one device: one section
+    assert run["device"] == "NVIDIA Test GPU"
+    assert len(run["checkpoints"]) == 2 * len(results["checkpoints"])
+    text = (tmp_path / "RESULTS.md").read_text()
+    section = text.split("## Larger models on NVIDIA Test GPU")[1].split("## Reading")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| digits | resnet-l |")]
+    assert len(rows) == 2 * len(results["checkpoints"])
+    assert all("| NVIDIA Test GPU |" in line for line in rows)
+    # the main run's tables are unchanged by the extra section
+    assert (
+        text.split("## Finding 1")[1].split("## Larger")[0]
+        == report.read_text().split("## Finding 1")[1].split("## Reading")[0]
+    )
+    with pytest.raises(SystemExit):
+        script.parse_args(["--extra-results", str(extra)])  # needs --from-results
 
 
 def test_verdict_needs_both_tests():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from iis_hf import inherent_interpretability_score
-from iis_hf.heads import kth_smallest, sparsify, sparsify_stacked
+from iis_hf.heads import kth_smallest, sorted_thresholds, sparsify, sparsify_stacked, stacked_thresholds
 
 RATIO = st.floats(min_value=0.0, max_value=1.0, exclude_max=True, allow_nan=False)
 ACCURACY = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
@@ -124,6 +124,25 @@ def test_sparsify_stacked_equals_sparsify_for_each_ratio(activations, ratios):
     for r, ratio in enumerate(ratios):
         assert torch.equal(sparse[r], sparsify(stack[r], ratio))
         assert ((sparse[r] == 0).sum(dim=1) == int(width * ratio) + 1).all()
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    magnitude=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 6), st.integers(1, 20), st.integers(1, 30)),
+        elements=st.floats(min_value=0, max_value=100, width=32),
+    ),
+    data=st.data(),
+)
+def test_sorted_thresholds_equal_the_cpu_selections(magnitude, data):
+    # the accelerator path (one sort of the stack, a gather per ratio), run here on the CPU
+    ratios, _, width = magnitude.shape
+    ks = data.draw(st.lists(st.integers(0, width - 1), min_size=ratios, max_size=ratios))
+    magnitude = torch.from_numpy(magnitude)
+    expected = stacked_thresholds(magnitude, ks)
+    assert torch.equal(sorted_thresholds(magnitude, ks), expected)
+    assert torch.equal(sorted_thresholds(magnitude, torch.tensor(ks)), expected)
 
 
 @settings(deadline=None, max_examples=150)
