@@ -190,6 +190,7 @@ def anchor(args, ratios, concepts) -> dict:
             progress=False,
             probe_min_steps=0,
             precision=args.precision,
+            cuda_graphs=not args.no_cuda_graphs,
         )
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -208,6 +209,7 @@ def anchor(args, ratios, concepts) -> dict:
         "ratios": len(ratios),
         "device": args.device,
         "precision": args.precision,
+        "cuda_graphs": not args.no_cuda_graphs,
         "epoch_s_all_ratios_one_pass": round(together, 3),
         "epoch_s_one_ratio_after_another": round(in_turn, 3) if in_turn else None,
         "ratio": round(in_turn / together, 2) if in_turn else None,
@@ -271,6 +273,9 @@ def main(argv=None) -> dict:
         default="auto",
         choices=("auto", "fp32", "bf16"),
         help="with --anchor: heads' precision",
+    )
+    parser.add_argument(
+        "--no-cuda-graphs", action="store_true", help="with --anchor: run every step eagerly on CUDA"
     )
     parser.add_argument(
         "--profile", action="store_true", help="with --anchor: print the top kernels of one profiled epoch"

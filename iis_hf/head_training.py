@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .graphed_step import WARMUP_STEPS, GraphedStep
 from .heads import InterpretationHeads, LinearProbe
 
 MODEL_SELECTIONS = ("eval", "holdout", "last")
@@ -118,6 +119,7 @@ def fit_heads(
     progress: bool = True,
     probe_min_steps: int = 1000,
     precision: str = "auto",
+    cuda_graphs: bool = True,
 ) -> HeadFit:
     """Fit the probe and one head per (ratio, learning rate); select per ratio by `model_selection`.
 
@@ -129,6 +131,9 @@ def fit_heads(
     The probe trains in the same pass as the heads on standardised features; when that pass gives
     it fewer than `probe_min_steps` Adam steps (small data sets), it continues alone until it has
     them. An unconverged probe would let the heads beat it and inflate IIS (DESIGN.md).
+
+    On CUDA, with fixed concepts and features that fit on the device, each full batch's step is
+    replayed from a CUDA graph (`cuda_graphs=False` runs it eagerly; see `iis_hf.graphed_step`).
     """
     if model_selection not in MODEL_SELECTIONS:
         raise ValueError(f"model_selection must be one of {MODEL_SELECTIONS}, got {model_selection!r}")
@@ -142,7 +147,10 @@ def fit_heads(
     device = torch.device(device) if device is not None else default_device()
     matmul_dtype = head_matmul_dtype(precision, device)
     autocast = torch.autocast(
-        device.type, dtype=matmul_dtype or torch.bfloat16, enabled=matmul_dtype is not None
+        device.type,
+        dtype=matmul_dtype or torch.bfloat16,
+        enabled=matmul_dtype is not None,
+        cache_enabled=device.type != "cuda",  # a cache of casts cannot live across CUDA graph replays
     )
 
     train, evaluation = Rows(train_features), Rows(eval_features)
@@ -170,14 +178,46 @@ def fit_heads(
     train_x = train.to_device(device)
     train_y, eval_y, select_y = (t.to(device) for t in (train_labels, eval_labels, select_labels))
 
+    n = len(train)
+    steps_per_epoch = -(-n // batch_size)
+    graphs = (
+        cuda_graphs
+        and device.type == "cuda"
+        and not learned
+        and train_x.on(device)
+        and n // batch_size > WARMUP_STEPS + 1
+    )
     optimizers, schedulers = [], []
     for lr, probe, stack in zip(learning_rates, probes, stacks):
-        # CUDA: the fused Adam is one kernel for all parameters (head training is launch-bound there).
-        optimizer = torch.optim.Adam(
-            [*probe.parameters(), *stack.parameters()], lr=lr, fused=True if device.type == "cuda" else None
-        )
+        params = [*probe.parameters(), *stack.parameters()]
+        try:
+            optimizer = adam(params, lr, device, graphs)
+        except (RuntimeError, ValueError):  # a torch without capturable fused Adam: no graphs
+            graphs = False
+            optimizer = adam(params, lr, device, graphs)
         optimizers.append(optimizer)
         schedulers.append(torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay))
+
+    def train_step(idx: torch.Tensor, heads_train: bool = True) -> None:
+        x, y = train_x.gather(idx).to(device, non_blocking=True), train_y[idx.to(device)]
+        z = None
+        if heads_train and not learned:
+            z = train_z[idx.to(train_z.device)].to(device, non_blocking=True)
+        for probe, stack, optimizer in zip(probes, stacks, optimizers):
+            with autocast:
+                loss = F.cross_entropy(probe(x), y)
+                if heads_train:
+                    logits = stack.forward_normalized(stack.normalize(x) if learned else z)
+                    # Sum over ratios of each ratio's mean loss: each head gets exactly its own gradient.
+                    heads_loss = F.cross_entropy(
+                        logits.float().reshape(-1, num_classes), y.repeat(num_ratios), reduction="sum"
+                    )
+                    loss = loss + heads_loss / y.shape[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    graphed = GraphedStep(train_step, batch_size, device) if graphs else None
 
     num_ratios = len(stacks[0].sparsity_ratios)
     best = Selection(len(learning_rates), num_ratios)
@@ -185,8 +225,6 @@ def fit_heads(
     best_probes = [copy.deepcopy(p.state_dict()) for p in probes]
     history: list[dict] = []
     shuffle = torch.Generator().manual_seed(seed)
-    n = len(train)
-    steps_per_epoch = -(-n // batch_size)
     probe_epochs = max(epochs, -(-probe_min_steps // steps_per_epoch))
     # The probe's extra epochs (small data sets) are evaluated about 50 times, not after each one.
     probe_eval_every = max(1, (probe_epochs - epochs) // 50)
@@ -200,23 +238,10 @@ def fit_heads(
             order = order.to(device)
         for step, start in enumerate(range(0, n, batch_size)):
             idx = order[start : start + batch_size]
-            x, y = train_x.gather(idx).to(device, non_blocking=True), train_y[idx.to(device)]
-            z = None
-            if heads_train and not learned:
-                z = train_z[idx.to(train_z.device)].to(device, non_blocking=True)
-            for probe, stack, optimizer in zip(probes, stacks, optimizers):
-                with autocast:
-                    loss = F.cross_entropy(probe(x), y)
-                    if heads_train:
-                        logits = stack.forward_normalized(stack.normalize(x) if learned else z)
-                        # Sum over ratios of each ratio's mean loss: each head gets exactly its own gradient.
-                        heads_loss = F.cross_entropy(
-                            logits.float().reshape(-1, num_classes), y.repeat(num_ratios), reduction="sum"
-                        )
-                        loss = loss + heads_loss / y.shape[0]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            if graphed is not None and heads_train and idx.numel() == batch_size:
+                graphed(idx)
+            else:
+                train_step(idx, heads_train)
             if step % RELEASE_EVERY == RELEASE_EVERY - 1:
                 train_x.release()
         for scheduler in schedulers:
@@ -307,6 +332,16 @@ class Selection:
             probe=probe.eval(),
             history=history,
         )
+
+
+def adam(params, lr: float, device: torch.device, graphs: bool) -> torch.optim.Adam:
+    """Adam as published; on CUDA fused (one kernel for all parameters), and for CUDA graphs also
+    capturable with the learning rate as a device tensor, so the per-epoch decay reaches the graph."""
+    if device.type != "cuda":
+        return torch.optim.Adam(params, lr=lr)
+    if graphs:
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def copy_ratio_state(target: dict, source: dict, ratio_index: int) -> None:

@@ -31,6 +31,10 @@ CASES = {  # script and arguments, the keys its JSON line must carry
         f"bench_heads.py --anchor {TINY_HEADS}",
         {"epoch_s_all_ratios_one_pass", "epoch_s_one_ratio_after_another", "ratio", "steps_per_epoch"},
     ),
+    "graphed vs eager heads": (
+        "check_graphed_heads.py --rows 2000 --dim 32 --concepts 16 --classes 5 --epochs 2 --device cpu",
+        {"graphed_s", "eager_s", "max_accuracy_gap", "max_weight_difference", "same_best_epochs"},
+    ),
     "extraction": (
         "bench_extract.py --arch resnet-18 --images 8 --image-size 32 --batch-size 4 --num-workers 0 --repeats 1",
         {"bare_img_s", "ours_img_s", "ratio"},

@@ -113,6 +113,20 @@ def test_training_all_ratios_at_once_equals_training_each_alone():
     assert together.standard_accuracy == alone.standard_accuracy  # the probe does not see the heads
 
 
+def test_cuda_graphs_change_nothing_off_cuda():
+    # CUDA graphs are a CUDA-only replay of the same step; elsewhere the switch must be inert
+    generator = torch.Generator().manual_seed(2)
+    y = torch.randint(0, 3, (600,), generator=generator)
+    x = torch.randn(3, 8, generator=generator)[y] * 2 + torch.randn(600, 8, generator=generator)
+    concepts = torch.randn(12, 8, generator=generator)
+    kwargs = dict(num_classes=3, sparsity_ratios=[0.0, 0.5], epochs=3, batch_size=64, progress=False)
+    graphed = fit_heads(x, y, x[:100], y[:100], concepts, cuda_graphs=True, **kwargs)
+    eager = fit_heads(x, y, x[:100], y[:100], concepts, cuda_graphs=False, **kwargs)
+    assert graphed.accuracies == eager.accuracies
+    for name, tensor in eager.heads.state_dict().items():
+        assert torch.equal(graphed.heads.state_dict()[name], tensor), name
+
+
 def test_head_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"sparsity_ratio must be in \[0, 1\)"):
         InterpretationHead(torch.randn(5, 3), 3, sparsity_ratio=1.0)
