@@ -23,6 +23,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.utils import logging as hf_logging
 
 from iis_hf import ConceptBank, IISTrainer, IISTrainingArguments
+from iis_hf.demo import demo_model
 
 
 class StepTimer(TrainerCallback):
@@ -45,17 +46,10 @@ class StepTimer(TrainerCallback):
 def build_model(arch: str, num_labels: int, image_size: int):
     from transformers import AutoModelForImageClassification, ResNetConfig, ViTConfig
 
+    if arch == "resnet-small":
+        return demo_model(num_labels, seed=0)
     torch.manual_seed(0)
-    if arch == "resnet-small":  # the demo's ResNet
-        config = ResNetConfig(
-            embedding_size=32,
-            hidden_sizes=[32, 64, 128],
-            depths=[1, 1, 1],
-            layer_type="basic",
-            downsample_in_first_stage=False,
-            num_labels=num_labels,
-        )
-    elif arch == "resnet-50":
+    if arch == "resnet-50":
         config = ResNetConfig(num_labels=num_labels)
     elif arch == "vit-small":
         config = ViTConfig(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +21,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # It also matches the torchrun workers (OMP_NUM_THREADS=1), whose results tests compare bit for bit.
 torch.set_num_threads(1)
 
+REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("vit", "deit", "resnet", "convnext", "swin", "dinov2", "clip")
 IMAGE_SIZE = 32
+
+
+def cpu_subprocess_env() -> dict[str, str]:
+    """The environment of a test's subprocess: this checkout importable, CPU only (gloo even on a
+    machine with a GPU)."""
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": pythonpath, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def torchrun_two_processes(*args: str) -> list[str]:
+    """`torchrun --nproc_per_node 2` on a free loopback port, then `args` (a script, or -m module)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(port), *args,
+    ]  # fmt: skip
 
 
 def tiny_config(arch: str, num_labels: int = 3):

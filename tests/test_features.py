@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ARCHS, build_tiny_model, make_image_dataset, tiny_config, tiny_image_processor
+from conftest import (
+    ARCHS,
+    build_tiny_model,
+    cpu_subprocess_env,
+    make_image_dataset,
+    tiny_config,
+    tiny_image_processor,
+    torchrun_two_processes,
+)
 from safetensors.torch import load_file
 
 from iis_hf.backbones import (
@@ -476,35 +481,15 @@ def test_cache_key_follows_weights_settings_and_data(tmp_path, image_dataset):
 # ---------------------------------------------------------------- several processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_return_the_one_process_result(tmp_path, saved):
     """torchrun with 2 CPU processes (gloo) over 13 images in chunks of 4: every rank gets everything."""
     model_dir, out_dir, cache_dir = saved("vit", True), tmp_path / "out", tmp_path / "cache"
     out_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes (gloo) even on a machine with one GPU
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(REPO / "tests" / "scripts" / "extract_distributed.py"),
-        model_dir,
-        str(out_dir),
-        str(cache_dir),
-        "13",
-    ]
-    proc = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=240)
+    script = str(REPO / "tests" / "scripts" / "extract_distributed.py")
+    command = torchrun_two_processes(script, model_dir, str(out_dir), str(cache_dir), "13")
+    proc = subprocess.run(
+        command, check=False, env=cpu_subprocess_env(), capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     data = make_image_dataset(num_classes=3, per_class=5).select(range(13))

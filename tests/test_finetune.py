@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE, make_image_dataset, tiny_image_processor
+from conftest import (
+    IMAGE_SIZE,
+    cpu_subprocess_env,
+    make_image_dataset,
+    tiny_image_processor,
+    torchrun_two_processes,
+)
 from safetensors.torch import load_file
 
 from iis_hf import cli, finetune
@@ -310,25 +313,17 @@ def test_transforms_augment_train_images_only():
 # ---------------------------------------------------------------- two processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_example_script_under_torchrun_with_two_processes(tmp_path, tiny_models, saved_dataset):
     """torchrun, 2 CPU processes (gloo): the example script trains, evaluates and writes everything."""
     model_dir, output_dir = tiny_models("vit"), tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes (gloo) even on a machine with a GPU
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+    command = torchrun_two_processes(
         str(EXAMPLE), "--model_name_or_path", model_dir, "--dataset_name", saved_dataset,
         "--output_dir", str(output_dir), "--do_train", "--do_eval", "--num_train_epochs", "1",
         "--per_device_train_batch_size", "4", *FAST,
-    ]  # fmt: skip
-    proc = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    )  # fmt: skip
+    proc = subprocess.run(
+        command, check=False, env=cpu_subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = check_output_folder(output_dir)
     assert results["eval_samples"] == 3

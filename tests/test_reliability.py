@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_model, make_image_dataset
+from conftest import build_tiny_model, cpu_subprocess_env, make_image_dataset, torchrun_two_processes
 from hub_server import fake_hub_fixture  # noqa: F401  (fake_hub_fixture provides `hub`)
 from safetensors.torch import load_file
 
@@ -48,8 +47,7 @@ RESULT_KEYS = ("iis", "standard_accuracy", "accuracies", "sparsity_ratios", "bes
 
 
 def subprocess_env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env = {**cpu_subprocess_env(), "OMP_NUM_THREADS": "1"}
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     return env
 
@@ -247,31 +245,13 @@ def test_two_concurrent_scores_sharing_a_cache_agree(scoring, tmp_path):
 # 3. determinism
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_score_gives_the_one_process_iis_to_the_last_digit(scoring, tmp_path):
     """`torchrun --nproc_per_node 2 -m iis_hf.cli score`: extraction split over two processes (gloo),
     one writer; the same IIS, curve, concept bank and cached features as the one-process run."""
     out, cache = tmp_path / "out", tmp_path / "cache"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "iis_hf.cli",
-        "score",
-        *score_command(scoring["model"], scoring["dataset"], out, cache),
-    ]
+    command = torchrun_two_processes(
+        "-m", "iis_hf.cli", "score", *score_command(scoring["model"], scoring["dataset"], out, cache)
+    )
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 1  # only rank 0 writes and reports

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_tiny_model, tiny_image_processor
+from conftest import build_tiny_model, cpu_subprocess_env, tiny_image_processor, torchrun_two_processes
 from hub_server import fake_hub_fixture  # noqa: F401  (the `hub` fixture)
 from safetensors.torch import load_file
 from trainer_utils import make_args, make_trainer, random_bank, splits
@@ -382,32 +379,11 @@ def test_best_model_is_loaded_at_the_end_with_early_stopping(tmp_path):
     torch.testing.assert_close(trainer.iis_model.iis_head.weight.detach(), head["weight"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_end_with_identical_weights_on_both_ranks(tmp_path):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(REPO / "tests" / "scripts" / "train_distributed.py"),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    command = torchrun_two_processes(str(REPO / "tests" / "scripts" / "train_distributed.py"), str(tmp_path))
+    proc = subprocess.run(
+        command, env=cpu_subprocess_env(), capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "world 2" in proc.stdout
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
