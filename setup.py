@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 version = {}
@@ -15,12 +15,13 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     # The evaluate module lives in metrics/iis/ (the layout evaluate expects) and ships inside the
     # package as iis_hf.evaluate_metric, so `iis-hf install-metric` works from a wheel too.
-    packages=["iis_hf", "iis_hf.evaluate_metric"],
+    packages=[*find_packages(include=["iis_hf", "iis_hf.*"]), "iis_hf.evaluate_metric"],
     package_dir={"iis_hf": "iis_hf", "iis_hf.evaluate_metric": "metrics/iis"},
-    package_data={"iis_hf": ["data/*"], "iis_hf.evaluate_metric": ["*.md", "*.txt"]},
+    package_data={"iis_hf.concepts": ["*.txt"], "iis_hf.evaluate_metric": ["*.md", "*.txt"]},
     install_requires=[
         # torch is not pinned here: install the build you need first (CPU or CUDA).
         "torch>=2.1",
@@ -32,14 +33,35 @@ setup(
         "safetensors>=0.4",
         "scikit-image>=0.21",
         "scikit-learn>=1.3",
+        "scipy>=1.10",
         "matplotlib>=3.7",
         "tqdm>=4.64",
         "numpy>=1.24",
         "pillow>=9.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"],
+        "app": ["gradio>=6.0"],  # iis-hf app: the web app
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "import-linter>=2.0", "selenium>=4.20"],
         "reproduce": ["animal-shape-mnist==0.39"],  # examples/reproduce_findings.py's second data set
     },
     entry_points={"console_scripts": ["iis-hf=iis_hf.cli:main"]},
+    keywords=["interpretability", "explainability", "vision", "transformers", "huggingface", "evaluate"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+    project_urls={
+        "Paper": "https://arxiv.org/abs/2510.24105",
+        "Published code of the paper": "https://github.com/ssfgunner/IIS",
+    },
 )

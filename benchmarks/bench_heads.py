@@ -4,7 +4,7 @@ Both sides train on the same synthetic features (planted class structure, ImageN
 for the machine), with the same concepts, ratios, epochs, batch size and optimizer recipe, and
 report the best eval top-1 per ratio:
 
-(a) reference: a re-implementation, written for this benchmark from DESIGN.md, of the published
+(a) reference: a re-implementation, written for this benchmark from docs/METHOD.md, of the published
     pipeline's shape: every feature a separate Python object in a per-sample dataset, a DataLoader
     with batch 1024, one head per ratio trained in turn (the concept projection recomputed for
     each batch of each head), and a sort of every batch for every ratio; the standard probe is
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from iis_hf import DEFAULT_SPARSITY_RATIOS, compute_iis
-from iis_hf.head_training import Rows, feature_moments
-from iis_hf.heads import LinearProbe, ratio_generator, uniform_init_
+from iis_hf.heads.modules import LinearProbe, ratio_generator, uniform_init_
+from iis_hf.heads.rows import Rows, feature_moments
 
 
 def planted_features(rows: int, dim: int, classes: int, seed: int, separation: float = 0.04):
@@ -164,7 +164,7 @@ def anchor(args, ratios, concepts) -> dict:
     Features are generated on the device; the per-epoch time is the difference between a 2-epoch
     and a 1-epoch run, so setup (projection, statistics) is left out.
     """
-    from iis_hf.head_training import fit_heads
+    from iis_hf.heads import fit_heads
 
     device = torch.device(args.device)
     generator = torch.Generator(device=device).manual_seed(args.seed)

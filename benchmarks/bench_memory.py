@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from iis_hf.feature_store import write_feature_store
+from iis_hf.features.store import write_feature_store
 
 
 def synthetic_chunks(rows: int, dim: int, classes: int, seed: int, chunk: int = 65536):
@@ -47,7 +47,7 @@ def score(train_path: str, eval_path: str, concepts: int, epochs: int) -> None:
     import warnings
 
     from iis_hf import compute_iis
-    from iis_hf.feature_store import FeatureStore
+    from iis_hf.features.store import FeatureStore
 
     train, evaluation = FeatureStore(train_path), FeatureStore(eval_path)
     vectors = torch.randn(concepts, train.dim, generator=torch.Generator().manual_seed(7))

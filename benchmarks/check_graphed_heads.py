@@ -18,7 +18,7 @@ import torch
 from bench_heads import planted_features
 
 from iis_hf import DEFAULT_SPARSITY_RATIOS
-from iis_hf.head_training import fit_heads
+from iis_hf.heads import fit_heads
 
 
 def main(argv=None) -> dict:

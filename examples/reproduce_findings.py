@@ -14,8 +14,8 @@ the three claims on images that ship inside Python packages, so it needs no netw
 Findings 1 and 3: small Hugging Face models of three families at two widths each (ResNet, ViT,
 ConvNeXt, random-initialised from configs) are trained with a plain `transformers.Trainer`, and a
 checkpoint is kept at several epochs (0 = the random initialisation). Every checkpoint is scored
-with `iis_hf.compute_iis` twice, with 200 prototype-patch concepts and with 200 k-means cluster
-concepts; the standard accuracy A0 is the converged linear probe of `compute_iis`.
+with `iis_hf.pipeline.score_representations` twice, with 200 prototype-patch concepts and with 200
+k-means cluster concepts; the standard accuracy A0 is the pipeline's converged linear probe.
 Finding 2: for each seed a ResNet is pre-trained briefly, then fine-tuned at the same budget with a
 plain `Trainer` and with `iis_hf.IISTrainer`; the settings of `iis_weight` and of the loss's
 sparsity ratios are swept. (This is the code path of `benchmarks/finetune_digits.py`, which imports
@@ -56,13 +56,19 @@ import torch
 
 from iis_hf import (
     ConceptBank,
+    ConceptsConfig,
+    ExtractionConfig,
+    HeadsConfig,
     IISTrainer,
     IISTrainingArguments,
-    compute_iis,
+    ScoringConfig,
+    WeakProbeWarning,
     extract_features,
     load_digits_dataset,
 )
+from iis_hf.concepts.prototypes import choose_prototypes
 from iis_hf.demo import DEMO_IMAGE_SIZE, demo_image_processor, demo_model, image_classification_collator
+from iis_hf.pipeline import build_concepts, score_representations
 from iis_hf.stats import correlation_summary, paired_tests
 
 SCORE_RATIOS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98)
@@ -400,11 +406,20 @@ def score_model(
     """Test accuracy of the model's own classifier, and IIS with each kind of concept.
 
     "prototype": `num_concepts` patch prototypes (a 4 x 4 grid of `images_per_class` training images
-    per class, embedded by the model itself, a seeded random subset). "cluster": `num_concepts`
-    k-means centres of the whole prototype library. A0 is `compute_iis`'s converged probe.
+    per class, embedded by the model itself, the seeded subset `ConceptBank.from_prototypes` keeps).
+    "cluster": `num_concepts` k-means centres of the whole prototype library. Both are scored by
+    `iis_hf.pipeline.score_representations` (A0 is its converged probe) on features extracted once.
     """
+    config = ScoringConfig(
+        extraction=ExtractionConfig(batch_size=256),
+        concepts=ConceptsConfig(num_concepts=num_concepts, images_per_class=images_per_class),
+        heads=HeadsConfig(sparsity_ratios=list(SCORE_RATIOS), epochs=head_epochs),
+        seed=seed,
+        device=device,
+        progress=False,
+    )
     processor = demo_image_processor()
-    kwargs = dict(image_processor=processor, batch_size=256, device=device, progress=False)
+    kwargs = dict(image_processor=processor, config=config.extraction, device=device, progress=False)
     train = extract_features(model, data["train"], **kwargs)
     test = extract_features(model, data["test"], **kwargs)
     # What the classifier sees is the default representation of a *ForImageClassification model.
@@ -413,46 +428,36 @@ def score_model(
         accuracy = float((head(test.features).argmax(-1) == test.labels).float().mean())
     banks = {}
     if tuple(kinds) == ("prototype",):  # embed only the parts that are kept
-        banks["prototype"] = ConceptBank.from_prototypes(
+        banks["prototype"] = build_concepts(model, data["train"], config, image_processor=processor)
+    else:
+        library = ConceptBank.from_prototypes(
             model,
             data["train"],
             images_per_class=images_per_class,
-            num_concepts=num_concepts,
+            image_processor=processor,
+            batch_size=config.extraction.batch_size,
+            device=device,
             seed=seed,
-            **kwargs,
-        )
-    else:
-        library = ConceptBank.from_prototypes(
-            model, data["train"], images_per_class=images_per_class, seed=seed, **kwargs
+            progress=False,
         )
         size = min(num_concepts, library.num_concepts)
         if "prototype" in kinds:  # the same subset as from_prototypes(num_concepts=size, seed=seed)
-            keep = np.sort(np.random.default_rng(seed).choice(library.num_concepts, size=size, replace=False))
-            banks["prototype"] = library.subset(keep)
+            banks["prototype"] = library.subset(choose_prototypes(library.num_concepts, size, seed))
         if "cluster" in kinds:
             banks["cluster"] = ConceptBank.from_clusters(library, size, seed=seed)
     out = {"accuracy": accuracy, "feature_dim": int(train.features.shape[1]), "concepts": {}}
     for kind, bank in banks.items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = compute_iis(
-                train.features,
-                train.labels,
-                test.features,
-                test.labels,
-                bank,
-                sparsity_ratios=SCORE_RATIOS,
-                epochs=head_epochs,
-                seed=seed,
-                progress=False,
-                device=device,
+            result = score_representations(
+                train.features, train.labels, test.features, test.labels, bank, config
             )
         out["concepts"][kind] = {
             "iis": result.iis,
             "probe_accuracy": result.standard_accuracy,
             "interpretation_accuracy": dict(zip(map(str, result.sparsity_ratios), result.accuracies)),
             "max_relative_accuracy": max(result.relative_accuracies),
-            "probe_warning": any("exceeds the standard accuracy" in str(w.message) for w in caught),
+            "probe_warning": any(issubclass(w.category, WeakProbeWarning) for w in caught),
             "num_concepts": bank.num_concepts,
         }
     return out
@@ -956,7 +961,7 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
     L.append(
         f"- Scoring: {cfg['num_concepts']} concepts from {cfg['images_per_class']} training images per class "
         f"(4 x 4 patches), ratio grid {list(SCORE_RATIOS)}, heads trained {cfg['head_epochs']} epochs "
-        "(Adam, lr 1e-2, decay 0.99, batch 1024, best test top-1, as published); A0 is `compute_iis`'s "
+        "(Adam, lr 1e-2, decay 0.99, batch 1024, best test top-1, as published); A0 is the pipeline's "
         "converged linear probe on standardised features. *prototype*: a seeded random subset of the "
         "patch-prototype library; *cluster*: k-means centres of the whole library."
     )
@@ -989,7 +994,7 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
     L.append("")
     warned = sum(any(v["probe_warning"] for v in r["concepts"].values()) for r in results["checkpoints"])
     L.append(
-        f"A head beat the probe (A(ρ)/A0 > 1, the warning of DESIGN.md's measured pitfall) in {warned} of "
+        f"A head beat the probe (A(ρ)/A0 > 1, `WeakProbeWarning`; docs/METHOD.md) in {warned} of "
         f"{len(results['checkpoints'])} checkpoints.\n"
     )
     # ----- finding 2

@@ -65,7 +65,7 @@ or with torchrun (`--node_rank 1` on the second machine):
     torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 --master_addr 10.0.0.1 --master_port 29500 \\
         examples/run_image_classification_iis.py --dataset_name cifar10 --output_dir ./out --do_train --bf16
 
-The same job is `iis-hf finetune ARGS...` on the command line, and `iis_hf.finetune.run(...)`
+The same job is `iis-hf finetune ARGS...` on the command line, and `iis_hf.training.finetune.run(...)`
 from Python.
 """
 
@@ -75,7 +75,7 @@ import sys
 from transformers import HfArgumentParser
 
 from iis_hf import IISTrainingArguments
-from iis_hf.finetune import DataTrainingArguments, ModelArguments, run
+from iis_hf.training.finetune import DataTrainingArguments, ModelArguments, run
 
 
 def main():

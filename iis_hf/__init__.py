@@ -12,33 +12,48 @@ from typing import TYPE_CHECKING
 from .version import __version__
 
 _EXPORTS = {
-    "inherent_interpretability_score": "score",
-    "compute_iis": "score",
-    "IISResult": "score",
-    "DEFAULT_SPARSITY_RATIOS": "score",
-    "InterpretationHead": "heads",
-    "InterpretationHeads": "heads",
+    # settings
+    "DEFAULT_SPARSITY_RATIOS": "config",
+    "ScoringConfig": "config",
+    "ExtractionConfig": "config",
+    "ConceptsConfig": "config",
+    "HeadsConfig": "config",
+    # the pipeline and its stages
+    "score_model": "pipeline",
+    "score_representations": "pipeline",
     "extract_features": "features",
     "ExtractedFeatures": "features",
     "ConceptBank": "concepts",
-    "load_digits_dataset": "data",
-    "metric_path": "metric_install",
-    "install_metric": "metric_install",
-    "IISTrainer": "trainer",
-    "IISTrainingArguments": "trainer",
+    "LearnedConcepts": "concepts",
+    "read_concept_words": "concepts",
+    "InterpretationHead": "heads",
+    "InterpretationHeads": "heads",
+    "compute_iis": "score",
+    "inherent_interpretability_score": "score",
+    "IISResult": "score",
+    "WeakProbeWarning": "score",
+    # models, training, explanations
     "IISModelForImageClassification": "modeling",
+    "IISHeadConfig": "modeling",
+    "IISTrainer": "training",
+    "IISTrainingArguments": "training",
     "ConceptClassifier": "explain",
     "Explanation": "explain",
     "ConceptContribution": "explain",
     "explain_prediction": "explain",  # `iis_hf.explain` is the module; its `explain` is this function
     "iis_model_from_heads": "explain",
-    "read_concept_words": "text_concepts",
+    # data and the metric
+    "load_digits_dataset": "data",
+    "load_image": "images",
+    "metric_path": "metric_install",
+    "install_metric": "metric_install",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .concepts import ConceptBank
+    from .concepts import ConceptBank, LearnedConcepts, read_concept_words
+    from .config import DEFAULT_SPARSITY_RATIOS, ConceptsConfig, ExtractionConfig, HeadsConfig, ScoringConfig
     from .data import load_digits_dataset
     from .explain import (
         ConceptClassifier,
@@ -49,11 +64,12 @@ if TYPE_CHECKING:
     )
     from .features import ExtractedFeatures, extract_features
     from .heads import InterpretationHead, InterpretationHeads
+    from .images import load_image
     from .metric_install import install_metric, metric_path
-    from .modeling import IISModelForImageClassification
-    from .score import DEFAULT_SPARSITY_RATIOS, IISResult, compute_iis, inherent_interpretability_score
-    from .text_concepts import read_concept_words
-    from .trainer import IISTrainer, IISTrainingArguments
+    from .modeling import IISHeadConfig, IISModelForImageClassification
+    from .pipeline import score_model, score_representations
+    from .score import IISResult, WeakProbeWarning, compute_iis, inherent_interpretability_score
+    from .training import IISTrainer, IISTrainingArguments
 
 
 def __getattr__(name: str):

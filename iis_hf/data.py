@@ -6,8 +6,13 @@ image dataset: upscaled RGB PIL images with a `ClassLabel`, split into train and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+from .splits import random_subset, stratified_split
 
 
 def load_digits_dataset(image_size: int = 32, test_fraction: float = 0.25, seed: int = 0) -> DatasetDict:
@@ -28,6 +33,41 @@ def load_digits_dataset(image_size: int = 32, test_fraction: float = 0.25, seed:
 
 
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test", "eval")
+IMAGE_COLUMN_NAMES = ("image", "img")
+LABEL_COLUMN_NAMES = ("label", "labels")
+
+
+def detect_columns(dataset, image_column: str | None, label_column: str | None) -> tuple[str, str | None]:
+    """The image and label columns of a dataset: the given names (checked), else detected from its
+    features (a `datasets.Image` / `ClassLabel` column), else the usual names; no label -> None."""
+    from datasets import ClassLabel, Image
+
+    columns = list(dataset.column_names)
+    features = dataset.features or {}
+    fix = "pass image_column='<name of the column holding the images>'"
+    if image_column is not None:
+        if image_column not in columns:
+            raise ValueError(f"image_column={image_column!r} is not a column of the dataset; found {columns}")
+    else:
+        image_columns = [c for c in columns if isinstance(features.get(c), Image)]
+        if len(image_columns) > 1:
+            named = [c for c in image_columns if c in IMAGE_COLUMN_NAMES]
+            if len(named) != 1:
+                raise ValueError(f"the dataset has several image columns {image_columns}; {fix}")
+            image_columns = named
+        if not image_columns:
+            image_columns = [c for c in IMAGE_COLUMN_NAMES if c in columns][:1]
+        if not image_columns:
+            raise ValueError(f"no image column found in the dataset (columns: {columns}); {fix}")
+        image_column = image_columns[0]
+    if label_column is not None:
+        if label_column not in columns:
+            raise ValueError(f"label_column={label_column!r} is not a column of the dataset; found {columns}")
+    else:
+        candidates = [c for c in columns if isinstance(features.get(c), ClassLabel) and c != image_column]
+        candidates = candidates or [c for c in LABEL_COLUMN_NAMES if c in columns]
+        label_column = candidates[0] if candidates else None
+    return image_column, label_column
 
 
 def load_image_dataset(source: str, config_name: str | None = None, **kwargs) -> DatasetDict | Dataset:
@@ -45,13 +85,13 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
                 return load_from_disk(source)
             return load_dataset("imagefolder", data_dir=source, **kwargs)
         except Exception as err:  # datasets raises many types for a bad folder
-            raise ValueError(f"could not read dataset folder {source}: {err}") from None
+            raise ValueError(f"could not read dataset folder {source}: {err}") from err
     if os.path.isabs(source) or source.startswith(".") or source.count("/") > 1 or os.path.exists(source):
         raise ValueError(f"dataset {source} does not exist (expected a folder, or a Hub dataset id)")
     try:
         return load_dataset(source, config_name, **kwargs)
     except Exception as err:
-        raise ValueError(f"could not load dataset {source!r} from the Hub: {err}") from None
+        raise ValueError(f"could not load dataset {source!r} from the Hub: {err}") from err
 
 
 def check_saved_dataset_not_empty(folder: str) -> None:
@@ -89,7 +129,8 @@ def train_eval_splits(
 ) -> tuple[Dataset, Dataset, str]:
     """Pick the train and eval splits; carve a stratified eval split from train when there is none.
 
-    Returns (train, eval, description of where eval came from).
+    Returns (train, eval, description of where eval came from). The carved split is
+    `iis_hf.splits.stratified_split` of the labels, the same rows the metric and the Trainer hold out.
     """
     if isinstance(data, Dataset):
         data = DatasetDict(train=data)
@@ -107,8 +148,77 @@ def train_eval_splits(
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
     train = data[train_split]
-    stratify = (
-        label_column if label_column and isinstance(train.features.get(label_column), ClassLabel) else None
+    labels = train[label_column] if label_column else np.zeros(len(train), dtype=np.int64)
+    kept, held = stratified_split(labels, eval_fraction, seed)
+    # keep_in_memory: no index files in the user's dataset folder
+    return (
+        train.select(kept, keep_in_memory=True),
+        train.select(held, keep_in_memory=True),
+        f"{eval_fraction:.0%} of {train_split} (stratified, seed {seed})",
     )
-    split = train.train_test_split(test_size=eval_fraction, seed=seed, stratify_by_column=stratify)
-    return split["train"], split["test"], f"{eval_fraction:.0%} of {train_split} (seed {seed})"
+
+
+def limit_rows(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
+    """A random subset (`iis_hf.splits.random_subset`) of at most `max_samples` rows, in row order."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return dataset.select(random_subset(len(dataset), max_samples, seed), keep_in_memory=True)
+
+
+@dataclass
+class ScoringSplits:
+    """The train and eval images of a scoring run, their columns, and where they came from."""
+
+    train: Dataset
+    eval: Dataset
+    image_column: str
+    label_column: str
+    source: dict[str, Any]
+
+    def settings(self) -> dict[str, Any]:
+        """What decides which images were used (recorded in iis.json's settings["data"])."""
+        return dict(self.source)
+
+
+def load_scoring_splits(
+    dataset: str,
+    *,
+    config_name: str | None = None,
+    train_split: str = "train",
+    eval_split: str | None = None,
+    eval_fraction: float = 0.2,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 0,
+) -> ScoringSplits:
+    """Load a dataset (Hub id, `save_to_disk` folder or image folder) and pick the rows to score on."""
+    data = load_image_dataset(dataset, config_name)
+    first = data if isinstance(data, Dataset) else data[next(iter(data.keys()))]
+    image_column, label_column = detect_columns(first, image_column, label_column)
+    if label_column is None:
+        raise ValueError(
+            f"dataset {dataset} has no label column (columns: {first.column_names}); pass --label-column"
+        )
+    train, evaluation, eval_source = train_eval_splits(
+        data, train_split, eval_split, eval_fraction, label_column, seed
+    )
+    train, evaluation = (
+        limit_rows(train, max_train_samples, seed),
+        limit_rows(evaluation, max_eval_samples, seed),
+    )
+    return ScoringSplits(
+        train=train,
+        eval=evaluation,
+        image_column=image_column,
+        label_column=label_column,
+        source={
+            "dataset": dataset,
+            "dataset_config": config_name,
+            "train_split": train_split,
+            "eval_split": eval_source,
+            "max_train_samples": max_train_samples,
+            "max_eval_samples": max_eval_samples,
+        },
+    )

@@ -6,8 +6,11 @@ Everything is offline: the images ship with scikit-learn and the model starts fr
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
+
+from .score import IISResult
 
 DEMO_IMAGE_SIZE = 32
 
@@ -88,3 +91,38 @@ def train_demo_model(
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return model, processor
+
+
+def run_demo(output_dir: str | os.PathLike, train_epochs: float, config, log=print) -> dict[str, IISResult]:
+    """The embedded default job: train the demo ResNet on digits, score it and its random init.
+
+    Writes `output_dir/` (iis.json for the trained model, iis_random-init.json, iis_curve.png,
+    concept_bank/ and model/) and returns both results, trained first.
+    """
+    from .data import load_digits_dataset
+    from .outputs import write_scoring_outputs
+    from .pipeline import score_model
+
+    output_dir = Path(output_dir)
+    data = load_digits_dataset()
+    log(f"[1/3] scikit-learn digits: {len(data['train'])} train / {len(data['test'])} test images")
+    random_model = demo_model(10, config.seed).eval()
+    size = sum(p.numel() for p in random_model.parameters()) / 1e6
+    log(f"[2/3] training a {size:.2f}M-parameter ResNet for {train_epochs:g} epochs")
+    trained_model, _processor = train_demo_model(
+        data, output_dir / "model", train_epochs, config.seed, config.progress
+    )
+    log("[3/3] scoring the random-init and the trained model")
+    results: dict[str, IISResult] = {}
+    for name, model in (("trained", trained_model), ("random-init", random_model)):
+        results[name] = score_model(
+            model, data["train"], data["test"], config, image_processor=demo_image_processor()
+        )
+        results[name].metadata.update(model=f"demo ResNet ({name})", dataset="scikit-learn digits")
+        results[name].settings["data"].update(
+            dataset="scikit-learn digits", train_split="train", eval_split="test"
+        )
+    write_scoring_outputs(
+        output_dir, results, results["trained"].concept_bank, title="IIS on scikit-learn digits (demo)"
+    )
+    return results

@@ -108,7 +108,7 @@ def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{what}: {path} is not valid JSON ({err})") from None
+        raise ValueError(f"{what}: {path} is not valid JSON ({err})") from err
     if not isinstance(data, dict):
         raise ValueError(f"{what}: {path} must hold a JSON object, found {type(data).__name__}")
     return data
@@ -122,7 +122,7 @@ def read_safetensors(path: str | os.PathLike, what: str) -> dict[str, torch.Tens
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise ValueError(f"{what}: {path} is not a readable safetensors file ({err})") from None
+        raise ValueError(f"{what}: {path} is not a readable safetensors file ({err})") from err
 
 
 def refuse_pickles(folder: str | os.PathLike, what: str, stems: tuple[str, ...] | None = None) -> None:

@@ -1,86 +1,295 @@
-"""Model cards that carry IIS: `model-index` results, the IIS curve, and how to load the head."""
+"""Model cards that carry IIS, written through one `huggingface_hub.ModelCard` template.
+
+Every card iis-hf writes for a model (`IISTrainer.create_model_card`, `push_to_hub` of a trainer
+or of an `IISModelForImageClassification`) comes from `iis_model_card`: `model-index` results
+(accuracy, and IIS with every setting that makes it comparable as `args`), the dataset's real name
+and split, "fine-tuned from" when there was a base model, a compact results table, the IIS curve
+and how to load the head.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 IIS_METRIC_TYPE = "iis"
+TASK = {"task_type": "image-classification", "task_name": "Image Classification"}
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ summary }}
+
+{% if results_table %}## Evaluation
+
+{{ results_table }}
+{% endif %}{% if iis_section %}
+{{ iis_section }}
+{% endif %}
+## Interpretation head (iis-hf)
+
+{{ head_section }}
+
+```python
+from transformers import AutoModelForImageClassification
+from iis_hf import IISModelForImageClassification
+
+backbone = AutoModelForImageClassification.from_pretrained("{{ load_id }}")  # no custom code
+model = IISModelForImageClassification.from_pretrained("{{ load_id }}")  # backbone + head + concepts
+```
+{% if training_section %}
+## Training
+
+{{ training_section }}
+{% endif %}
+## Framework versions
+
+{{ versions }}
+"""
 
 
-def add_iis_to_model_card(
-    readme: str | Path,
+def iis_model_card(
+    model,
     *,
+    repo_id: str | None = None,
+    model_name: str | None = None,
     result=None,
     accuracy: float | None = None,
-    model_name: str,
+    base_model: str | None = None,
     dataset: str | None = None,
-    iis_weight: float,
-    sparsity_ratios: list[float],
-    repo_id: str | None = None,
-) -> None:
-    """Add accuracy and IIS to the card's `model-index` and a section about the interpretation head."""
-    from huggingface_hub import EvalResult, ModelCard
+    dataset_config: str | None = None,
+    dataset_split: str | None = None,
+    training: dict[str, Any] | None = None,
+    history: Sequence[dict[str, Any]] | None = None,
+    head_accuracy: dict[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    license: str | None = None,
+) -> ModelCard:
+    """The card of an IIS model (an `IISModelForImageClassification`, or anything with the same
+    `iis_weight`, `sparsity_ratios` and `concept_bank`).
 
-    from .files import write_text_atomic
+    Args:
+        result: the `IISResult` measured on the eval split (its settings become `model-index` args).
+        accuracy: the backbone's eval accuracy.
+        base_model: the checkpoint it was fine-tuned from (a Hub id), or None when trained from scratch.
+        dataset, dataset_config, dataset_split: where the eval results were measured.
+        training: hyperparameters to list; history: per-evaluation rows (`Trainer.state.log_history`).
+        head_accuracy: the saved head's accuracy at its ratio(s), and how it was obtained.
+    """
+    name = model_name or repo_id or "iis-hf model"
+    dataset_name = dataset or "an image dataset"
+    card_data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        base_model=base_model,
+        license=license,
+        datasets=[dataset] if dataset and _is_hub_name(dataset) else None,
+        metrics=[m for m, v in (("accuracy", accuracy), (IIS_METRIC_TYPE, result)) if v is not None] or None,
+        tags=sorted({"iis-hf", "interpretability", "image-classification", *tags}),
+        pipeline_tag="image-classification",
+        eval_results=eval_results(result, accuracy, dataset_name, dataset_config, dataset_split) or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=CARD_TEMPLATE,
+        model_name=name,
+        summary=summary(base_model, dataset, dataset_split),
+        results_table=results_table(result, accuracy),
+        iis_section=iis_section(result),
+        head_section=head_section(model, head_accuracy),
+        load_id=repo_id or name,
+        training_section=training_section(training, history),
+        versions=versions(),
+    )
 
-    readme = Path(readme)
-    card = ModelCard.load(readme) if readme.exists() else ModelCard("---\n---\n")
-    data = card.data
-    dataset_name = dataset if isinstance(dataset, str) and dataset else "custom image dataset"
-    results = []
+
+def eval_results(result, accuracy, dataset_name, dataset_config, dataset_split) -> list[EvalResult]:
     common = dict(
-        task_type="image-classification",
-        task_name="Image Classification",
+        **TASK,
         dataset_type=dataset_name,
         dataset_name=dataset_name,
+        dataset_config=dataset_config,
+        dataset_split=dataset_split,
     )
+    results = []
     if accuracy is not None:
         results.append(
             EvalResult(metric_type="accuracy", metric_name="Accuracy", metric_value=accuracy, **common)
         )
     if result is not None:
         results.append(
-            EvalResult(metric_type=IIS_METRIC_TYPE, metric_name="IIS", metric_value=result.iis, **common)
+            EvalResult(
+                metric_type=IIS_METRIC_TYPE,
+                metric_name="IIS",
+                metric_value=result.iis,
+                metric_args=iis_metric_args(result),
+                **common,
+            )
         )
-    kept = [r for r in (data.eval_results or []) if r.metric_type not in {"accuracy", IIS_METRIC_TYPE}]
-    data.eval_results = kept + results or None
-    data.model_name = data.model_name or model_name
-    data.metrics = sorted(set(data.metrics or []) | {r.metric_type for r in results}) or None
-    data.tags = sorted(set(data.tags or []) | {"iis-hf", "interpretability", "image-classification"})
-    data.library_name = data.library_name or "transformers"
-    load_id = repo_id or model_name
-    section = [
-        "",
-        "## Interpretability (iis-hf)",
-        "",
-        f"Fine-tuned with `iis_hf.IISTrainer`: `loss = CE(model) + {iis_weight:g} * CE(interpretation heads)` "
-        f"at sparsity ratios {', '.join(f'{r:g}' for r in sparsity_ratios)}. The backbone is a standard "
-        "checkpoint; the interpretation head (`iis_head.safetensors`, `iis_config.json`) and its concept bank "
-        "(`concept_bank.safetensors`, `concept_bank.json`) sit beside it.",
-        "",
-    ]
+    return results
+
+
+def iis_metric_args(result) -> dict[str, Any]:
+    """The settings two IIS values must share to be compared, as `model-index` metric args."""
+    settings = dict(result.settings)
+    concepts = settings.pop("concepts", {}) or {}
+    heads = settings.pop("heads", {}) or {}
+    args: dict[str, Any] = {
+        "sparsity_ratios": list(result.sparsity_ratios),
+        "standard_accuracy": result.standard_accuracy,
+        "concepts": concepts.get("kind"),
+        "num_concepts": concepts.get("num_concepts", result.num_concepts),
+    }
+    args.update({k: v for k, v in heads.items() if k != "sparsity_ratios"})
+    args.update({k: v for k, v in settings.items() if k not in ("data",)})
+    data = settings.get("data") or {}
+    args.update({k: data[k] for k in ("num_train", "num_eval") if k in data})
+    return json.loads(json.dumps(args, default=str))  # plain YAML-able values
+
+
+def summary(base_model: str | None, dataset: str | None, split: str | None) -> str:
+    source = (
+        f"a fine-tuned version of [{base_model}](https://huggingface.co/{base_model})"
+        if base_model
+        else ("an image classifier")
+    )
+    where = f" on {dataset}" if dataset else ""
+    split_text = f" (evaluated on its `{split}` split)" if split else ""
+    return (
+        f"This model is {source}{where}{split_text}, trained with [iis-hf](https://github.com/iis-hf/iis-hf): "
+        "its representation carries an interpretation head over concepts, so predictions can be made from, "
+        "and explained by, a few concepts."
+    )
+
+
+def results_table(result, accuracy) -> str:
+    rows = []
+    if accuracy is not None:
+        rows.append(("accuracy", f"{accuracy:.4f}"))
     if result is not None:
-        section += [
-            f"Inherent Interpretability Score: **{result.iis:.4f}** (standard accuracy "
-            f"{result.standard_accuracy:.4f}, {result.num_concepts} concepts; a perfect score on this grid is "
-            f"{result.max_iis:.2f}).",
-            "",
-            "| sparsity ratio | " + " | ".join(f"{r:g}" for r in result.sparsity_ratios) + " |",
-            "|---|" + "---|" * len(result.sparsity_ratios),
-            "| accuracy | " + " | ".join(f"{a:.4f}" for a in result.accuracies) + " |",
-            "",
-            "![IIS curve](iis_curve.png)",
+        rows.append(("IIS (Inherent Interpretability Score)", _iis_text(result)))
+        rows.append(("standard accuracy A0 (linear probe)", f"{result.standard_accuracy:.4f}"))
+    if not rows:
+        return ""
+    return "\n".join(["| metric | value |", "|---|---|", *(f"| {m} | {v} |" for m, v in rows)])
+
+
+def _iis_text(result) -> str:
+    text = f"{result.iis:.4f}"
+    uncertainty = getattr(result, "uncertainty", None) or {}
+    if uncertainty.get("sd") is not None:
+        text += f" ± {uncertainty['sd']:.4f} (sd over {uncertainty.get('num_seeds')} seeds)"
+    return text
+
+
+def iis_section(result) -> str:
+    if result is None:
+        return ""
+    ratios = result.sparsity_ratios
+    lines = [
+        "### IIS curve",
+        "",
+        f"Accuracy of the interpretation heads at each sparsity ratio; a perfect score on this grid is "
+        f"{result.max_iis:.2f}. Scores are comparable only when measured with the same settings (the "
+        "`model-index` args: concepts, ratio grid, head recipe, protocol).",
+        "",
+        "| sparsity ratio | " + " | ".join(f"{r:g}" for r in ratios) + " |",
+        "|---|" + "---|" * len(ratios),
+        "| accuracy | " + " | ".join(f"{a:.4f}" for a in result.accuracies) + " |",
+        "",
+        "![IIS curve](iis_curve.png)",
+    ]
+    return "\n".join(lines)
+
+
+def head_section(model, head_accuracy: dict[str, Any] | None) -> str:
+    ratios = ", ".join(f"{r:g}" for r in model.sparsity_ratios)
+    bank = model.concept_bank
+    text = (
+        f"`loss = CE(model) + {model.iis_weight:g} * CE(interpretation heads)` at sparsity ratio(s) {ratios}, over "
+        f"{bank.num_concepts} {bank.kind} concepts. The backbone is a standard checkpoint; the interpretation head "
+        "(`iis_head.safetensors`, `iis_config.json`) and its concept bank (`concept_bank.safetensors`, "
+        "`concept_bank.json`) sit beside it."
+    )
+    if head_accuracy:
+        parts = ", ".join(f"{float(k):g}: {v:.4f}" for k, v in head_accuracy.get("accuracies", {}).items())
+        text += f" Accuracy of the saved head on the eval split, per ratio: {parts}"
+        if head_accuracy.get("how"):
+            text += f" ({head_accuracy['how']})"
+        text += "."
+    return text
+
+
+def training_section(training: dict[str, Any] | None, history: Sequence[dict[str, Any]] | None) -> str:
+    lines = []
+    if training:
+        lines += [
+            "| hyperparameter | value |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in training.items()),
             "",
         ]
-    section += [
-        "```python",
-        "from transformers import AutoModelForImageClassification",
-        "from iis_hf import IISModelForImageClassification",
-        "",
-        f'backbone = AutoModelForImageClassification.from_pretrained("{load_id}")  # no custom code',
-        f'model = IISModelForImageClassification.from_pretrained("{load_id}")  # backbone + head + concepts',
-        "```",
-        "",
-    ]
-    card.text = card.text.split("\n## Interpretability (iis-hf)")[0].rstrip("\n") + "\n" + "\n".join(section)
-    write_text_atomic(readme, str(card))
+    rows = [h for h in (history or []) if "eval_loss" in h or "eval_accuracy" in h]
+    if rows:
+        columns = [
+            ("epoch", "epoch"),
+            ("step", "step"),
+            ("eval_loss", "eval loss"),
+            ("eval_accuracy", "accuracy"),
+        ]
+        columns += [("eval_iis", "IIS")] if any("eval_iis" in h for h in rows) else []
+        train_losses = _train_losses(history or [])
+        lines += [
+            "| training loss | " + " | ".join(title for _, title in columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
+        for row in rows:
+            loss = train_losses.get(row.get("step"))
+            cells = [_cell(row.get(key)) for key, _ in columns]
+            lines.append(f"| {_cell(loss)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).strip()
+
+
+def _train_losses(history: Sequence[dict[str, Any]]) -> dict[int, float]:
+    """The last logged training loss at or before each step (for the results table)."""
+    losses, last = {}, None
+    for entry in history:
+        if "loss" in entry:
+            last = entry["loss"]
+        if "step" in entry and last is not None:
+            losses[entry["step"]] = last
+    return losses
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def versions() -> str:
+    import torch
+    import transformers
+
+    from .version import __version__
+
+    return "\n".join(
+        [
+            f"- iis-hf {__version__}",
+            f"- Transformers {transformers.__version__}",
+            f"- PyTorch {torch.__version__}",
+        ]
+    )
+
+
+def _is_hub_name(name: str) -> bool:
+    from .hub import looks_like_hub_id
+
+    return looks_like_hub_id(name)

@@ -1,4 +1,7 @@
-"""Pictures of IIS curves: accuracy kept under sparsification, relative to the standard probe."""
+"""Every figure iis-hf draws: IIS curves, and explanations of predictions made from concepts.
+
+Functions take result objects by duck typing (`IISResult`, `Explanation`) and write PNGs atomically.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +53,118 @@ def plot_iis_curves(results: Mapping[str, object], path: str | os.PathLike, titl
         ax.legend(loc="lower left", fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------- explanations
+POSITIVE, NEGATIVE = "#2e7d32", "#c62828"
+
+
+def _short(text: str, width: int = 38) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_explanation(explanation, path: str | os.PathLike, title: str | None = None) -> None:
+    """The figure `Explanation.plot` writes (atomically): the image, and the top concepts as signed
+    bars with the thumbnail of each concept's source part."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    from matplotlib.patches import Patch
+
+    items = explanation.concepts
+    thumbnails = all(c.thumbnail is not None for c in items) and bool(items)
+    height = max(3.6, 0.55 * len(items) + 1.8)
+    fig = plt.figure(figsize=(10.5, height), dpi=110)
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.0, 1.9], wspace=0.45 if not thumbnails else 0.75)
+    try:
+        image_ax = fig.add_subplot(grid[0, 0])
+        if explanation.image is not None:
+            image_ax.imshow(explanation.image)
+        image_ax.set_axis_off()
+        image_ax.set_title("input image", fontsize=10)
+
+        ax = fig.add_subplot(grid[0, 1])
+        values = [c.contribution for c in items]
+        positions = list(range(len(items)))
+        colors = [POSITIVE if v >= 0 else NEGATIVE for v in values]
+        ax.barh(positions, values, color=colors, height=0.65)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_ylim(max(len(items), 4) - 0.5, -0.5)  # top concept first; bars keep their thickness
+        ax.legend(
+            handles=[
+                Patch(color=POSITIVE, label="for the prediction"),
+                Patch(color=NEGATIVE, label="against it"),
+            ],
+            loc="lower right",
+            fontsize=7,
+            frameon=False,
+        )
+        span = max([abs(v) for v in values] + [1e-6])
+        left = min([0.0, *values]) - 0.28 * span
+        right = max([0.0, *values]) + 0.28 * span
+        ax.set_xlim(left, right)
+        for y, v in zip(positions, values):
+            ax.text(
+                v + (0.02 if v >= 0 else -0.02) * span,
+                y,
+                f"{v:+.2f}",
+                va="center",
+                ha="left" if v >= 0 else "right",
+                fontsize=8,
+            )
+        if thumbnails:
+            ax.set_yticks(positions)
+            ax.set_yticklabels([_short(c.name, 30) for c in items], fontsize=7)
+            ax.tick_params(axis="y", pad=34)
+            for y, c in zip(positions, items):
+                picture = c.thumbnail.permute(1, 2, 0).cpu().numpy()
+                zoom = 24 / max(picture.shape[:2])  # about 24 points high, whatever the thumbnail size
+                box = AnnotationBbox(
+                    OffsetImage(picture, zoom=zoom),
+                    (0.0, y),
+                    xycoords=("axes fraction", "data"),
+                    xybox=(-18, 0),
+                    boxcoords="offset points",
+                    frameon=True,
+                    pad=0.1,
+                    bboxprops={"edgecolor": POSITIVE if c.contribution >= 0 else NEGATIVE, "linewidth": 1.5},
+                    annotation_clip=False,
+                )
+                ax.add_artist(box)
+        else:
+            ax.set_yticks(positions)
+            ax.set_yticklabels([_short(c.name) for c in items], fontsize=9)
+        ax.set_xlabel("contribution to the predicted class's logit (activation × class weight)", fontsize=8)
+        ax.set_title(
+            f"top {len(items)} of {explanation.num_active} active {explanation.concept_kind} concepts "
+            f"(sparsity {explanation.sparsity_ratio:g})",
+            fontsize=9,
+        )
+        ax.grid(axis="x", alpha=0.3)
+        ax.text(
+            1.0,
+            -0.16 if height < 5 else -0.1,
+            f"others {explanation.other_contribution:+.2f}   bias {explanation.bias:+.2f}   "
+            f"logit {explanation.logit:+.2f}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="dimgray",
+        )
+        fig.suptitle(
+            title or f"Predicted: {explanation.label}  (p = {explanation.probability:.2f}, from concepts)",
+            fontsize=12,
+            fontweight="bold",
+        )
+        fig.subplots_adjust(left=0.03, right=0.97, top=0.86, bottom=0.16 if height < 5 else 0.1)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     finally:

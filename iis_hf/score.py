@@ -7,6 +7,7 @@ published grid (0 ... 0.98) a representation that loses nothing under sparsifica
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -16,28 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from .config import DEFAULT_SPARSITY_RATIOS, HeadsConfig, validate_sparsity_ratios
 from .files import write_json_atomic
 
-DEFAULT_SPARSITY_RATIOS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98)
-
-
-def validate_sparsity_ratios(sparsity_ratios: Sequence[float], minimum: int = 1) -> list[float]:
-    """Return the ratios as floats, or raise a ValueError naming what is wrong and how to fix it."""
-    try:
-        ratios = [float(r) for r in sparsity_ratios]
-    except (TypeError, ValueError):
-        raise ValueError(f"sparsity ratios must be numbers in [0, 1), got {sparsity_ratios!r}") from None
-    if len(ratios) < minimum:
-        raise ValueError(f"need at least {minimum} sparsity ratio(s), got {len(ratios)}")
-    for r in ratios:
-        if math.isnan(r) or not 0.0 <= r < 1.0:
-            raise ValueError(
-                f"sparsity ratio {r} is outside [0, 1): a ratio is the fraction of concepts dropped"
-            )
-    duplicates = sorted({r for r in ratios if ratios.count(r) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate sparsity ratios {duplicates}: give each ratio once")
-    return ratios
+__all__ = [
+    "DEFAULT_SPARSITY_RATIOS",
+    "IISResult",
+    "WeakProbeWarning",
+    "compute_iis",
+    "iis_from_predictions",
+    "inherent_interpretability_score",
+]
 
 
 def inherent_interpretability_score(
@@ -56,8 +46,8 @@ def inherent_interpretability_score(
     try:
         accs = [float(a) for a in accuracies]
         a0 = float(standard_accuracy)
-    except (TypeError, ValueError):
-        raise ValueError("accuracies and standard_accuracy must be numbers") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError("accuracies and standard_accuracy must be numbers") from err
     if len(accs) != len(ratios):
         raise ValueError(
             f"got {len(ratios)} sparsity ratios but {len(accs)} accuracies: give one accuracy per ratio"
@@ -70,6 +60,9 @@ def inherent_interpretability_score(
     x = np.asarray(ratios, dtype=np.float64)[order]
     y = np.asarray(accs, dtype=np.float64)[order] / a0
     return float(np.sum((y[:-1] + y[1:]) * np.diff(x) / 2.0))
+
+
+ATTACHMENTS = ("heads", "probe", "concept_bank")  # live objects a result may carry, never serialised
 
 
 @dataclass
@@ -85,8 +78,9 @@ class IISResult:
     best_epochs: list[int] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    heads: Any = field(default=None, repr=False, compare=False)
+    heads: Any = field(default=None, repr=False, compare=False)  # attachments: see ATTACHMENTS
     probe: Any = field(default=None, repr=False, compare=False)
+    concept_bank: Any = field(default=None, repr=False, compare=False)
 
     @property
     def relative_accuracies(self) -> list[float]:
@@ -94,16 +88,24 @@ class IISResult:
         return [a / self.standard_accuracy for a in self.accuracies]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (the trained modules, if attached, are left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("heads", "probe")}
+        """JSON-ready fields (the trained modules and the bank, if attached, are left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ATTACHMENTS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IISResult:
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__) - set(ATTACHMENTS)
         missing = {"iis", "standard_accuracy", "accuracies", "sparsity_ratios"} - set(data)
         if missing:
             raise ValueError(f"not an IIS result: missing keys {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Scalars named as every entry point logs them: ``iis``, ``iis_standard_accuracy`` and
+        ``iis_accuracy_<rho>`` (prefixed, e.g. ``eval_`` in a Trainer's metrics)."""
+        metrics = {f"{prefix}iis": self.iis, f"{prefix}iis_standard_accuracy": self.standard_accuracy}
+        for ratio, accuracy in zip(self.sparsity_ratios, self.accuracies):
+            metrics[f"{prefix}iis_accuracy_{ratio:g}"] = accuracy
+        return metrics
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write the result as JSON through a temporary file, so a crash never leaves half a file."""
@@ -133,6 +135,13 @@ class IISResult:
         plot_iis_curve(self, path, title=title)
 
 
+class WeakProbeWarning(UserWarning):
+    """A head beat the standard probe (A(rho) > A0): IIS then measures the probe, not the representation.
+
+    Filter or catch it by class (``warnings.simplefilter("error", WeakProbeWarning)``), not by text.
+    """
+
+
 def warn_if_probe_is_weak(result: IISResult) -> None:
     """Warn when a head beats the standard probe: then IIS measures the probe, not the representation."""
     above = [(r, a) for r, a in zip(result.sparsity_ratios, result.relative_accuracies) if a > 1.0 + 1e-9]
@@ -142,7 +151,7 @@ def warn_if_probe_is_weak(result: IISResult) -> None:
             f"interpretation accuracy exceeds the standard accuracy at {len(above)} ratio(s) "
             f"(max A/A0 = {worst:.3f}): the linear probe has not converged, so IIS reflects the probe "
             "rather than the representation. Train longer (epochs=) or raise the learning rate.",
-            UserWarning,
+            WeakProbeWarning,
             stacklevel=3,
         )
 
@@ -154,20 +163,13 @@ def compute_iis(
     eval_labels,
     concepts,
     *,
-    sparsity_ratios: Sequence[float] = DEFAULT_SPARSITY_RATIOS,
+    config: HeadsConfig | None = None,
     num_classes: int | None = None,
-    epochs: int = 30,
-    batch_size: int = 1024,
-    learning_rate: float | Sequence[float] = 1e-2,
-    lr_decay: float = 0.99,
-    model_selection: str = "eval",
-    holdout_fraction: float = 0.1,
     seed: int = 0,
     device=None,
     progress: bool = True,
-    probe_min_steps: int = 1000,
-    precision: str = "auto",
     return_heads: bool = False,
+    **settings,
 ) -> IISResult:
     """Score a representation: train the probe and one interpretation head per ratio, integrate.
 
@@ -177,25 +179,27 @@ def compute_iis(
             eval measures them. Use `extract_features` to get them from a model.
         train_labels, eval_labels: (N,) integer class ids (None: the store's own labels).
         concepts: a `ConceptBank`, a (C, D) array of concept vectors, or a bank's folder / Hub id.
-        sparsity_ratios: the grid rho; defaults to the published one (0 ... 0.98).
-        epochs, batch_size, learning_rate, lr_decay: the published recipe (Adam, 30 epochs,
-            batch 1024, lr 1e-2, decay 0.99 per epoch). A list of learning rates is a grid: each
-            ratio (and the probe) keeps the best one, all trained in the same pass.
-        model_selection: "eval" (best eval top-1 over epochs, as published; optimistic),
-            "holdout" (choose on `holdout_fraction` of train, report eval) or "last".
-        probe_min_steps: the standard probe (standardised inputs, trained in the same pass as the
-            heads) continues alone until it has had at least this many Adam steps. 0 gives the
-            published budget, which on small data sets leaves the probe below the heads and
-            inflates IIS.
-        precision: "auto" runs the heads' and the probe's matrix products in bfloat16 where the
-            hardware does so natively (CUDA, or CPUs with AVX512-BF16/AMX), "fp32" or "bf16"
-            force it; thresholds, losses and optimizer state are float32 either way.
+        config: the head-training recipe, a `HeadsConfig` (default: the published one). Keyword
+            `settings` named like its fields override it: `sparsity_ratios` (the grid rho, at least
+            2), `epochs`, `batch_size` (rows per step), `learning_rate` (a list is a grid: each ratio
+            keeps its best, all trained in the same pass), `lr_decay`, `model_selection` ("eval":
+            best eval top-1 over epochs, as published; "holdout": chosen on `holdout_fraction` of
+            train; "last"), `probe_min_steps` (the standard probe, trained on standardised inputs in
+            the same pass as the heads, continues alone until it has had this many Adam steps; 0
+            gives it the heads' budget, which on small data sets leaves it below the heads and
+            inflates IIS) and `precision` ("auto": bfloat16 matrix products where the hardware runs
+            them natively; "fp32"; "bf16").
+        num_classes: default: the largest label + 1.
+        seed: initialises the heads and the probe, and orders the training rows.
         return_heads: attach the trained `InterpretationHeads` and probe as `result.heads` and
             `result.probe` (not serialised).
     """
-    from .head_training import fit_heads
+    from .heads import fit_heads
 
-    ratios = validate_sparsity_ratios(sparsity_ratios, minimum=2)
+    config = (
+        dataclasses.replace(config or HeadsConfig(), **settings) if settings else (config or HeadsConfig())
+    )
+    validate_sparsity_ratios(config.sparsity_ratios, minimum=2)
     train_x, train_y = (
         _as_features(train_features, "train_features"),
         _as_labels(train_labels, train_features, "train_labels"),
@@ -204,6 +208,204 @@ def compute_iis(
         _as_features(eval_features, "eval_features"),
         _as_labels(eval_labels, eval_features, "eval_labels"),
     )
+    num_classes = _check_data(train_x, train_y, eval_x, eval_y, num_classes)
+    fit = fit_heads(
+        train_x,
+        train_y,
+        eval_x,
+        eval_y,
+        concepts,
+        num_classes=num_classes,
+        config=config,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    if fit.standard_accuracy <= 0:
+        raise ValueError("the standard probe reached 0% accuracy, so IIS is undefined; check the labels")
+    result = IISResult(
+        iis=inherent_interpretability_score(config.sparsity_ratios, fit.accuracies, fit.standard_accuracy),
+        standard_accuracy=fit.standard_accuracy,
+        accuracies=fit.accuracies,
+        sparsity_ratios=list(config.sparsity_ratios),
+        num_concepts=fit.heads.num_concepts,
+        num_classes=num_classes,
+        best_epochs=fit.best_epochs,
+        settings={
+            "heads": config.comparable(),
+            "seed": seed,
+            "data": {"num_train": int(train_y.shape[0]), "num_eval": int(eval_y.shape[0])},
+        },
+        metadata={
+            "selected_learning_rates": fit.learning_rates,
+            "standard_learning_rate": fit.standard_learning_rate,
+            "standard_best_epoch": fit.standard_best_epoch,
+            "probe_steps": fit.probe_steps,
+            "head_precision": fit.precision,
+        },
+    )
+    if return_heads:
+        result.heads, result.probe = fit.heads, fit.probe
+    warn_if_probe_is_weak(result)
+    return result
+
+
+def iis_from_predictions(
+    predictions,
+    references,
+    *,
+    standard_predictions=None,
+    standard_accuracy: float | None = None,
+    sparsity_ratios: Sequence[float] | None = None,
+) -> IISResult:
+    """IIS from the predictions of heads you trained yourself (the evaluate metric's default config).
+
+    Args:
+        predictions: (N, R) integer class ids; column j holds the head at ``sparsity_ratios[j]``.
+        references: (N,) integer class ids.
+        standard_predictions: (N,) the linear probe's predictions; A0 is their accuracy. Or:
+        standard_accuracy: A0 in (0, 1] directly (exactly one of the two).
+        sparsity_ratios: one ratio per column (default: the published grid, for 8 columns).
+    """
+    preds = class_ids(predictions, "predictions", ndim=2)
+    refs = class_ids(references, "references", ndim=1)
+    if preds.shape[0] != refs.shape[0]:
+        raise ValueError(f"got {preds.shape[0]} rows of predictions but {refs.shape[0]} references")
+    if sparsity_ratios is None:
+        if preds.shape[1] != len(DEFAULT_SPARSITY_RATIOS):
+            raise ValueError(
+                f"predictions have {preds.shape[1]} columns but no sparsity_ratios were given: pass "
+                "sparsity_ratios= with one ratio per column (the default, the published grid "
+                f"{list(DEFAULT_SPARSITY_RATIOS)}, needs 8 columns)"
+            )
+        sparsity_ratios = DEFAULT_SPARSITY_RATIOS
+    ratios = validate_sparsity_ratios(sparsity_ratios, minimum=2)
+    if preds.shape[1] != len(ratios):
+        raise ValueError(
+            f"got {len(ratios)} sparsity ratios but predictions have {preds.shape[1]} columns: "
+            "each row of predictions must hold one predicted label per sparsity ratio"
+        )
+    a0 = _standard_accuracy(standard_predictions, standard_accuracy, refs)
+    accuracies = [float(np.mean(preds[:, j] == refs)) for j in range(len(ratios))]
+    result = IISResult(
+        iis=inherent_interpretability_score(ratios, accuracies, a0),
+        standard_accuracy=a0,
+        accuracies=accuracies,
+        sparsity_ratios=ratios,
+        settings={"data": {"num_eval": int(refs.shape[0])}},
+    )
+    warn_if_probe_is_weak(result)
+    return result
+
+
+def class_ids(values, name: str, ndim: int) -> np.ndarray:
+    """`values` as an int64 array of `ndim` dimensions, refusing what is not a class id (floats with
+    a fraction, non-finite numbers, strings, an empty input) with a ValueError naming `name`."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} must be integer class ids, got a string")
+    if ndim == 2 and isinstance(values, (list, tuple)):
+        lengths = {len(row) for row in values if hasattr(row, "__len__")}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"all rows of {name} must have the same length, got rows of lengths {sorted(lengths)}"
+            )
+    try:
+        array = np.asarray(values)
+    except ValueError as err:
+        raise ValueError(f"{name} must be integer class ids ({err})") from err
+    if array.dtype == object:
+        raise ValueError(f"{name} must be integer class ids, found values like {list(values)[:3]}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: give at least one sample")
+    if array.dtype.kind in "USO":
+        raise ValueError(f"{name} must be integer class ids, found strings like {array.ravel()[:3].tolist()}")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contain NaN or inf; they must be integer class ids")
+        if not np.array_equal(array, np.round(array)):
+            raise ValueError(
+                f"{name} must be integer class ids, found fractional values like "
+                f"{array[array != np.round(array)][:3].tolist()} (pass predicted labels, e.g. logits.argmax(-1), "
+                "not scores)"
+            )
+    elif array.dtype.kind not in "iub":
+        raise ValueError(f"{name} must be integer class ids, got dtype {array.dtype}")
+    if array.ndim == 1 and ndim == 2:
+        raise ValueError(f"{name} must be one row of labels per sample (N x number of ratios)")
+    array = array.reshape(array.shape[0], -1) if ndim == 2 else array.reshape(-1)
+    if np.abs(array).max() > np.iinfo(np.int64).max // 2:
+        raise ValueError(f"{name} hold values too large to be class ids")
+    return array.astype(np.int64)
+
+
+def float_rows(values, name: str) -> np.ndarray:
+    """(N, D) float32 rows (e.g. representation vectors), refusing ragged, empty or non-finite input."""
+    if isinstance(values, np.ndarray) or hasattr(values, "detach"):
+        array = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32)
+    else:
+        lengths = {len(row) for row in values if hasattr(row, "__len__")}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"all rows of {name} must have the same length, got rows of lengths {sorted(lengths)}"
+            )
+        try:
+            array = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be rows of numbers ({err})") from err
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: give at least one sample")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be N rows of D numbers, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contain NaN or inf values (or values beyond float32's range)")
+    return array
+
+
+def _standard_accuracy(standard_predictions, standard_accuracy, references: np.ndarray) -> float:
+    """A0 from the probe's predictions or given directly (exactly one of the two)."""
+    given = standard_predictions is not None
+    if given and standard_accuracy is not None:
+        raise ValueError(
+            "got both standard_predictions and standard_accuracy: give only one (A0 is either the accuracy "
+            "of standard_predictions or the number you pass)"
+        )
+    if given:
+        probe = class_ids(standard_predictions, "standard_predictions", ndim=1)
+        if probe.shape != references.shape:
+            raise ValueError(
+                f"got {probe.shape[0]} standard_predictions for {references.shape[0]} references"
+            )
+        a0 = float(np.mean(probe == references))
+    elif standard_accuracy is not None:
+        try:
+            a0 = float(standard_accuracy)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"standard_accuracy must be a number in (0, 1], got {standard_accuracy!r}"
+            ) from err
+        if math.isnan(a0):
+            raise ValueError(
+                "standard_accuracy is NaN: pass the accuracy of the linear probe, a number in (0, 1]"
+            )
+        if a0 > 1:
+            raise ValueError(
+                f"standard_accuracy must be at most 1, got {a0}: give a fraction, not a percentage"
+            )
+    else:
+        raise ValueError(
+            "the standard accuracy A0 is missing: pass standard_predictions= (the linear probe's "
+            "predictions, one per sample) or standard_accuracy= (a float in (0, 1])"
+        )
+    if a0 <= 0:
+        raise ValueError(
+            f"standard_accuracy must be > 0, got {a0}: IIS is relative to the standard accuracy, "
+            "so the linear probe must get at least one sample right"
+        )
+    return a0
+
+
+def _check_data(train_x, train_y, eval_x, eval_y, num_classes: int | None) -> int:
+    """Shapes, labels and class count agree; returns the number of classes."""
     for name, x, y in (("train", train_x, train_y), ("eval", eval_x, eval_y)):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"{name}: {x.shape[0]} feature rows but {y.shape[0]} labels")
@@ -220,65 +422,14 @@ def compute_iis(
             )
     if train_y.unique().numel() < 2:
         raise ValueError("the training labels hold a single class; IIS needs at least 2 classes")
-
-    fit = fit_heads(
-        train_x,
-        train_y,
-        eval_x,
-        eval_y,
-        concepts,
-        num_classes=num_classes,
-        sparsity_ratios=ratios,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_decay=lr_decay,
-        model_selection=model_selection,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-        device=device,
-        progress=progress,
-        probe_min_steps=probe_min_steps,
-        precision=precision,
-    )
-    if fit.standard_accuracy <= 0:
-        raise ValueError("the standard probe reached 0% accuracy, so IIS is undefined; check the labels")
-    result = IISResult(
-        iis=inherent_interpretability_score(ratios, fit.accuracies, fit.standard_accuracy),
-        standard_accuracy=fit.standard_accuracy,
-        accuracies=fit.accuracies,
-        sparsity_ratios=ratios,
-        num_concepts=fit.heads.num_concepts,
-        num_classes=num_classes,
-        best_epochs=fit.best_epochs,
-        settings={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "lr_decay": lr_decay,
-            "model_selection": model_selection,
-            "seed": seed,
-            "num_train": int(train_y.shape[0]),
-            "num_eval": int(eval_y.shape[0]),
-            "selected_learning_rates": fit.learning_rates,
-            "standard_learning_rate": fit.standard_learning_rate,
-            "standard_best_epoch": fit.standard_best_epoch,
-            "probe_steps": fit.probe_steps,
-            "precision": fit.precision,
-            **({"holdout_fraction": holdout_fraction} if model_selection == "holdout" else {}),
-        },
-    )
-    if return_heads:
-        result.heads, result.probe = fit.heads, fit.probe
-    warn_if_probe_is_weak(result)
-    return result
+    return num_classes
 
 
 def _as_features(features, name: str):
     """A float tensor or a FeatureStore, validated (finite values are checked chunk by chunk)."""
     import torch
 
-    from .feature_store import FeatureStore
+    from .features.store import FeatureStore
 
     if isinstance(features, FeatureStore):
         return features  # validated when it was written

@@ -339,7 +339,7 @@ PYTHON_CASES = {
             predictions=planted(30, 16)[0], references=planted(30, 16)[1], concepts=np.ones((5, 4))
         ),
         ValueError,
-        "concepts have 4 columns but the representations have 16",
+        "the concepts have dimension 4 but the representations have 16",
     ),
     "metric: a bank folder holding a pickle": (
         lambda ctx: (
@@ -362,7 +362,7 @@ PYTHON_CASES = {
         r"duplicate sparsity ratios \[0\.9\]",
     ),
     "trainer: one eval ratio": (
-        lambda ctx: lambda: make_args(ctx.tmp / "run", iis_eval_ratios=[0.5]),
+        lambda ctx: lambda: make_args(ctx.tmp / "run", iis_eval_sparsity_ratios=[0.5]),
         ValueError,
         r"need at least 2 sparsity ratio\(s\), got 1",
     ),
@@ -427,7 +427,7 @@ PYTHON_CASES = {
             lambda f: (ctx.edit_json(f / "concept_bank.json", lambda d: d.update(dim=9)), lambda: ConceptBank.from_pretrained(f))[1]
         )(ctx.bank()),
         ValueError,
-        "config says 6 x 9 but the weights are 6 x 8",
+        "says dim = 9 but concept_bank.safetensors holds 6 x 8",
     ),
     "disk: iis_config.json without sparsity_ratios": (
         lambda ctx: (
@@ -485,9 +485,9 @@ PYTHON_CASES = {
     ),
     "disk: truncated feature store": (
         lambda ctx: (
-            lambda path: (ctx.truncate(path), lambda: __import__("iis_hf.feature_store", fromlist=["x"]).FeatureStore(path))[1]
+            lambda path: (ctx.truncate(path), lambda: __import__("iis_hf.features.store", fromlist=["x"]).FeatureStore(path))[1]
         )(
-            __import__("iis_hf.feature_store", fromlist=["x"])
+            __import__("iis_hf.features.store", fromlist=["x"])
             .write_feature_store(ctx.tmp / "train.safetensors", [planted()[0]], 60, 8)
             .path
         ),
@@ -520,7 +520,7 @@ def test_python_bad_input_gives_one_clear_error_and_writes_nothing(case, inputs,
 
 
 CLI_CASES = {
-    "cli: duplicated ratios": (lambda ctx: ["--model", ctx.vit, "--dataset", ctx.data, "--ratios", "0", "0.5", "0"], "duplicate sparsity ratios"),
+    "cli: duplicated ratios": (lambda ctx: ["--model", ctx.vit, "--dataset", ctx.data, "--sparsity-ratios", "0", "0.5", "0"], "duplicate sparsity ratios"),
     "cli: a text model": (lambda ctx: ["--model", ctx.bert, "--dataset", ctx.data], "is not a vision model"),
     "cli: a bank for another model": (
         lambda ctx: ["--model", ctx.vit, "--dataset", ctx.data, "--concept-bank", ctx.bank16],
@@ -541,7 +541,7 @@ CLI_CASES = {
     ),
     "cli: a model giving NaN": (
         lambda ctx: ["--model", ctx.nan_vit, "--dataset", ctx.data],
-        "the model gives NaN or inf representations for 19 of 19 train images",
+        "the model gives NaN or inf representations for 18 of 18 train images",
     ),
     "cli: a bank folder holding a pickle": (
         lambda ctx: ["--model", ctx.vit, "--dataset", ctx.data, "--concept-bank", str(_pickled_bank(ctx))],
@@ -555,7 +555,7 @@ CLI_CASES = {
     ),
     "cli: chunk size 0": (
         lambda ctx: ["--model", ctx.vit, "--dataset", ctx.data, "--chunk-size", "0"],
-        "--chunk-size must be >= 1, got 0",
+        "--chunk-size must be an int >= 1, got 0",
     ),
 }  # fmt: skip
 
@@ -649,7 +649,10 @@ def test_cli_scores_a_dataset_of_mixed_sizes_and_modes(inputs, tmp_path, capsys)
     )
     assert code == 0, err
     report = json.loads((out / "iis.json").read_text())
-    assert report["settings"]["num_train"] + report["settings"]["num_eval"] == 18 and "IIS =" in stdout
+    assert (
+        report["settings"]["data"]["num_train"] + report["settings"]["data"]["num_eval"] == 18
+        and "IIS =" in stdout
+    )
 
 
 @pytest.mark.filterwarnings("ignore:interpretation accuracy exceeds")
@@ -693,7 +696,7 @@ def test_unsorted_ratios_work_everywhere_and_change_nothing(inputs, tmp_path, ca
             str(out),
             *FAST,
         ]
-        code, _, err = run_cli([*argv, "--ratios", *map(str, ratios)], capsys)
+        code, _, err = run_cli([*argv, "--sparsity-ratios", *map(str, ratios)], capsys)
         assert code == 0, err
         results.append(json.loads((out / "iis.json").read_text()))
     assert results[0]["iis"] == pytest.approx(results[1]["iis"], abs=1e-12)

@@ -69,7 +69,7 @@ def test_score_writes_json_plot_and_bank(tiny_models, saved_dataset, tmp_path, c
         report["metadata"]["model"] == tiny_models("vit") and report["metadata"]["dataset"] == saved_dataset
     )
     assert report["num_concepts"] == 20 and len(report["accuracies"]) == 8
-    assert report["settings"]["epochs"] == 3
+    assert report["settings"]["heads"]["epochs"] == 3
     assert (out_dir / "iis_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -86,7 +86,7 @@ def test_score_on_an_image_folder_with_cluster_concepts(tiny_models, image_folde
             str(out_dir),
             "--concepts",
             "cluster",
-            "--ratios",
+            "--sparsity-ratios",
             "0",
             "0.5",
             "0.9",
@@ -182,21 +182,24 @@ BAD_INPUTS = {
         "only 96",
     ),
     "ratio of 1": (
-        lambda t, d, m, ds: ["--model", m, "--dataset", d, "--ratios", "0", "1.0"],
+        lambda t, d, m, ds: ["--model", m, "--dataset", d, "--sparsity-ratios", "0", "1.0"],
         "outside [0, 1)",
     ),
     "duplicate ratios": (
-        lambda t, d, m, ds: ["--model", m, "--dataset", d, "--ratios", "0.5", "0.5"],
+        lambda t, d, m, ds: ["--model", m, "--dataset", d, "--sparsity-ratios", "0.5", "0.5"],
         "duplicate",
     ),
-    "one ratio": (lambda t, d, m, ds: ["--model", m, "--dataset", d, "--ratios", "0.5"], "at least 2"),
+    "one ratio": (
+        lambda t, d, m, ds: ["--model", m, "--dataset", d, "--sparsity-ratios", "0.5"],
+        "at least 2",
+    ),
     "corrupted bank": (
         lambda t, d, m, ds: ["--model", m, "--dataset", d, "--concept-bank", corrupted_bank(t)],
         "not valid JSON",
     ),
     "zero epochs": (
         lambda t, d, m, ds: ["--model", m, "--dataset", d, "--epochs", "0"],
-        "--epochs must be >= 1",
+        "--epochs must be an int >= 1",
     ),
 }
 
@@ -283,3 +286,21 @@ def test_console_script_reports_usage_errors_with_exit_2(tmp_path):
         [sys.executable, "-m", "iis_hf.cli", "score", "--model", "m"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and "--dataset" in bad.stderr
+
+
+def test_deprecated_ratio_spellings_still_work_and_say_so(tmp_path):
+    from iis_hf.cli import build_parser
+    from iis_hf.training import IISTrainingArguments
+
+    with pytest.warns(FutureWarning, match="--ratios is deprecated; use --sparsity-ratios"):
+        args = build_parser().parse_args(
+            ["score", "--model", "m", "--dataset", "d", "--output-dir", "o", "--ratios", "0", "0.5"]
+        )
+    assert args.sparsity_ratios == [0.0, 0.5]
+    assert (
+        build_parser().parse_args(["score", "--model", "m", "--dataset", "d", "--output_dir", "o"]).output_dir
+        == "o"
+    )
+    with pytest.warns(FutureWarning, match="iis_eval_ratios is deprecated"):
+        training = IISTrainingArguments(output_dir=str(tmp_path), iis_eval_ratios=[0.0, 0.5], report_to=[])
+    assert training.iis_eval_sparsity_ratios == [0.0, 0.5]

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from iis_hf import ConceptBank, InterpretationHead, extract_features
-from iis_hf.concepts import CONFIG_NAME, WEIGHTS_NAME, grid_patches, slic_segments
+from iis_hf.concepts import CONFIG_NAME, WEIGHTS_NAME
+from iis_hf.concepts.prototypes import grid_patches, slic_segments
 
 
 def small_bank(num=6, dim=5, thumbnails=True):
@@ -41,7 +42,8 @@ def test_bank_normalises_rows_and_validates():
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     bank = small_bank()
     bank.save_pretrained(tmp_path / "bank")
-    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    # the bank's two files, and the model card huggingface_hub's ModelHubMixin convention adds
+    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     loaded = ConceptBank.from_pretrained(tmp_path / "bank")
     assert torch.equal(loaded.vectors, bank.vectors) and torch.equal(loaded.thumbnails, bank.thumbnails)
     assert loaded.names == bank.names and loaded.sources == bank.sources and loaded.kind == "custom"
@@ -74,7 +76,7 @@ def corrupt(folder, name, content):
         (
             CONFIG_NAME,
             json.dumps({"format": "iis-hf-concept-bank", "names": ["a"] * 6, "dim": 7}),
-            "config says",
+            "says dim = 7",
         ),
     ],
 )

@@ -191,9 +191,9 @@ def test_an_undecodable_image_is_named(tmp_path, prototype_model):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     classifier = ConceptClassifier(prototype_model, tiny_image_processor())
-    with pytest.raises(ValueError, match=r"cannot decode image file .*broken\.png"):
+    with pytest.raises(ValueError, match=r"image file '.*broken\.png' is not an image Pillow can read"):
         explain(classifier, str(broken))
-    with pytest.raises(ValueError, match=r"cannot decode image file .*broken\.png"):
+    with pytest.raises(ValueError, match=r"image file '.*broken\.png' is not an image Pillow can read"):
         classifier([str(broken)])
     with pytest.raises(ValueError, match=r"image file .*missing\.png.* does not exist"):
         classifier(str(tmp_path / "missing.png"))
@@ -323,7 +323,7 @@ def test_explain_on_the_command_line(tmp_path, saved_model, data, capsys):
     [
         ("missing model", "does not exist"),
         ("plain backbone", "iis_config.json"),
-        ("broken image", "cannot decode image file"),
+        ("broken image", "is not an image Pillow can read"),
         ("missing image", "does not exist"),
         ("no such ratio", "no interpretation head for sparsity ratio 0.3"),
         ("bad top-k", "--top-k must be >= 1"),

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 from iis_hf import compute_iis
-from iis_hf.feature_store import FeatureStore, write_feature_store
+from iis_hf.features.store import FeatureStore, write_feature_store
 
 
 def planted(n, dim=24, classes=5, seed=0):

@@ -20,13 +20,13 @@ from conftest import (
 )
 from safetensors.torch import load_file
 
-from iis_hf.backbones import (
+from iis_hf.features import ExtractedFeatures, extract_features
+from iis_hf.features.backbones import (
     capture_classifier_input,
     load_image_processor,
     load_vision_model,
     pooled_representation,
 )
-from iis_hf.features import ExtractedFeatures, extract_features
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [(arch, head) for arch in ARCHS for head in (True, False)]
@@ -65,7 +65,7 @@ def pixel_values(image_dataset):
 
 
 def direct_representation(model, pv: torch.Tensor) -> torch.Tensor:
-    """What each architecture's representation is, computed by hand (HF-NOTES section 3)."""
+    """What each architecture's representation is, computed by hand (docs/METHOD.md, "The representation")."""
     name = type(model).__name__
     if name in ("ViTForImageClassification", "DeiTForImageClassification"):
         return model.base_model(pv).last_hidden_state[:, 0]  # post-LayerNorm CLS
@@ -258,7 +258,7 @@ def test_bad_options(image_dataset):
     def run(model=vit, **kwargs):
         return extract_features(model, data, image_processor=processor, progress=False, **kwargs)
 
-    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+    with pytest.raises(ValueError, match="pooling must be one of 'default', 'cls', 'mean', got 'max'"):
         run(pooling="max")
     with pytest.raises(ValueError, match="returns 3 hidden states"):
         run(layer=3)
@@ -266,7 +266,7 @@ def test_bad_options(image_dataset):
         run(layer=-4)
     with pytest.raises(ValueError, match="layer must be None or an int"):
         run(layer="1")
-    with pytest.raises(ValueError, match="unknown precision"):
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', 'fp16', got 'fp8'"):
         run(precision="fp8")
     with pytest.raises(ValueError, match="batch_size"):
         run(batch_size=0)
@@ -324,10 +324,10 @@ def test_column_errors(image_dataset):
         run(image_dataset, image_column="photo")
     with pytest.raises(ValueError, match="label_column='y' is not a column"):
         run(image_dataset, label_column="y")
-    with pytest.raises(ValueError, match=r"is not an image \(found path 'x'.*image_column="):
+    with pytest.raises(ValueError, match=r"image file 'x'\) does not exist.*image_column="):
         run(Dataset.from_dict({"image": ["x", "y"]}).cast_column("image", Value("large_string")))
     empty_images = Dataset.from_dict({"image": [None, None]}, features=Features({"image": Image()}))
-    with pytest.raises(ValueError, match=r"is not an image \(found None\)"):
+    with pytest.raises(ValueError, match=r"row 0 of column 'image' is a NoneType, not an image"):
         run(empty_images)
     with pytest.raises(ValueError, match="empty"):
         run(image_dataset.select([]))
@@ -359,7 +359,7 @@ def test_list_of_images_greyscale_rgba_and_mixed_sizes():
     as_dataset = Dataset.from_dict({"image": images}, features=Features({"image": Image()}))
     from_dataset = extract_features(vit, as_dataset, image_processor=processor, batch_size=3, progress=False)
     torch.testing.assert_close(from_dataset.features, result.features)
-    with pytest.raises(ValueError, match="item 0 of the image list is not an image"):
+    with pytest.raises(ValueError, match="item 0 of the image list is a NoneType, not an image"):
         extract_features(vit, [None], image_processor=processor, progress=False)
 
 

@@ -18,8 +18,9 @@ from conftest import (
 )
 from safetensors.torch import load_file
 
-from iis_hf import cli, finetune
-from iis_hf.finetune import ImageClassificationTransform, model_input_size, random_resized_crop
+from iis_hf import cli
+from iis_hf.training import finetune
+from iis_hf.training.transforms import ImageClassificationTransform, model_input_size, random_resized_crop
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "run_image_classification_iis.py"
@@ -252,15 +253,6 @@ def test_string_labels_become_one_class_label_for_all_splits():
         finetune.encode_labels(DatasetDict(train=Dataset.from_dict({"label": [3, 7]})), "label")
     eleven = finetune.encode_labels(DatasetDict(train=Dataset.from_dict({"label": list(range(11))})), "label")
     assert eleven["train"].features["label"].names[10] == "10" and eleven["train"]["label"] == list(range(11))
-
-
-def test_stratified_validation_split_is_seeded_and_keeps_every_class():
-    labels = np.repeat([0, 1, 2], [20, 10, 2])
-    held = finetune.stratified_sample(labels, 0.2, seed=0)
-    assert np.bincount(labels[held], minlength=3).tolist() == [4, 2, 0]  # 20 % of 2 rounds to 0
-    assert np.array_equal(held, finetune.stratified_sample(labels, 0.2, seed=0))
-    assert not np.array_equal(held, finetune.stratified_sample(labels, 0.2, seed=1))
-    assert len(finetune.stratified_sample(np.array([0, 1]), 0.5, seed=0)) == 0  # one image per class stays
 
 
 def test_model_input_size_reads_every_kind_of_size():

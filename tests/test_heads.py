@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from iis_hf import InterpretationHead, InterpretationHeads
-from iis_hf.head_training import fit_heads
-from iis_hf.heads import sparsify
+from iis_hf.heads import fit_heads, sparsify
 
 
 def reference_head(x, concepts, gamma, beta, weight, bias, ratio, eps=1e-5):
-    """DESIGN.md steps 1-5 written out in numpy, independent of the library."""
+    """Steps 1-5 of docs/METHOD.md written out in numpy, independent of the library."""
     p = concepts / np.linalg.norm(concepts, axis=1, keepdims=True)
     a = x @ p.T
     a = (a - a.mean(1, keepdims=True)) / np.sqrt(a.var(1, keepdims=True) + eps) * gamma + beta
@@ -81,7 +80,7 @@ def test_stacked_heads_equal_single_heads():
     assert logits.shape == (3, 6, 5)
     for i, ratio in enumerate([0.0, 0.5, 0.9]):
         torch.testing.assert_close(stack.head(ratio)(x), logits[i], rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="no head for ratio"):
+    with pytest.raises(ValueError, match=r"no interpretation head for sparsity ratio 0\.7"):
         stack.head(0.7)
 
 

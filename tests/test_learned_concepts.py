@@ -10,7 +10,7 @@ import torch
 
 from iis_hf import ConceptBank, InterpretationHead, InterpretationHeads, compute_iis
 from iis_hf.cli import main
-from iis_hf.learned_concepts import LearnedConcepts
+from iis_hf.concepts.learned import LearnedConcepts
 
 
 def library(num=12, dim=6, seed=0):
@@ -117,7 +117,7 @@ def test_cli_scores_with_learned_concepts(tiny_models, image_dataset, tmp_path, 
             "2",
             "--epochs",
             "2",
-            "--ratios",
+            "--sparsity-ratios",
             "0",
             "0.9",
             "--no-progress",

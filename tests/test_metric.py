@@ -28,6 +28,11 @@ Y = [0, 1, 2, 2]
 S = [0, 1, 2, 2]
 
 
+def accuracies(out, ratios):
+    """A(rho) from the metric's scalar outputs, in the order of `ratios`."""
+    return [out[f"iis_accuracy_{r:g}"] for r in ratios]
+
+
 def load(config_name=None, **kwargs):
     return evaluate.load(str(METRIC_DIR), config_name, **kwargs)
 
@@ -56,25 +61,25 @@ def test_hand_computed_example(iis):
     out = iis.compute(predictions=P, references=Y, standard_predictions=S, sparsity_ratios=[0.0, 0.5])
     assert out == {
         "iis": 0.3125,
-        "standard_accuracy": 1.0,
-        "accuracies": [0.75, 0.5],
-        "sparsity_ratios": [0.0, 0.5],
+        "iis_standard_accuracy": 1.0,
+        "iis_accuracy_0": 0.75,
+        "iis_accuracy_0.5": 0.5,
     }
-    assert all(type(v) is float for v in [out["iis"], out["standard_accuracy"], *out["accuracies"]])
+    assert all(type(v) is float for v in out.values())  # scalars: a Trainer logs every one
 
 
 def test_accuracies_follow_the_given_ratio_order(iis):
     out = iis.compute(
         predictions=[row[::-1] for row in P], references=Y, standard_predictions=S, sparsity_ratios=[0.5, 0.0]
     )
-    assert out["sparsity_ratios"] == [0.5, 0.0]
-    assert out["accuracies"] == [0.5, 0.75]
+    assert list(out) == ["iis", "iis_standard_accuracy", "iis_accuracy_0.5", "iis_accuracy_0"]
+    assert accuracies(out, [0.5, 0.0]) == [0.5, 0.75]
     assert out["iis"] == 0.3125
 
 
 def test_standard_accuracy_replaces_standard_predictions(iis):
     out = iis.compute(predictions=P, references=Y, standard_accuracy=0.8, sparsity_ratios=[0.0, 0.5])
-    assert out["standard_accuracy"] == 0.8
+    assert out["iis_standard_accuracy"] == 0.8
     assert out["iis"] == pytest.approx((0.75 + 0.5) / 0.8 / 2 * 0.5)
 
 
@@ -82,7 +87,7 @@ def test_standard_accuracy_from_standard_predictions(iis):
     out = iis.compute(
         predictions=P, references=Y, standard_predictions=[0, 1, 2, 0], sparsity_ratios=[0.0, 0.5]
     )
-    assert out["standard_accuracy"] == 0.75
+    assert out["iis_standard_accuracy"] == 0.75
     assert out["iis"] == pytest.approx((1.0 + 0.5 / 0.75) / 2 * 0.5)
 
 
@@ -100,15 +105,14 @@ def test_agrees_with_library_function(iis, seed):
     out = iis.compute(predictions=preds, references=refs, standard_predictions=std, sparsity_ratios=ratios)
     accs = [float(np.mean(preds[:, j] == refs)) for j in range(len(ratios))]
     a0 = float(np.mean(std == refs))
-    assert out["accuracies"] == pytest.approx(accs)
-    assert out["standard_accuracy"] == pytest.approx(a0)
+    assert accuracies(out, ratios) == pytest.approx(accs)
+    assert out["iis_standard_accuracy"] == pytest.approx(a0)
     assert out["iis"] == pytest.approx(inherent_interpretability_score(ratios, accs, a0), abs=1e-12)
 
 
 def test_published_grid_is_the_default_for_eight_columns(iis):
     out = iis.compute(predictions=[[1] * 8, [0] * 7 + [1]], references=[1, 0], standard_accuracy=1.0)
-    assert out["sparsity_ratios"] == GRID
-    assert out["accuracies"] == [1.0] * 7 + [0.5]
+    assert accuracies(out, GRID) == [1.0] * 7 + [0.5]
     assert out["iis"] == pytest.approx(0.95 + 0.75 * 0.03)
 
 
@@ -127,14 +131,14 @@ def test_add_batch_and_add_match_one_compute(tmp_path):
     batched.add_batch(predictions=np.array(P[1:3]), references=np.array(Y[1:3]), standard_predictions=[1, 2])
     batched.add(prediction=P[3], reference=Y[3], standard_prediction=0)
     assert batched.compute(sparsity_ratios=[0.0, 0.5]) == whole
-    assert whole["standard_accuracy"] == 0.75
+    assert whole["iis_standard_accuracy"] == 0.75
 
 
 def test_add_batch_without_standard_predictions(iis):
     iis.add_batch(predictions=P[:2], references=Y[:2])
     iis.add(prediction=P[2], reference=Y[2])
     out = iis.compute(predictions=P[3:], references=Y[3:], standard_accuracy=1.0, sparsity_ratios=[0.0, 0.5])
-    assert out["accuracies"] == [0.75, 0.5]
+    assert accuracies(out, [0.0, 0.5]) == [0.75, 0.5]
     assert out["iis"] == 0.3125
 
 
@@ -153,13 +157,13 @@ def test_no_warning_for_a_sound_probe(iis, recwarn):
     ("kwargs", "match"),
     [
         ({"sparsity_ratios": [0.0, 0.5, 0.9]}, r"3 sparsity ratios but predictions have 2 columns"),
-        ({"sparsity_ratios": [0.0]}, r"at least 2 sparsity ratios"),
+        ({"sparsity_ratios": [0.0]}, r"at least 2 sparsity ratio"),
         ({"sparsity_ratios": [0.0, 1.0]}, r"ratio 1\.0 is outside \[0, 1\)"),
         ({"sparsity_ratios": [-0.1, 0.5]}, r"ratio -0\.1 is outside \[0, 1\)"),
         ({"sparsity_ratios": [0.0, float("nan")]}, r"ratio nan is outside"),
         ({"sparsity_ratios": [0.5, 0.5]}, r"duplicate sparsity ratios \[0\.5\].*each ratio once"),
-        ({"sparsity_ratios": "0.0,0.5"}, r"must be a list of numbers"),
-        ({"sparsity_ratios": [0.0, "x"]}, r"must be a list of numbers"),
+        ({"sparsity_ratios": "0.0,0.5"}, r"sparsity ratios must be numbers in \[0, 1\)"),
+        ({"sparsity_ratios": [0.0, "x"]}, r"sparsity ratios must be numbers in \[0, 1\)"),
         (
             {"sparsity_ratios": [0.0, 0.5], "standard_accuracy": 0.0},
             r"standard_accuracy must be > 0, got 0\.0",
@@ -264,10 +268,14 @@ def test_canonical_load_signature_and_doctests():
     assert results.attempted > 1
 
 
-def test_module_has_no_column_zero_import_of_iis_hf():
+def test_module_imports_its_work_from_iis_hf():
+    # Like evaluate's canonical metrics (accuracy imports sklearn), the module is declarative: its
+    # computations come from the library, so evaluate names iis_hf as the dependency to install.
     imports = evaluate.loading.get_imports(str(METRIC_DIR / "iis.py"))
     libraries = {name for kind, name, *_ in imports if kind == "library"}
-    assert libraries <= {"math", "warnings", "datasets", "evaluate", "numpy"}, libraries
+    assert libraries == {"datasets", "evaluate", "iis_hf"}, libraries
+    source = (METRIC_DIR / "iis.py").read_text()
+    assert "np." not in source and "def _integrate" not in source and "def _stratified_split" not in source
 
 
 def test_metric_info():
@@ -377,7 +385,7 @@ def test_multi_process_mode(subprocess_jobs, tmp_path):
         predictions=P, references=Y, standard_accuracy=0.75, sparsity_ratios=[0.0, 0.5]
     )
     assert rank0 == {"with-std": expected_std, "with-acc": expected_acc}
-    assert expected_std["standard_accuracy"] == 0.75  # rank 0 saw rank 1's standard predictions
+    assert expected_std["iis_standard_accuracy"] == 0.75  # rank 0 saw rank 1's standard predictions
     assert rank1 == {"with-std": None, "with-acc": None}
 
 
@@ -399,15 +407,13 @@ def test_representations_config_scores_separable_features(iis_repr):
 
     x, y, c = _separable()
     out = iis_repr.compute(predictions=x, references=y, concepts=c, epochs=5)
-    assert set(out) == {"iis", "standard_accuracy", "accuracies", "sparsity_ratios"}
-    assert out["sparsity_ratios"] == GRID
-    assert len(out["accuracies"]) == len(GRID)
-    assert out["standard_accuracy"] > 0.9
+    assert set(out) == {"iis", "iis_standard_accuracy", *(f"iis_accuracy_{r:g}" for r in GRID)}
+    assert out["iis_standard_accuracy"] > 0.9
     assert 0.3 < out["iis"] < 1.1
     assert out["iis"] == pytest.approx(
-        inherent_interpretability_score(out["sparsity_ratios"], out["accuracies"], out["standard_accuracy"])
+        inherent_interpretability_score(GRID, accuracies(out, GRID), out["iis_standard_accuracy"])
     )
-    assert all(type(a) is float for a in out["accuracies"])
+    assert all(type(a) is float for a in out.values())
 
 
 @pytest.mark.filterwarnings("ignore:interpretation accuracy exceeds")
@@ -419,14 +425,13 @@ def test_representations_concepts_as_list_tensor_bank_and_folder(iis_repr, tmp_p
     x, y, c = _separable()
     kwargs = {"epochs": 3, "sparsity_ratios": [0.0, 0.5, 0.9], "seed": 1}
     reference = iis_repr.compute(predictions=x, references=y, concepts=c, **kwargs)
-    assert reference["sparsity_ratios"] == [0.0, 0.5, 0.9]
+    assert list(reference)[2:] == ["iis_accuracy_0", "iis_accuracy_0.5", "iis_accuracy_0.9"]
 
     bank = ConceptBank(vectors=torch.from_numpy(c), names=[f"concept {i}" for i in range(len(c))])
     bank.save_pretrained(tmp_path / "bank")
     for concepts in (c.tolist(), torch.from_numpy(c), bank, str(tmp_path / "bank")):
         out = iis_repr.compute(predictions=x.tolist(), references=y.tolist(), concepts=concepts, **kwargs)
-        assert out["accuracies"] == pytest.approx(reference["accuracies"])
-        assert out["iis"] == pytest.approx(reference["iis"])
+        assert out == pytest.approx(reference)
 
 
 @pytest.mark.filterwarnings("ignore:interpretation accuracy exceeds")
@@ -436,21 +441,22 @@ def test_representations_split_is_stratified_and_seeded(iis_repr):
     b = iis_repr.compute(predictions=x, references=y + 10, concepts=c, epochs=2, sparsity_ratios=[0.0, 0.5])
     assert a == b  # label ids need not start at 0; same seed, same result
 
-    module = sys.modules[type(iis_repr).__module__]
+    from iis_hf.splits import stratified_split  # the split the config uses, tested in test_splits.py
+
     labels = np.repeat([0, 1, 2], [50, 30, 20])
-    train, held_out = module._stratified_split(labels, 0.2, seed=0)
+    train, held_out = stratified_split(labels, 0.2, seed=0)
     assert sorted(np.concatenate([train, held_out]).tolist()) == list(range(100))
     assert np.bincount(labels[held_out]).tolist() == [10, 6, 4]
-    assert not np.array_equal(held_out, module._stratified_split(labels, 0.2, seed=1)[1])
+    assert not np.array_equal(held_out, stratified_split(labels, 0.2, seed=1)[1])
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({}, r"needs concepts=: a C x D array"),
-        ({"concepts": np.ones((5, 4))}, r"concepts have 4 columns but the representations have 16"),
-        ({"concepts": np.ones(16)}, r"concepts must be a C x D array, got shape \(16,\)"),
-        ({"concepts": [[1.0, 2.0], [3.0]]}, r"concepts must be a C x D array"),
+        ({"concepts": np.ones((5, 4))}, r"the concepts have dimension 4 but the representations have 16"),
+        ({"concepts": np.ones(16)}, r"concepts must be a \(C, D\) array, got shape \(16,\)"),
+        ({"concepts": [[1.0, 2.0], [3.0]]}, r"concepts must be a \(C, D\) array"),
         ({"concepts": np.ones((5, 16)), "standard_accuracy": 0.9}, r"trains its own linear probe"),
         (
             {"concepts": np.ones((5, 16)), "eval_fraction": 1.5},
@@ -472,13 +478,6 @@ def test_representations_rejects_ragged_rows_and_nan(iis_repr):
         iis_repr.compute(predictions=[[0.0, float("nan")], [1.0, 0.0]], references=[0, 1], concepts=np.eye(2))
     with pytest.raises(ValueError, match=r"single class"):
         iis_repr.compute(predictions=[[0.0, 1.0], [1.0, 0.0]], references=[3, 3], concepts=np.eye(2))
-
-
-def test_representations_without_iis_hf(iis_repr, monkeypatch):
-    monkeypatch.setitem(sys.modules, "iis_hf", None)  # makes `from iis_hf import ...` raise ImportError
-    x, y, c = _separable(n=30)
-    with pytest.raises(ValueError, match=r"needs `pip install iis-hf`"):
-        iis_repr.compute(predictions=x, references=y, concepts=c)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -532,6 +531,6 @@ def test_install_metric_makes_bare_name_load_offline(subprocess_jobs):
     assert "doesn't exist on the Hugging Face Hub either" in result["before"]  # not loadable before install
     assert "/evaluate-metric--iis/" in result["installed"]
     assert result["default"]["iis"] == 0.3125
-    assert result["default"]["accuracies"] == [0.75, 0.5]
+    assert accuracies(result["default"], [0.0, 0.5]) == [0.75, 0.5]
     assert result["representations"] == ["predictions", "references"]
     assert "latest cached version of the module" in stderr  # it came from the module cache

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from iis_hf import inherent_interpretability_score
-from iis_hf.heads import kth_smallest, sorted_thresholds, sparsify, sparsify_stacked, stacked_thresholds
+from iis_hf.heads.sparsify import (
+    kth_smallest,
+    sorted_thresholds,
+    sparsify,
+    sparsify_stacked,
+    stacked_thresholds,
+)
 
 RATIO = st.floats(min_value=0.0, max_value=1.0, exclude_max=True, allow_nan=False)
 ACCURACY = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)

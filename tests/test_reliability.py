@@ -353,7 +353,7 @@ def test_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(unint
     assert {"model.safetensors", "iis_head.safetensors", "optimizer.pt"} <= names
     assert "trainer_state.json" not in names and "rng_state.pth" not in names
     # naming the half-written checkpoint is refused; `True` skips it and takes checkpoint-4
-    from iis_hf.trainer import checkpoint_problem, last_complete_checkpoint
+    from iis_hf.training.checkpoints import checkpoint_problem, last_complete_checkpoint
 
     assert "stopped while saving" in checkpoint_problem(half)
     with pytest.warns(UserWarning, match="skipping incomplete checkpoint .*checkpoint-6"):
@@ -369,7 +369,7 @@ def test_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(unint
 def test_finetune_resumes_from_the_newest_complete_checkpoint(tmp_path):
     from types import SimpleNamespace
 
-    from iis_hf.finetune import detect_last_checkpoint
+    from iis_hf.training.finetune import detect_last_checkpoint
 
     for step, complete in ((2, True), (4, True), (6, False), (10, False)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -432,7 +432,10 @@ def test_hub_downloads_never_fetch_a_pickle(hub):
     )
     loaded = ConceptBank.from_pretrained("user/bank-and-pickle")
     assert torch.equal(loaded.vectors, bank.vectors)
-    with pytest.raises(ValueError, match=r"could not download concept bank 'user/pickle-only'"):
+    with pytest.raises(
+        ValueError,
+        match=r"concept bank 'user/pickle-only' is not a local folder, and its files .* could not be downloaded",
+    ):
         ConceptBank.from_pretrained("user/pickle-only")
     asked = [path.split("?")[0] for _method, path in hub.requests if "/resolve/" in path]
     assert asked and not [p for p in asked if p.endswith((".bin", ".pt"))], asked
@@ -488,7 +491,7 @@ def test_loaders_pass_trust_remote_code_false(tiny_models, tmp_path, monkeypatch
     """Spy on transformers' Auto* loaders while iis-hf loads a model, a processor and an IIS model."""
     import transformers
 
-    from iis_hf.backbones import load_image_processor, load_vision_model
+    from iis_hf.features.backbones import load_image_processor, load_vision_model
 
     seen = []
     for name in ("AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoImageProcessor"):

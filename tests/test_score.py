@@ -129,7 +129,7 @@ def test_a_probe_with_the_heads_small_budget_stays_below_them_and_the_minimum_fi
     with pytest.warns(UserWarning, match="has not converged"):
         published = compute_iis(x, y, xe, ye, concepts, epochs=3, progress=False, probe_min_steps=0)
     converged = compute_iis(x, y, xe, ye, concepts, epochs=3, progress=False)
-    assert published.settings["probe_steps"] == 6 and converged.settings["probe_steps"] >= 1000
+    assert published.metadata["probe_steps"] == 6 and converged.metadata["probe_steps"] >= 1000
     assert converged.standard_accuracy > published.standard_accuracy
     assert converged.iis < published.iis and max(converged.relative_accuracies) <= 1.0
 
@@ -158,7 +158,7 @@ def test_compute_iis_model_selection_modes():
         )
     assert last.best_epochs == [3, 3]
     assert all(b >= a for b, a in zip(best.accuracies, last.accuracies))  # best-on-eval is optimistic
-    assert held.settings["num_train"] == 600 and held.settings["holdout_fraction"] == 0.2
+    assert held.settings["data"]["num_train"] == 600 and held.settings["heads"]["holdout_fraction"] == 0.2
     with pytest.raises(ValueError, match="model_selection"):
         compute_iis(x, y, xe, ye, concepts, epochs=1, progress=False, model_selection="best")
 

@@ -31,7 +31,7 @@ from iis_hf import (
 )
 from iis_hf.cli import main
 from iis_hf.concepts import CONFIG_NAME, WEIGHTS_NAME, LinearConcepts
-from iis_hf.text_concepts import (
+from iis_hf.concepts.text import (
     DEFAULT_CONCEPT_FILE,
     compute_clip_similarities,
     cubed_cosine_similarity,
@@ -205,7 +205,7 @@ def test_activations_are_standardised_with_the_train_statistics(probe, colour_ba
 
 
 def held_out_rows(bank):
-    from iis_hf.text_concepts import split_probe
+    from iis_hf.concepts.text import split_probe
 
     p = bank.provenance
     return split_probe(p["num_probe_images"], p["holdout_fraction"], p["seed"])[1]
@@ -392,7 +392,11 @@ def test_a_text_bank_path_works_in_the_metric(tmp_path, probe, colour_bank):
         sparsity_ratios=[0.0, 0.5],
         epochs=5,
     )
-    assert 0.0 < scores["iis"] <= 0.5 + 1e-9 and len(scores["accuracies"]) == 2
+    assert 0.0 < scores["iis"] <= 0.5 + 1e-9 and sorted(scores)[1:] == [
+        "iis_accuracy_0",
+        "iis_accuracy_0.5",
+        "iis_standard_accuracy",
+    ]
 
 
 # ---------------------------------------------------------------------------- the tiny CLIP, end to end
@@ -486,7 +490,7 @@ def test_score_with_text_concepts_on_the_command_line(tmp_path, tiny_models, tin
         str(words),
         "--clip-model",
         tiny_clip,
-        "--ratios",
+        "--sparsity-ratios",
         "0",
         "0.5",
         "--projection-epochs",
@@ -502,8 +506,8 @@ def test_score_with_text_concepts_on_the_command_line(tmp_path, tiny_models, tin
     bank = ConceptBank.from_pretrained(out_dir / "concept_bank")
     assert bank.kind == "text" and bank.names == ["red", "green", "blue", "square"]
     report = json.loads((out_dir / "iis.json").read_text())
-    assert report["num_concepts"] == 4 and report["metadata"]["clip_model"] == tiny_clip
-    assert report["metadata"]["concepts"] == "text"
+    assert report["num_concepts"] == 4 and report["settings"]["concepts"]["clip_model"] == tiny_clip
+    assert report["settings"]["concepts"]["kind"] == "text"
 
     # A cutoff nothing passes, or a missing word file: one stderr line, exit 2, no output.
     for extra, message in (

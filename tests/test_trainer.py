@@ -57,7 +57,7 @@ def test_mismatched_bank_and_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
         make_args(tmp_path, iis_sparsity_ratios=[0.5, 1.0])
     with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
-        make_args(tmp_path, iis_eval_ratios=[-0.1, 0.5])
+        make_args(tmp_path, iis_eval_sparsity_ratios=[-0.1, 0.5])
     with pytest.raises(ValueError, match="iis_weight must be >= 0"):
         make_args(tmp_path, iis_weight=-1)
     with pytest.raises(TypeError, match="IISTrainingArguments"):

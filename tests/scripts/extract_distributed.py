@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, 
 
 from conftest import make_image_dataset
 
-from iis_hf.backbones import load_vision_model
 from iis_hf.features import extract_features
+from iis_hf.features.backbones import load_vision_model
 from iis_hf.files import save_safetensors_atomic, write_json_atomic
 
 CHUNK_SIZE = 4

@@ -6,44 +6,36 @@ interpretation logits of every loss ratio, the sparse concept activations and th
 Because it is one `nn.Module`, DDP/FSDP and mixed precision through accelerate cover the head too.
 
 On disk the backbone stays a standard checkpoint (`AutoModelForImageClassification.from_pretrained`
-loads it with no custom code); beside it go `iis_head.safetensors`, `iis_config.json` and the
-concept bank (`concept_bank.safetensors`, `concept_bank.json`). PEFT's `adapter_*` names are
-avoided on purpose: transformers reroutes folders holding them to PEFT.
+loads it with no custom code); beside it go the head (`IISHeadConfig`: `iis_config.json`,
+`iis_head.safetensors`) and the concept bank. `from_pretrained(folder)` reassembles all of it;
+`from_pretrained(backbone, head_folder)` puts a saved head onto a backbone you already have, as
+`PeftModel.from_pretrained(base_model, adapter)` does. `push_to_hub` comes from
+`huggingface_hub.ModelHubMixin`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .backbones import capture_classifier_input, has_classifier
-from .concepts import CONFIG_NAME as BANK_CONFIG_NAME
-from .concepts import WEIGHTS_NAME as BANK_WEIGHTS_NAME
-from .concepts import ConceptBank
-from .files import (
-    PICKLE_SUFFIXES,
-    read_json,
-    read_safetensors,
-    resolve_inside,
-    save_safetensors_atomic,
-    write_json_atomic,
-)
-from .heads import InterpretationHeads
-from .version import __version__
+from ..concepts import ConceptBank
+from ..config import ratio_index
+from ..features import capture_classifier_input
+from ..features.backbones import has_classifier
+from ..files import read_safetensors, save_safetensors_atomic
+from ..heads import InterpretationHeads
+from ..hub import ArtefactHubMixin
+from .head_config import DEFAULT_IIS_WEIGHT, IIS_HEAD_NAME, IISHeadConfig, head_folder
 
-IIS_CONFIG_NAME = "iis_config.json"
-IIS_HEAD_NAME = "iis_head.safetensors"
-IIS_FILES = (IIS_CONFIG_NAME, IIS_HEAD_NAME, BANK_CONFIG_NAME, BANK_WEIGHTS_NAME)
-HEAD_FORMAT = "iis-hf-interpretation-head"
 HEAD_PREFIX = "iis_head."
+BACKBONE_PREFIX = "backbone."
 
 
 @dataclass
@@ -68,7 +60,9 @@ class IISImageClassifierOutput(ModelOutput):
     iis_loss: torch.Tensor | None = None
 
 
-class IISModelForImageClassification(nn.Module):
+class IISModelForImageClassification(
+    nn.Module, ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "interpretability"]
+):
     """A `*ForImageClassification` backbone plus interpretation heads at `sparsity_ratios`.
 
     Args:
@@ -82,6 +76,7 @@ class IISModelForImageClassification(nn.Module):
     """
 
     main_input_name = "pixel_values"
+    commit_message = "Upload IIS model"
     # compute_loss in IISTrainer normalises the loss itself; never inject num_items_in_batch.
     accepts_loss_kwargs = False
 
@@ -90,7 +85,7 @@ class IISModelForImageClassification(nn.Module):
         backbone: nn.Module,
         concepts: ConceptBank,
         sparsity_ratios=(0.9,),
-        iis_weight: float = 1.0,
+        iis_weight: float = DEFAULT_IIS_WEIGHT,
         seed: int = 0,
     ):
         super().__init__()
@@ -138,6 +133,18 @@ class IISModelForImageClassification(nn.Module):
     def supports_gradient_checkpointing(self) -> bool:
         return bool(getattr(self.backbone, "supports_gradient_checkpointing", False))
 
+    @property
+    def head_config(self) -> IISHeadConfig:
+        """What `iis_config.json` says about this model's head."""
+        return IISHeadConfig(
+            sparsity_ratios=self.sparsity_ratios,
+            num_classes=int(self.iis_head.weight.shape[1]),
+            num_concepts=self.iis_head.num_concepts,
+            in_features=self.concept_bank.dim,
+            iis_weight=self.iis_weight,
+            base_model_name_or_path=self.name_or_path or None,
+        )
+
     # -- forward -----------------------------------------------------------------------------------
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool = True
@@ -176,56 +183,43 @@ class IISModelForImageClassification(nn.Module):
     @torch.no_grad()
     def predict_from_concepts(self, pixel_values: torch.Tensor, sparsity_ratio: float | None = None):
         """Class probabilities from the interpretation head at one of the trained ratios (B, K)."""
-        ratio = self.sparsity_ratios[-1] if sparsity_ratio is None else float(sparsity_ratio)
-        if ratio not in self.sparsity_ratios:
-            raise ValueError(f"no head for ratio {ratio}; this model has heads at {self.sparsity_ratios}")
+        index = ratio_index(self.sparsity_ratios, sparsity_ratio)
         output = self(pixel_values=pixel_values)
-        return output.iis_logits[self.sparsity_ratios.index(ratio)].softmax(-1)
+        return output.iis_logits[index].softmax(-1)
 
-    # -- saving and loading --------------------------------------------------------------------------
+    # -- saving --------------------------------------------------------------------------------------
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.iis_head.state_dict().items()}
 
-    def iis_config(self) -> dict[str, Any]:
-        return {
-            "format": HEAD_FORMAT,
-            "format_version": 1,
-            "head_type": "InterpretationHeads",
-            "sparsity_ratios": self.sparsity_ratios,
-            "iis_weight": self.iis_weight,
-            "num_classes": int(self.iis_head.weight.shape[1]),
-            "num_concepts": self.iis_head.num_concepts,
-            "in_features": self.concept_bank.dim,
-            "pooling": "classifier_input",
-            "base_model_name_or_path": self.name_or_path or None,
-            "concept_bank": BANK_CONFIG_NAME,
-            "iis_hf_version": __version__,
-        }
-
-    def save_iis_files(self, save_directory: str | os.PathLike, head_state: dict | None = None) -> None:
+    def save_head(self, save_directory: str | os.PathLike, head_state: dict | None = None) -> None:
         """Write the head, its config and the concept bank (not the backbone) into a folder."""
         save_directory = Path(save_directory)
         save_safetensors_atomic(head_state or self.head_state_dict(), save_directory / IIS_HEAD_NAME)
-        self.concept_bank.save_pretrained(save_directory)
-        write_json_atomic(save_directory / IIS_CONFIG_NAME, self.iis_config())
+        self.concept_bank._save_pretrained(save_directory)
+        self.head_config.save_pretrained(save_directory)
 
-    def save_pretrained(
-        self, save_directory: str | os.PathLike, state_dict: dict | None = None, **kwargs
-    ) -> None:
-        """The backbone with `save_pretrained` (standard format), and the IIS files beside it."""
+    def _save_pretrained(self, save_directory: Path, state_dict: dict | None = None) -> None:
+        """The backbone with its own `save_pretrained` (standard format), and the head beside it."""
         backbone_state = head_state = None
         if state_dict is not None:  # e.g. gathered by FSDP/DeepSpeed: split it by prefix
             backbone_state = {
-                k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")
+                k[len(BACKBONE_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(BACKBONE_PREFIX)
             }
             head_state = {
                 k[len(HEAD_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(HEAD_PREFIX)
             }
-        self.backbone.save_pretrained(save_directory, state_dict=backbone_state, **kwargs)
-        self.save_iis_files(save_directory, head_state)
+        self.backbone.save_pretrained(save_directory, state_dict=backbone_state)
+        self.save_head(save_directory, head_state)
 
-    def load_iis_files(self, folder: str | os.PathLike) -> None:
-        """Load the head weights saved by `save_iis_files` (strict: every tensor must match)."""
+    def generate_model_card(self, *args, repo_id: str | None = None, result=None, **kwargs) -> ModelCard:
+        """The model card pushed with the model (`iis_hf.model_card`): head, concepts, IIS if known."""
+        from ..model_card import iis_model_card
+
+        return iis_model_card(self, repo_id=repo_id, result=result, **kwargs)
+
+    # -- loading --------------------------------------------------------------------------------------
+    def load_head(self, folder: str | os.PathLike) -> None:
+        """Load the head weights saved by `save_head` (strict: every tensor must match)."""
         tensors = read_safetensors(Path(folder) / IIS_HEAD_NAME, "interpretation head")
         expected = self.iis_head.state_dict()
         problems = sorted(set(expected) ^ set(tensors)) + [
@@ -247,62 +241,62 @@ class IISModelForImageClassification(nn.Module):
         try:
             saved = type(self.backbone).from_pretrained(folder, config=self.backbone.config)
         except OSError as err:
-            raise ValueError(f"{folder} holds no backbone weights ({err})") from None
+            raise ValueError(f"{folder} holds no backbone weights ({err})") from err
         self.backbone.load_state_dict(saved.state_dict(), strict=True)
-        self.load_iis_files(folder)
+        self.load_head(folder)
 
     @classmethod
     def from_pretrained(
         cls,
-        path_or_repo_id: str | os.PathLike,
+        pretrained: str | os.PathLike | nn.Module,
+        head_path_or_id: str | os.PathLike | None = None,
         *,
         revision: str | None = None,
         token: str | None = None,
         **backbone_kwargs,
     ) -> IISModelForImageClassification:
-        """Reassemble backbone, concept bank and heads from a local folder or a Hub repository."""
-        from transformers import AutoModelForImageClassification
+        """Reassemble backbone, concept bank and head, from one folder / Hub repository or two.
 
-        folder = Path(path_or_repo_id)
-        if not folder.is_dir():
-            folder = download_iis_files(str(path_or_repo_id), revision, token)
-        refuse_pickles_among_iis_files(folder)
-        config = read_json(folder / IIS_CONFIG_NAME, "IIS head config")
-        check_iis_config(config, folder)
+        ``from_pretrained("out/finetuned")`` loads everything saved together;
+        ``from_pretrained(backbone, "me/vit-iis-head")`` puts a saved head (and its bank) onto a
+        backbone you already have (an instance, a folder or a Hub id), like PEFT's
+        ``PeftModel.from_pretrained(base_model, adapter_id)``.
+        """
+        source = head_path_or_id if head_path_or_id is not None else pretrained
+        if isinstance(source, nn.Module):
+            raise TypeError("pass the folder or Hub id of the head as head_path_or_id")
+        folder = head_folder(source, revision=revision, token=token)
+        config = IISHeadConfig.read(folder)
         bank = ConceptBank.from_pretrained(folder)
-        try:
-            backbone = AutoModelForImageClassification.from_pretrained(
-                str(path_or_repo_id),
-                revision=revision,
-                token=token,
-                trust_remote_code=False,
-                **backbone_kwargs,
+        backbone = (
+            pretrained
+            if isinstance(pretrained, nn.Module)
+            else _load_backbone(pretrained, revision, token, backbone_kwargs)
+        )
+        if int(getattr(backbone.config, "num_labels", -1)) != config.num_classes:
+            raise ValueError(
+                f"the head predicts {config.num_classes} classes but the backbone has "
+                f"{getattr(backbone.config, 'num_labels', None)} labels: load the backbone the head was trained with"
             )
-        except OSError as err:
-            raise ValueError(f"cannot load the backbone from {path_or_repo_id!r}: {err}") from None
-        model = cls(backbone, bank, config["sparsity_ratios"], iis_weight=config["iis_weight"])
-        model.load_iis_files(folder)
+        model = cls(backbone, bank, config.sparsity_ratios, iis_weight=config.iis_weight)
+        model.load_head(folder)
         return model.eval()
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload IIS model",
-        model_card: str | None = None,
-    ):
-        """Save everything into a temporary folder and upload it as one commit."""
-        from huggingface_hub import HfApi
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, token: str | None, **kwargs):
+        """`ModelHubMixin`'s loading hook: the same as `from_pretrained(model_id)`."""
+        return cls.from_pretrained(model_id, revision=revision, token=token)
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            if model_card is not None:
-                Path(tmp, "README.md").write_text(model_card, encoding="utf-8")
-            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+
+def _load_backbone(name: str | os.PathLike, revision, token, kwargs) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            str(name), revision=revision, token=token, trust_remote_code=False, **kwargs
+        )
+    except OSError as err:
+        raise ValueError(f"cannot load the backbone from {str(name)!r}: {err}") from err
 
 
 def representation_dim(backbone: nn.Module) -> int | None:
@@ -310,48 +304,3 @@ def representation_dim(backbone: nn.Module) -> int | None:
     classifier = getattr(backbone, "classifier", None)
     linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)] if classifier is not None else []
     return linears[0].in_features if linears else None
-
-
-def check_iis_config(config: dict, folder: Path) -> None:
-    if config.get("format") != HEAD_FORMAT:
-        raise ValueError(
-            f"{folder / IIS_CONFIG_NAME} is not an iis-hf head config (format={config.get('format')!r})"
-        )
-    ratios = config.get("sparsity_ratios")
-    if not isinstance(ratios, list) or not ratios or not all(isinstance(r, (int, float)) for r in ratios):
-        raise ValueError(f"{folder / IIS_CONFIG_NAME}: 'sparsity_ratios' must be a non-empty list of numbers")
-    if not isinstance(config.get("iis_weight"), (int, float)):
-        raise ValueError(f"{folder / IIS_CONFIG_NAME}: 'iis_weight' must be a number")
-    if "concept_bank" in config:  # a file name read from JSON: never a path out of the folder
-        bank_config = resolve_inside(
-            folder, config["concept_bank"], f"{folder / IIS_CONFIG_NAME}: 'concept_bank'"
-        )
-        if bank_config.name != BANK_CONFIG_NAME:
-            raise ValueError(
-                f"{folder / IIS_CONFIG_NAME}: 'concept_bank' is {config['concept_bank']!r}; the bank of an IIS "
-                f"model is stored beside its head as {BANK_CONFIG_NAME} + {BANK_WEIGHTS_NAME}"
-            )
-
-
-def refuse_pickles_among_iis_files(folder: Path) -> None:
-    """The backbone may ship legacy weights; our own artefacts must be safetensors + JSON."""
-    for name in ("iis_head", "concept_bank"):
-        for suffix in PICKLE_SUFFIXES:
-            if (folder / f"{name}{suffix}").exists():
-                raise ValueError(
-                    f"{folder / (name + suffix)} is a pickle; iis-hf only reads {name} as safetensors + JSON"
-                )
-
-
-def download_iis_files(repo_id: str, revision: str | None, token: str | None) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    if os.path.isabs(repo_id) or repo_id.startswith(".") or repo_id.count("/") > 1:
-        raise ValueError(f"model folder {repo_id} does not exist")
-    try:
-        paths = [hf_hub_download(repo_id, name, revision=revision, token=token) for name in IIS_FILES]
-    except Exception as err:
-        raise ValueError(
-            f"{repo_id!r} is not a local folder, and its IIS files could not be downloaded from the Hub ({err})"
-        ) from None
-    return Path(paths[0]).parent

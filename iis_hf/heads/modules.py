@@ -9,88 +9,18 @@ trajectory it would follow if it were trained alone.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .concepts import as_concept_projection
+from ..concepts import as_concept_projection
+from ..config import ratio_index, validate_sparsity_ratios
+from .sparsify import kth_smallest, sparsify, sparsify_stacked
 
 LAYER_NORM_EPS = 1e-5
-
-
-def sparsify(activations: torch.Tensor, sparsity_ratio: float) -> torch.Tensor:
-    """Zero every activation whose magnitude is <= the ``int(C * rho)``-th smallest (0-based) one.
-
-    With distinct magnitudes this drops exactly ``int(C * rho) + 1`` of the C concepts, as the
-    published implementation does (``t = sort(|a|)[int(C * rho)]``; keep ``|a| > t``).
-    """
-    magnitude = activations.abs()
-    threshold = kth_smallest(magnitude, int(activations.shape[-1] * sparsity_ratio))
-    return activations * (magnitude > threshold)
-
-
-def kth_smallest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
-    """The (k+1)-th smallest value along the last dimension, keeping it (a threshold, no gradient).
-
-    On the CPU NumPy's introselect (`np.partition`) is used: measured 3x faster than
-    `torch.kthvalue` on 1024 x 200 (0.4 ms vs 1.1-1.4 ms), which dominates head training there.
-    """
-    if k == 0:
-        return magnitude.detach().amin(dim=-1, keepdim=True)
-    if magnitude.device.type == "cpu" and magnitude.dtype in (torch.float32, torch.float64):
-        values = np.partition(magnitude.detach().contiguous().numpy(), k, axis=-1)[..., k : k + 1]
-        return torch.from_numpy(values)
-    return magnitude.kthvalue(k + 1, dim=-1, keepdim=True).values.detach()
-
-
-def stacked_thresholds(magnitude: torch.Tensor, ks: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """`kth_smallest` of every slice r of a (R, B, C) stack at its own k.
-
-    On the CPU, NumPy's selections run in a small thread pool (they release the GIL), so the cores
-    share them. On an accelerator, where head training is bound by kernel launches, the whole stack
-    is sorted in one segmented sort and each ratio's k-th value gathered, instead of R selections;
-    pass `ks` as a tensor on that device so no host-to-device copy (a stream sync) happens per batch.
-    """
-    if magnitude.device.type != "cpu":
-        return sorted_thresholds(magnitude, ks)
-    ks = ks.tolist() if torch.is_tensor(ks) else ks
-    if len(ks) > 1 and magnitude[0].numel() >= 65536:
-        return torch.stack(
-            list(_selection_pool().map(lambda r: kth_smallest(magnitude[r], int(ks[r])), range(len(ks))))
-        )
-    return torch.stack([kth_smallest(magnitude[r], int(k)) for r, k in enumerate(ks)])
-
-
-def sorted_thresholds(magnitude: torch.Tensor, ks: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """`stacked_thresholds` by one sort of the (R, B, C) stack and a gather of each ratio's k."""
-    index = torch.as_tensor(ks, device=magnitude.device).view(-1, 1, 1)
-    index = index.expand(magnitude.shape[0], *magnitude.shape[1:-1], 1)
-    return magnitude.detach().sort(dim=-1).values.gather(-1, index)
-
-
-@functools.cache
-def _selection_pool():
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(
-        max_workers=max(1, min(4, torch.get_num_threads())), thread_name_prefix="iis-kth"
-    )
-
-
-def sparsify_stacked(activations: torch.Tensor, ks: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """`sparsify` for a stack (R, B, C) where ratio r keeps entries above its ``ks[r]``-th magnitude.
-
-    One k-th value selection per ratio, which is exact and much cheaper than sorting the whole
-    stack (CPU, 8 x 1024 x 200: 3.4 ms with `kth_smallest` vs 41.6 ms for one sort).
-    """
-    magnitude = activations.abs()
-    thresholds = stacked_thresholds(magnitude, ks)
-    return activations * (magnitude > thresholds)
 
 
 def uniform_init_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator) -> torch.Tensor:
@@ -114,7 +44,7 @@ def ratio_generator(seed: int, sparsity_ratio: float) -> torch.Generator:
 
 
 class InterpretationHead(nn.Module):
-    """Predict from the strongest concepts of a representation (DESIGN.md steps 1-5).
+    """Predict from the strongest concepts of a representation (steps 1-5 of docs/METHOD.md).
 
     Args:
         concepts: a `ConceptBank` or a (C, D) array of concept vectors (rows are L2-normalised here).
@@ -156,8 +86,6 @@ class InterpretationHeads(nn.Module):
 
     def __init__(self, concepts, num_classes: int, sparsity_ratios: Sequence[float], seed: int = 0):
         super().__init__()
-        from .score import validate_sparsity_ratios
-
         ratios = validate_sparsity_ratios(sparsity_ratios)
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -229,9 +157,7 @@ class InterpretationHeads(nn.Module):
 
     def head(self, sparsity_ratio: float) -> InterpretationHead:
         """A standalone `InterpretationHead` with the trained parameters of one ratio."""
-        if float(sparsity_ratio) not in self.sparsity_ratios:
-            raise ValueError(f"no head for ratio {sparsity_ratio}; trained ratios are {self.sparsity_ratios}")
-        index = self.sparsity_ratios.index(float(sparsity_ratio))
+        index = ratio_index(self.sparsity_ratios, sparsity_ratio)
         concepts = self.concepts
         if hasattr(concepts, "selected_bank"):  # learned: freeze this ratio's selection
             concepts = concepts.selected_bank(index)
@@ -248,7 +174,7 @@ class LinearProbe(nn.Module):
     """The standard head: a linear classifier on standardised representations (A0 of the IIS).
 
     Standardising with the train mean/std lets Adam converge in the same budget as the heads,
-    whose LayerNorm does the same job; an unconverged probe inflates IIS (DESIGN.md).
+    whose LayerNorm does the same job; an unconverged probe inflates IIS (docs/METHOD.md).
     """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int, seed: int = 0):

@@ -10,94 +10,22 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer
 
-from .concepts import ConceptBank
-from .files import write_text_atomic
-from .modeling import IIS_FILES, IISModelForImageClassification
-from .score import DEFAULT_SPARSITY_RATIOS, validate_sparsity_ratios
+from ..concepts import ConceptBank
+from ..files import write_text_atomic
+from ..modeling import IIS_FILES, IISModelForImageClassification
+from ..outputs import CURVE_NAME, RESULT_NAME
+from ..pipeline import build_concepts, score_representations
+from ..splits import random_subset
+from .arguments import IISTrainingArguments
+from .checkpoints import checkpoint_problem, last_complete_checkpoint
 
-REPORT_FILES = ("iis.json", "iis_curve.png")
-
-
-@dataclass
-class IISTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the interpretability loss and IIS at evaluation time.
-
-    The defaults (`iis_weight=0.1`, `iis_sparsity_ratios=[0.9]`) come from a sweep on
-    scikit-learn's digits (`benchmarks/finetune_digits.py --sweep`, README.md): the only setting
-    whose mean accuracy and mean IIS were both at least the plain Trainer's over 3 seeds. The
-    differences there were within seed noise.
-    """
-
-    iis_weight: float = field(
-        default=0.1,
-        metadata={"help": "lambda in loss = CE(model) + lambda * CE(interpretation heads); 0 disables"},
-    )
-    iis_sparsity_ratios: list[float] = field(
-        default_factory=lambda: [0.9],
-        metadata={
-            "help": "sparsity ratios of the interpretation heads in the loss (the loss averages over them)"
-        },
-    )
-    iis_concepts: str = field(
-        default="auto",
-        metadata={
-            "help": "a ConceptBank folder or Hub id, or 'auto': prototype concepts built from the training set "
-            "with the starting backbone"
-        },
-    )
-    iis_num_concepts: int = field(default=200, metadata={"help": "number of concepts C for 'auto' concepts"})
-    iis_concept_parts: str = field(
-        default="patches",
-        metadata={"help": "image parts of 'auto' prototypes", "choices": ["patches", "segments"]},
-    )
-    iis_images_per_class: int = field(default=10, metadata={"help": "images per class for 'auto' prototypes"})
-    iis_eval: bool = field(
-        default=True,
-        metadata={
-            "help": "at each evaluation, fit heads on current features and report eval_iis (costs a pass)"
-        },
-    )
-    iis_eval_ratios: list[float] = field(
-        default_factory=lambda: list(DEFAULT_SPARSITY_RATIOS),
-        metadata={"help": "ratio grid of the IIS measured at evaluation"},
-    )
-    iis_eval_epochs: int = field(default=30, metadata={"help": "epochs of head training for eval_iis"})
-    iis_eval_max_train_samples: int = field(
-        default=5000, metadata={"help": "training images whose features fit the eval_iis heads"}
-    )
-    # Image datasets keep their raw `image` column until the collator transforms it; Trainer's
-    # default (True) would drop it first.
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "keep dataset columns the forward does not name (images need them)"}
-    )
-
-    # The head runs in every forward (even at iis_weight=0), so no parameter is ever unused: DDP's
-    # search for unused parameters would only cost time (and warn).
-    ddp_find_unused_parameters: bool | None = field(
-        default=False, metadata={"help": "DDP find_unused_parameters (IISTrainer uses every parameter)"}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.iis_weight < 0:
-            raise ValueError(f"iis_weight must be >= 0, got {self.iis_weight}")
-        self.iis_sparsity_ratios = validate_sparsity_ratios(self.iis_sparsity_ratios)
-        self.iis_eval_ratios = validate_sparsity_ratios(self.iis_eval_ratios, minimum=2)
-        for name in (
-            "iis_num_concepts",
-            "iis_images_per_class",
-            "iis_eval_epochs",
-            "iis_eval_max_train_samples",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+REPORT_FILES = (RESULT_NAME, CURVE_NAME)
 
 
 class IISTrainer(Trainer):
@@ -129,7 +57,7 @@ class IISTrainer(Trainer):
         if not isinstance(args, IISTrainingArguments):
             raise TypeError("IISTrainer needs IISTrainingArguments (a TrainingArguments subclass)")
         if model is not None and not isinstance(model, IISModelForImageClassification):
-            bank = concept_bank or resolve_concepts(
+            bank = concept_bank or concepts_for(
                 args,
                 model,
                 concept_dataset if concept_dataset is not None else kwargs.get("train_dataset"),
@@ -142,7 +70,8 @@ class IISTrainer(Trainer):
         super().__init__(model, args, *positional, compute_metrics=self.compute_iis_metrics, **kwargs)
         # Have Trainer count the labels of all accumulated micro-batches (num_items_in_batch):
         # compute_loss divides the summed loss by that count, which keeps gradient accumulation
-        # exact for every architecture (HF-NOTES: ResNet and CLIP scale their own loss wrongly).
+        # exact for every architecture (ResNet and CLIP scale their own loss wrongly under gradient
+        # accumulation: huggingface/transformers#47688).
         self.model_accepts_loss_kwargs = True
         self.iis_fit_dataset = iis_fit_dataset
         self.last_iis_result = None
@@ -249,48 +178,37 @@ class IISTrainer(Trainer):
         return output
 
     def measure_iis(self, eval_output, metric_key_prefix: str) -> dict[str, float]:
-        """Fit the interpretation heads on current train features, score them on the eval features."""
-        from .score import compute_iis
+        """Fit the interpretation heads on current train features, score them on the eval features.
 
+        The scoring is `iis_hf.pipeline.score_representations` with `args.scoring_config()`: the
+        same code and settings as `iis-hf score`, so `eval_iis` is the number the command line gives.
+        """
         train_features, train_labels = self.representations_of(self.iis_fit_dataset or self.train_dataset)
         if train_features is None:
             return {}
-        eval_features = torch.as_tensor(eval_output.predictions[2])
-        result = compute_iis(
+        result = score_representations(
             train_features,
             train_labels,
-            eval_features,
+            torch.as_tensor(eval_output.predictions[2]),
             torch.as_tensor(eval_output.label_ids),
             self.iis_model.concept_bank,
-            sparsity_ratios=self.args.iis_eval_ratios,
+            self.args.scoring_config(),
             num_classes=int(self.iis_model.config.num_labels),
-            epochs=self.args.iis_eval_epochs,
-            seed=self.args.seed,
-            device=self.args.device,
-            progress=False,
         )
         result.metadata.update({"global_step": self.state.global_step, "epoch": self.state.epoch})
         self.last_iis_result = result
-        metrics = {
-            f"{metric_key_prefix}_iis": result.iis,
-            f"{metric_key_prefix}_iis_standard_accuracy": result.standard_accuracy,
-        }
-        for ratio, accuracy in zip(result.sparsity_ratios, result.accuracies):
-            metrics[f"{metric_key_prefix}_iis_accuracy_{ratio:g}"] = accuracy
-        return metrics
+        return result.to_metrics(prefix=f"{metric_key_prefix}_")
 
     def representations_of(self, dataset):
         """Representations and labels of up to `iis_eval_max_train_samples` rows, gathered on all ranks."""
         if dataset is None:
             return None, None
         if len(dataset) > self.args.iis_eval_max_train_samples:
-            rows = np.random.default_rng(self.args.seed).choice(
-                len(dataset), self.args.iis_eval_max_train_samples, replace=False
-            )
+            rows = random_subset(len(dataset), self.args.iis_eval_max_train_samples, self.args.seed)
             dataset = (
-                dataset.select(np.sort(rows))
+                dataset.select(rows)
                 if hasattr(dataset, "select")
-                else torch.utils.data.Subset(dataset, np.sort(rows).tolist())
+                else torch.utils.data.Subset(dataset, rows.tolist())
             )
         self._collect_representations = True
         try:
@@ -335,14 +253,14 @@ class IISTrainer(Trainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         model = self.iis_model
-        model.save_pretrained(output_dir, state_dict=state_dict)
+        model.save_pretrained(output_dir, state_dict=state_dict, model_card=False)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         write_text_atomic(Path(output_dir) / "training_args.json", self.args.to_json_string())
         if self.last_iis_result is not None:
-            self.last_iis_result.save_json(Path(output_dir) / "iis.json")
+            self.last_iis_result.save_json(Path(output_dir) / RESULT_NAME)
             self.last_iis_result.plot(
-                Path(output_dir) / "iis_curve.png",
+                Path(output_dir) / CURVE_NAME,
                 title=f"IIS at step {self.last_iis_result.metadata.get('global_step')}",
             )
 
@@ -362,23 +280,63 @@ class IISTrainer(Trainer):
                     shutil.copy(source, Path(self.args.output_dir) / name)
         super()._push_from_checkpoint(checkpoint_folder)
 
-    def create_model_card(self, *args, **kwargs) -> None:
-        """Trainer's card, plus IIS in `model-index`, the IIS curve and how to load the head."""
-        super().create_model_card(*args, **kwargs)
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        dataset_split: str | None = None,
+        **kwargs,
+    ) -> None:
+        """README.md from iis-hf's card template (`iis_hf.model_card`): accuracy and IIS in
+        `model-index` with the settings that make the IIS comparable, the dataset's name and split,
+        the base model, a compact results table, the IIS curve and how to load the head."""
         if not self.is_world_process_zero():
             return
-        from .model_card import add_iis_to_model_card
+        from ..model_card import iis_model_card
 
-        add_iis_to_model_card(
-            Path(self.args.output_dir) / "README.md",
+        first = lambda v: v[0] if isinstance(v, (list, tuple)) and v else v  # noqa: E731
+        tag_list = [tags] if isinstance(tags, str) else list(tags or [])
+        card = iis_model_card(
+            self.iis_model,
+            repo_id=self.hub_model_id if getattr(self, "hub_model_id", None) else None,
+            model_name=model_name or Path(self.args.output_dir).name,
             result=self.last_iis_result,
             accuracy=self.latest_eval_metric("eval_accuracy"),
-            model_name=kwargs.get("model_name") or Path(self.args.output_dir).name,
-            dataset=kwargs.get("dataset"),
-            iis_weight=self.iis_model.iis_weight,
-            sparsity_ratios=self.iis_model.sparsity_ratios,
-            repo_id=self.hub_model_id if getattr(self, "hub_model_id", None) else None,
+            base_model=first(finetuned_from),
+            dataset=first(dataset) or first(dataset_tags),
+            dataset_config=first(dataset_args),
+            dataset_split=dataset_split,
+            training=self.training_summary(),
+            history=self.state.log_history,
+            head_accuracy=getattr(self, "saved_head_accuracy", None),
+            tags=tag_list,
+            license=license,
         )
+        write_text_atomic(Path(self.args.output_dir) / "README.md", str(card))
+
+    def training_summary(self) -> dict[str, object]:
+        """The hyperparameters a reader needs to reproduce the run (a compact table)."""
+        args = self.args
+        summary = {
+            "learning_rate": args.learning_rate,
+            "train_batch_size": args.per_device_train_batch_size
+            * max(1, args.world_size)
+            * args.gradient_accumulation_steps,
+            "num_epochs": args.num_train_epochs if args.max_steps <= 0 else None,
+            "max_steps": args.max_steps if args.max_steps > 0 else None,
+            "seed": args.seed,
+            "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else None,
+            "iis_weight": self.iis_model.iis_weight,
+            "iis_sparsity_ratios": ", ".join(f"{r:g}" for r in self.iis_model.sparsity_ratios),
+        }
+        return {k: v for k, v in summary.items() if v is not None}
 
     def latest_eval_metric(self, name: str) -> float | None:
         for entry in reversed(self.state.log_history):
@@ -387,72 +345,13 @@ class IISTrainer(Trainer):
         return None
 
 
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why `folder` is not a complete IISTrainer checkpoint, or None when it is one."""
-    import json
-
-    from transformers.trainer import TRAINER_STATE_NAME
-
-    from .modeling import IIS_HEAD_NAME
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        return "no such folder"
-    try:
-        state = json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return (
-            f"its {TRAINER_STATE_NAME} is missing or unreadable: the run was stopped while saving this "
-            "checkpoint; resume from an earlier one"
-        )
-    if not isinstance(state, dict) or "global_step" not in state:
-        return f"its {TRAINER_STATE_NAME} holds no global_step"
-    if not (folder / IIS_HEAD_NAME).is_file():
-        return f"it has no {IIS_HEAD_NAME} (not an IISTrainer checkpoint)"
-    return None
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest `checkpoint-N` under `output_dir` that was saved completely (None when there is none).
-
-    Incomplete folders, left by a run killed while saving, are skipped with a warning.
-    """
-    import re
-    import warnings
-
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    found = []
-    for item in output_dir.iterdir():
-        match = re.fullmatch(r"checkpoint-(\d+)", item.name)
-        if match and item.is_dir():
-            found.append((int(match.group(1)), item))
-    for _step, folder in sorted(found, reverse=True):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return str(folder)
-        warnings.warn(f"skipping incomplete checkpoint {folder}: {problem}", UserWarning, stacklevel=2)
-    return None
-
-
-def resolve_concepts(args: IISTrainingArguments, model, dataset, processing_class) -> ConceptBank:
+def concepts_for(args: IISTrainingArguments, model, dataset, processing_class) -> ConceptBank:
     """`args.iis_concepts` as a ConceptBank: a folder / Hub id, or prototypes built right now."""
-    if args.iis_concepts != "auto":
-        return ConceptBank.from_pretrained(args.iis_concepts)
-    if dataset is None:
+    config = args.scoring_config()
+    if config.concepts.bank is None and dataset is None:
         raise ValueError(
             "iis_concepts='auto' builds concepts from a dataset: pass train_dataset or concept_dataset"
         )
     raw = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
-    return ConceptBank.from_prototypes(
-        model,
-        raw,
-        parts=args.iis_concept_parts,
-        images_per_class=args.iis_images_per_class,
-        num_concepts=args.iis_num_concepts,
-        image_processor=processing_class,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.disable_tqdm,
-    )
+    config.progress = not args.disable_tqdm
+    return build_concepts(model, raw, config, image_processor=processing_class)

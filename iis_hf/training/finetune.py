@@ -10,26 +10,28 @@ Entry points: `run(model_args, data_args, training_args)` (returns the metrics),
 (parses the command line or a single JSON/YAML file), `iis-hf finetune ...` and
 `examples/run_image_classification_iis.py`.
 
-Images are prepared without torchvision: training images get a random resized crop and a
-horizontal flip written with PIL (`random_resized_crop`), then the model's own image processor
-rescales and normalises them; evaluation images go through the image processor unchanged
-(resize and centre crop as the model was pre-trained).
+Images are prepared without torchvision (`iis_hf.training.transforms`); a dataset without a
+validation split gets one from `iis_hf.splits.stratified_split`, the rows the other entry points
+would hold out too.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .trainer import IISTrainer, IISTrainingArguments
+from ..concepts import ConceptBank
+from ..data import limit_rows
+from ..hub import looks_like_hub_id
+from ..modeling import IISHeadConfig, IISModelForImageClassification, has_head
+from ..splits import stratified_split
+from .arguments import IISTrainingArguments
+from .checkpoints import last_complete_checkpoint
+from .trainer import IISTrainer
+from .transforms import ImageClassificationTransform, collate_fn
 
 logger = logging.getLogger(__name__)
 
@@ -126,125 +128,12 @@ class DataTrainingArguments:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
 
 
-# ---------------------------------------------------------------------------- images
-def model_input_size(image_processor) -> tuple[int, int]:
-    """(height, width) of the images the processor hands to the model.
-
-    `image_processor.size` is a `SizeDict` in transformers 5 (a dict before): either `height`/`width`
-    or `shortest_edge` (then the model sees a square, after a centre crop when the processor has one).
-    """
-
-    def get(sizes, key):
-        if sizes is None:
-            return None
-        return sizes.get(key) if isinstance(sizes, dict) else getattr(sizes, key, None)
-
-    crop = (
-        getattr(image_processor, "crop_size", None)
-        if getattr(image_processor, "do_center_crop", False)
-        else None
-    )
-    for sizes in (crop, getattr(image_processor, "size", None)):
-        if get(sizes, "height") and get(sizes, "width"):
-            return int(get(sizes, "height")), int(get(sizes, "width"))
-        if get(sizes, "shortest_edge"):
-            return int(get(sizes, "shortest_edge")), int(get(sizes, "shortest_edge"))
-    raise ValueError(
-        f"cannot tell the input size of {type(image_processor).__name__} (size={getattr(image_processor, 'size', None)}); "
-        "pass an image processor whose size has height/width or shortest_edge (--image_processor_name)"
-    )
-
-
-def random_resized_crop(
-    image, size: tuple[int, int], rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
-):
-    """A crop of random area (fraction `scale`) and aspect ratio, resized to `size` (height, width).
-
-    The sampling follows torchvision's `RandomResizedCrop`: 10 tries, then a centre crop.
-    """
-    from PIL import Image
-
-    width, height = image.size
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target_area * aspect))
-        h = round(math.sqrt(target_area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
-            break
-    else:  # centre crop at the nearest allowed aspect ratio
-        w, h = width, height
-        if width / height < ratio[0]:
-            h = round(width / ratio[0])
-        elif width / height > ratio[1]:
-            w = round(height * ratio[1])
-        left, top = (width - w) // 2, (height - h) // 2
-    return image.resize((size[1], size[0]), resample=Image.BILINEAR, box=(left, top, left + w, top + h))
-
-
-class ImageClassificationTransform:
-    """A `Dataset.with_transform` callable: raw rows -> ``{"pixel_values", "labels"}``.
-
-    With ``augment=True`` each image gets a random resized crop to the model's input size and a
-    horizontal flip (probability 0.5), then the image processor rescales and normalises it (its
-    resize and centre crop are switched off). Without, the processor does everything, exactly as
-    at inference. The random stream is seeded by `seed`; in DataLoader workers by `seed` and the
-    worker's own seed (which the DataLoader derives from the global seed), so runs are repeatable.
-    """
-
-    def __init__(
-        self, image_processor, image_column: str, label_column: str, augment: bool = False, seed: int = 0
-    ):
-        self.image_processor = image_processor
-        self.image_column = image_column
-        self.label_column = label_column
-        self.augment = augment
-        self.seed = int(seed)
-        self.size = model_input_size(image_processor)
-        self.no_resize = {k: False for k in ("do_resize", "do_center_crop") if hasattr(image_processor, k)}
-        self._rng: random.Random | None = None
-        self._rng_owner = None
-
-    def rng(self) -> random.Random:
-        info = torch.utils.data.get_worker_info()
-        owner = None if info is None else (info.id, info.seed)
-        if self._rng is None or owner != self._rng_owner:
-            self._rng = random.Random(self.seed if info is None else self.seed * 1_000_003 + info.seed)
-            self._rng_owner = owner
-        return self._rng
-
-    def __call__(self, batch: dict) -> dict:
-        images = [image.convert("RGB") for image in batch[self.image_column]]
-        if self.augment:
-            from PIL.Image import Transpose
-
-            FLIP = Transpose.FLIP_LEFT_RIGHT
-            rng = self.rng()
-            images = [random_resized_crop(image, self.size, rng) for image in images]
-            images = [image.transpose(FLIP) if rng.random() < 0.5 else image for image in images]
-            processed = self.image_processor(images=images, return_tensors="pt", **self.no_resize)
-        else:
-            processed = self.image_processor(images=images, return_tensors="pt")
-        return {"pixel_values": list(processed["pixel_values"]), "labels": list(batch[self.label_column])}
-
-
-def collate_fn(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack transformed rows into a batch for the model."""
-    return {
-        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
-        "labels": torch.tensor([int(example["labels"]) for example in examples]),
-    }
-
-
 # ---------------------------------------------------------------------------- data
 def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None, token: str | None = None):
     """The dataset as a `DatasetDict` (a single `Dataset` becomes its `train` split)."""
     from datasets import Dataset, DatasetDict, load_dataset
 
-    from .data import load_image_dataset
+    from ..data import load_image_dataset
 
     if data_args.dataset_name is not None:
         hub_kwargs = {"cache_dir": cache_dir, "token": token}
@@ -265,7 +154,7 @@ def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None
         except Exception as err:  # datasets raises many types for a bad folder
             raise ValueError(
                 f"could not read the image folders {sorted(data_files.values())}: {err}"
-            ) from None
+            ) from err
     if isinstance(data, Dataset):
         data = DatasetDict(train=data)
     return data
@@ -273,7 +162,7 @@ def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None
 
 def pick_columns(dataset, image_column: str | None, label_column: str | None) -> tuple[str, str]:
     """The image and label columns: the given names (checked) or detected from the features."""
-    from .features import detect_columns
+    from ..data import detect_columns
 
     columns = dataset.column_names
     for flag, name in (("--image_column_name", image_column), ("--label_column_name", label_column)):
@@ -282,7 +171,7 @@ def pick_columns(dataset, image_column: str | None, label_column: str | None) ->
     try:
         image_column, label_column = detect_columns(dataset, image_column, label_column)
     except ValueError as err:
-        raise ValueError(f"{str(err).split('; pass')[0]}: pass --image_column_name") from None
+        raise ValueError(f"{str(err).split('; pass')[0]}: pass --image_column_name") from err
     if label_column is None:
         raise ValueError(
             f"the dataset has no label column (its columns are {columns}); fine-tuning needs labelled images: "
@@ -327,31 +216,10 @@ def split_train_validation(data, data_args: DataTrainingArguments, label_column:
         return train, data[name]
     if not data_args.train_val_split:
         return train, None
-    held_out = stratified_sample(train[label_column], data_args.train_val_split, seed)
-    if len(held_out) == 0:
-        raise ValueError(f"--train_val_split {data_args.train_val_split} holds out no image of {len(train)}")
-    kept = np.setdiff1d(np.arange(len(train)), held_out)
+    kept, held_out = stratified_split(train[label_column], data_args.train_val_split, seed)
     # select(keep_in_memory=True): no index files in the user's dataset folder (train_test_split
     # cannot do that for a dataset on disk in datasets 5.2)
     return train.select(kept, keep_in_memory=True), train.select(held_out, keep_in_memory=True)
-
-
-def stratified_sample(labels, fraction: float, seed: int) -> np.ndarray:
-    """Sorted row indices of about `fraction` of each class (at least one row of a class stays out)."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    chosen = []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        count = min(round(len(rows) * fraction), len(rows) - 1)
-        chosen.append(rng.permutation(rows)[:count])
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def subset(dataset, max_samples: int | None, seed: int):
-    if max_samples is None or max_samples >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed, keep_in_memory=True).select(range(max_samples))
 
 
 # ---------------------------------------------------------------------------- model
@@ -382,14 +250,14 @@ def load_model_and_processor(model_args: ModelArguments, labels: list[str]):
             model_args.image_processor_name or name, **common
         )
     except OSError as err:
-        raise ValueError(f"cannot load {name!r}: {str(err).strip().splitlines()[0]}") from None
+        raise ValueError(f"cannot load {name!r}: {str(err).strip().splitlines()[0]}") from err
     except RuntimeError as err:
         if "ignore_mismatched_sizes" not in str(err):
             raise
         raise ValueError(
             f"{name} has a classification head of another size than the dataset's {len(labels)} classes: "
             "pass --ignore_mismatched_sizes to train a new head"
-        ) from None
+        ) from err
     return model, image_processor
 
 
@@ -398,46 +266,29 @@ def attach_saved_head(backbone, model_args: ModelArguments, training_args: IISTr
 
     A folder (or Hub repo) without `iis_config.json` is a plain backbone, and an explicit
     `--iis_concepts` wins: IISTrainer then builds or loads concepts itself. The saved head is reused
-    when it has the same loss ratios and class count, otherwise a new one starts from the bank.
+    when it has the same loss ratios and class count, otherwise a new one starts from the bank. The
+    arguments' `iis_weight` wins over the saved one.
     """
-    from .concepts import ConceptBank
-    from .files import read_json
-    from .modeling import (
-        IIS_CONFIG_NAME,
-        IISModelForImageClassification,
-        check_iis_config,
-        download_iis_files,
-        refuse_pickles_among_iis_files,
-    )
-
-    if training_args.iis_concepts != "auto":
+    name, revision, token = model_args.model_name_or_path, model_args.model_revision, model_args.token
+    if training_args.iis_concepts != "auto" or not has_head(name, revision=revision, token=token):
         return backbone
-    name = model_args.model_name_or_path
-    folder = Path(name)
-    if not folder.is_dir():
-        try:
-            folder = download_iis_files(name, model_args.model_revision, model_args.token)
-        except ValueError:
-            return backbone
-    if not (folder / IIS_CONFIG_NAME).is_file():
-        return backbone
-    refuse_pickles_among_iis_files(folder)
-    saved = read_json(folder / IIS_CONFIG_NAME, "IIS head config")
-    check_iis_config(saved, folder)
-    model = IISModelForImageClassification(
-        backbone,
-        ConceptBank.from_pretrained(folder),
-        training_args.iis_sparsity_ratios,
-        iis_weight=training_args.iis_weight,
-        seed=training_args.seed,
-    )
-    same_head = saved.get("sparsity_ratios") == model.sparsity_ratios and saved.get("num_classes") == int(
+    saved = IISHeadConfig.from_pretrained(name, revision=revision, token=token)
+    same_head = saved.sparsity_ratios == training_args.iis_sparsity_ratios and saved.num_classes == int(
         backbone.config.num_labels
     )
     if same_head:
-        model.load_iis_files(folder)
+        model = IISModelForImageClassification.from_pretrained(backbone, name, revision=revision, token=token)
+        model.iis_weight = training_args.iis_weight
+    else:
+        model = IISModelForImageClassification(
+            backbone,
+            ConceptBank.from_pretrained(name, revision=revision, token=token),
+            training_args.iis_sparsity_ratios,
+            iis_weight=training_args.iis_weight,
+            seed=training_args.seed,
+        )
     logger.info(f"reusing the concept bank{' and head' if same_head else ''} saved with {name}")
-    return model
+    return model.train()
 
 
 # ---------------------------------------------------------------------------- the run
@@ -463,8 +314,6 @@ def setup_logging(training_args: IISTrainingArguments) -> None:
 
 def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
     """The newest complete `checkpoint-N` in the output folder, when training and no checkpoint was named."""
-    from .trainer import last_complete_checkpoint
-
     if not training_args.do_train or training_args.resume_from_checkpoint is not None:
         return None
     if not os.path.isdir(training_args.output_dir):
@@ -476,12 +325,6 @@ def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
             "or remove the checkpoint-* folders."
         )
     return last
-
-
-def is_hub_id(name: str | None) -> bool:
-    return (
-        bool(name) and not os.path.exists(name) and not name.startswith((".", "/")) and name.count("/") <= 1
-    )
 
 
 def run(
@@ -516,9 +359,9 @@ def run(
         raise ValueError(f"the dataset has {len(labels)} class; classification needs at least 2")
     if training_args.do_eval and evaluation is None:
         raise ValueError("--do_eval needs a validation split: give one, or a --train_val_split above 0")
-    train = subset(train, data_args.max_train_samples, training_args.seed)
+    train = limit_rows(train, data_args.max_train_samples, training_args.seed)
     if evaluation is not None:
-        evaluation = subset(evaluation, data_args.max_eval_samples, training_args.seed)
+        evaluation = limit_rows(evaluation, data_args.max_eval_samples, training_args.seed)
 
     model, image_processor = load_model_and_processor(model_args, labels)
     model = attach_saved_head(model, model_args, training_args)
@@ -569,21 +412,39 @@ def run(
             trainer.last_iis_result.save_json(output_dir / "iis.json")
             trainer.last_iis_result.plot(output_dir / "iis_curve.png", title="IIS after fine-tuning")
 
-    card = {"tasks": "image-classification", "tags": ["image-classification", "iis-hf"]}
-    if is_hub_id(model_args.model_name_or_path):
-        card["finetuned_from"] = model_args.model_name_or_path
-    dataset = data_args.dataset_name or data_args.train_dir
-    if is_hub_id(data_args.dataset_name):
-        card.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
-        if data_args.dataset_config_name:
-            card["dataset_args"] = data_args.dataset_config_name
-    elif dataset:
-        card["dataset"] = Path(dataset).resolve().name
+    card = model_card_arguments(model_args, data, data_args, training_args.seed)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
     else:
         trainer.create_model_card(**card)
     return metrics
+
+
+def model_card_arguments(
+    model_args: ModelArguments, data, data_args: DataTrainingArguments, seed: int
+) -> dict:
+    """What the model card says about where the model and its eval results come from."""
+    card: dict = {"tasks": "image-classification", "tags": ["image-classification", "iis-hf"]}
+    if looks_like_hub_id(model_args.model_name_or_path):
+        card["finetuned_from"] = model_args.model_name_or_path
+    if looks_like_hub_id(data_args.dataset_name):
+        card.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
+        if data_args.dataset_config_name:
+            card["dataset_args"] = data_args.dataset_config_name
+    elif data_args.dataset_name or data_args.train_dir:
+        card["dataset"] = local_dataset_name(data_args.dataset_name or data_args.train_dir)
+    validation = next((name for name in VALIDATION_SPLIT_NAMES if name in data), None)
+    if validation is not None:
+        card["dataset_split"] = validation
+    elif data_args.train_val_split:
+        card["dataset_split"] = f"train ({data_args.train_val_split:.0%} held out, stratified, seed {seed})"
+    return card
+
+
+def local_dataset_name(folder: str) -> str:
+    """A local dataset's name: its folder's, or its parent's when the folder is a split (`data/train`)."""
+    path = Path(folder).resolve()
+    return path.parent.name if path.name.lower() in ("train", "training", "training_set") else path.name
 
 
 def build_parser(prog: str | None = None):

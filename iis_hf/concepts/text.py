@@ -1,6 +1,6 @@
 """Text concepts: words, scored by CLIP, read off a backbone's representation by a learned projection.
 
-The recipe is label-free CBM's (Oikarinen et al., ICLR 2023), as DESIGN.md states it:
+The recipe is label-free CBM's (Oikarinen et al., ICLR 2023), as docs/METHOD.md states it:
 
 1. CLIP similarity. Every probe image is scored against every word: the cosine of CLIP's image
    embedding (`get_image_features`) and text embedding (`get_text_features`) of the prompt
@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .version import __version__
+from ..config import DEFAULT_CLIP_CUTOFF, DEFAULT_CLIP_MODEL, DEFAULT_INTERPRETABILITY_CUTOFF
+from ..devices import resolve_device
+from ..version import __version__
 
-DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
-DEFAULT_CONCEPT_FILE = Path(__file__).resolve().parent / "data" / "concepts.txt"
+DEFAULT_CONCEPT_FILE = Path(__file__).resolve().parent / "starter_vocabulary.txt"
 DEFAULT_PROMPT = "{}"
 EARLY_STOP_EPOCHS = 100  # stop when the held-out match has not improved for this many epochs
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
@@ -109,7 +110,7 @@ def load_clip(clip_model, clip_processor=None):
             raise ValueError(
                 f"cannot load a CLIP model from {source!r}: it is neither a local folder with a CLIP "
                 f"checkpoint nor a reachable Hub model id ({str(err).splitlines()[0]})"
-            ) from None
+            ) from err
     else:
         raise TypeError(
             f"clip_model must be a CLIPModel, a Hub id or a folder, got {type(clip_model).__name__}"
@@ -132,7 +133,7 @@ def load_clip(clip_model, clip_processor=None):
                 f"the CLIP model {source!r} has no usable {what} ({str(err).splitlines()[0]}); save one beside "
                 "the weights with CLIPProcessor(image_processor=..., tokenizer=...).save_pretrained(folder) "
                 "or pass clip_processor="
-            ) from None
+            ) from err
     tokenizer = getattr(clip_processor, "tokenizer", None)
     image_processor = getattr(clip_processor, "image_processor", None)
     if tokenizer is None or image_processor is None:
@@ -204,10 +205,10 @@ def compute_clip_similarities(
     """(N_images, num_words) cosine similarities between CLIP's image and text embeddings."""
     from tqdm.auto import tqdm
 
-    from .features import _prepare_source
+    from ..features.sources import prepare_source
 
     model, processor = load_clip(clip_model, clip_processor)
-    device = _device(device)
+    device = resolve_device(device)
     model.to(device)
     try:
         prompts = [prompt.format(w) for w in words]
@@ -227,7 +228,7 @@ def compute_clip_similarities(
         text.append(_embedding(model.get_text_features(**encoded)).float())
     text_features = torch.nn.functional.normalize(torch.cat(text), dim=-1)
 
-    source = _prepare_source(probe_dataset, processor.image_processor, image_column, None)
+    source = prepare_source(probe_dataset, processor.image_processor, image_column, None)
     rows = []
     bar = tqdm(
         range(0, source.num_rows, batch_size), desc="CLIP similarities", unit="batch", disable=not progress
@@ -277,7 +278,7 @@ def fit_text_projection(
     """
     from tqdm.auto import tqdm
 
-    device = _device(device)
+    device = resolve_device(device)
     x_mean = train_features.mean(dim=0, keepdim=True)
     x_std = train_features.std(dim=0, keepdim=True)
     x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
@@ -326,7 +327,7 @@ def fit_text_projection(
 
 
 # ---------------------------------------------------------------------------- the bank
-def text_concept_bank(
+def text_concept_fields(
     concepts,
     clip_model=DEFAULT_CLIP_MODEL,
     *,
@@ -340,20 +341,20 @@ def text_concept_bank(
     layer: int | None = None,
     pooling: str = "default",
     prompt: str = DEFAULT_PROMPT,
-    clip_cutoff: float = 0.25,
-    interpretability_cutoff: float = 0.45,
+    clip_cutoff: float = DEFAULT_CLIP_CUTOFF,
+    interpretability_cutoff: float = DEFAULT_INTERPRETABILITY_CUTOFF,
     top_k: int = 5,
     holdout_fraction: float = 0.2,
     epochs: int = 1000,
     learning_rate: float = 1e-3,
-    batch_size: int = 5000,
-    extraction_batch_size: int = 64,
+    projection_batch_size: int = 5000,
+    batch_size: int = 64,
     precision: str = "fp32",
     seed: int = 0,
     device=None,
     progress: bool = True,
-):
-    """Build a text `ConceptBank` (see the module docstring for the recipe).
+) -> dict[str, Any]:
+    """The fields of a text `ConceptBank` (see the module docstring for the recipe).
 
     Args:
         concepts: a list of words, or a text file with one word per line (``#`` comments allowed).
@@ -372,24 +373,24 @@ def text_concept_bank(
         clip_cutoff: drop words whose mean top-`top_k` CLIP similarity over the images is <= this.
         interpretability_cutoff: drop words whose held-out match (cubed cosine) is <= this.
         holdout_fraction: share of probe images held out for the interpretability cutoff.
-        epochs, learning_rate, batch_size: Adam on the projection (label-free CBM: 1000 steps of
-            batch 5000 at lr 1e-3; here epochs, early-stopped after 100 without improvement).
-        extraction_batch_size: images per forward pass of CLIP and the backbone.
-
-    Returns:
-        a `ConceptBank` with ``kind="text"``, the surviving words as names, and the projection.
+        epochs, learning_rate, projection_batch_size: Adam on the projection (label-free CBM: 1000
+            steps of batch 5000 at lr 1e-3; here epochs, early-stopped after 100 without improvement).
+        batch_size: images per forward pass of CLIP and the backbone.
     """
-    from .concepts import ConceptBank
-
     words = read_concept_words(concepts)
     check_settings(
-        clip_cutoff, interpretability_cutoff, top_k, holdout_fraction, epochs, learning_rate, batch_size
+        clip_cutoff,
+        interpretability_cutoff,
+        top_k,
+        holdout_fraction,
+        epochs,
+        learning_rate,
+        projection_batch_size,
     )
-
-    if features is None:
+    if features is None:  # step 0: the backbone's representations of the probe images
         if backbone is None or probe_dataset is None:
             raise ValueError("text concepts need backbone= and probe_dataset= (or precomputed features=)")
-        from .features import extract_features
+        from ..features import extract_features
 
         features = extract_features(
             backbone,
@@ -399,24 +400,19 @@ def text_concept_bank(
             label_column=None,
             layer=layer,
             pooling=pooling,
-            batch_size=extraction_batch_size,
+            batch_size=batch_size,
             precision=precision,
             device=device,
             progress=progress,
         ).features
     features = _as_matrix(features, "features")
-
     clip_name = None
-    if clip_similarities is None:
+    if clip_similarities is None:  # step 1: CLIP's image-word similarities over the probe images
         if probe_dataset is None:
             raise ValueError("CLIP needs the probe images: pass probe_dataset= (or clip_similarities=)")
         if clip_model is None:
             raise ValueError("pass clip_model= (a CLIPModel, Hub id or folder) or clip_similarities=")
-        clip_name = (
-            clip_model
-            if isinstance(clip_model, (str, os.PathLike))
-            else getattr(clip_model, "name_or_path", "")
-        )
+        clip_name = _name(clip_model)
         clip_similarities = compute_clip_similarities(
             clip_model,
             probe_dataset,
@@ -424,7 +420,7 @@ def text_concept_bank(
             clip_processor=clip_processor,
             prompt=prompt,
             image_column=image_column,
-            batch_size=extraction_batch_size,
+            batch_size=batch_size,
             device=device,
             progress=progress,
         )
@@ -434,22 +430,10 @@ def text_concept_bank(
             f"clip_similarities must be (N_images, num_words) = ({features.shape[0]}, {len(words)}), "
             f"got {tuple(similarities.shape)}"
         )
-    num_images = features.shape[0]
 
-    # 2. the CLIP cutoff
-    k = min(top_k, num_images)
-    clip_scores = similarities.topk(k, dim=0).values.mean(dim=0)
-    passed_clip = [i for i in range(len(words)) if clip_scores[i] > clip_cutoff]
-    if not passed_clip:
-        best = int(clip_scores.argmax())
-        raise ValueError(
-            f"no concept passed the CLIP cutoff {clip_cutoff}: the best mean top-{k} CLIP similarity is "
-            f"{float(clip_scores[best]):.4f} ({words[best]!r}); lower clip_cutoff or use words CLIP sees "
-            "in these images"
-        )
-
-    # 3. the projection, fitted on the training part of the probe images
-    train_idx, holdout_idx = split_probe(num_images, holdout_fraction, seed)
+    # 2. the CLIP cutoff; 3. the projection, fitted on the training part of the probe images
+    passed_clip, clip_scores = apply_clip_cutoff(similarities, words, clip_cutoff, top_k)
+    train_idx, holdout_idx = split_probe(features.shape[0], holdout_fraction, seed)
     targets = similarities[:, passed_clip]
     weight, best_epoch = fit_text_projection(
         features[train_idx],
@@ -458,40 +442,23 @@ def text_concept_bank(
         targets[holdout_idx],
         epochs=epochs,
         learning_rate=learning_rate,
-        batch_size=batch_size,
+        batch_size=projection_batch_size,
         seed=seed,
         device=device,
         progress=progress,
     )
-
     # 4. the interpretability cutoff, measured with the folded (raw-feature) projection
     matches = cubed_cosine_similarity(
         targets[holdout_idx].double(), (features[holdout_idx] @ weight.T).double()
     )
-    keep = [j for j in range(len(passed_clip)) if matches[j] > interpretability_cutoff]
-    if not keep:
-        best = int(matches.argmax())
-        raise ValueError(
-            f"no concept passed the interpretability cutoff {interpretability_cutoff}: the best held-out "
-            f"match is {float(matches[best]):.4f} ({words[passed_clip[best]]!r}); lower "
-            "interpretability_cutoff, add probe images, or use other words"
-        )
-
+    keep = apply_interpretability_cutoff(matches, [words[i] for i in passed_clip], interpretability_cutoff)
     # 5. standardisation with the train mean/std
     weight = weight[keep].contiguous()
-    train_activations = features[train_idx] @ weight.T
-    mean, std = train_activations.mean(dim=0), train_activations.std(dim=0)
-    flat = [words[passed_clip[j]] for j, s in zip(keep, std) if not s > 0]
-    if flat:
-        raise ValueError(f"concepts {flat} are constant over the probe images; they cannot be standardised")
+    mean, std = standardisation(features[train_idx] @ weight.T, [words[passed_clip[j]] for j in keep])
 
     names = [words[passed_clip[j]] for j in keep]
     clip_score_of = {w: round(float(clip_scores[i]), 6) for i, w in enumerate(words)}
     match_of = {words[i]: round(float(matches[j]), 6) for j, i in enumerate(passed_clip)}
-    sources = [
-        {"word": w, "prompt": prompt.format(w), "clip_score": clip_score_of[w], "holdout_match": match_of[w]}
-        for w in names
-    ]
     provenance: dict[str, Any] = {
         "model": _name(backbone),
         "clip_model": str(clip_name) if clip_name is not None else "given similarities",
@@ -503,13 +470,13 @@ def text_concept_bank(
         "interpretability_cutoff": interpretability_cutoff,
         "top_k": top_k,
         "holdout_fraction": holdout_fraction,
-        "num_probe_images": int(num_images),
+        "num_probe_images": int(features.shape[0]),
         "num_train": len(train_idx),
         "num_holdout": len(holdout_idx),
         "epochs": epochs,
         "best_epoch": best_epoch,
         "learning_rate": learning_rate,
-        "batch_size": batch_size,
+        "projection_batch_size": projection_batch_size,
         "seed": seed,
         "num_words": len(words),
         "clip_scores": clip_score_of,
@@ -518,14 +485,61 @@ def text_concept_bank(
         "dropped_by_interpretability_cutoff": [words[i] for j, i in enumerate(passed_clip) if j not in keep],
         "iis_hf_version": __version__,
     }
-    return ConceptBank(
-        vectors=weight,
-        names=names,
-        kind="text",
-        sources=sources,
-        provenance=provenance,
-        projection_state={"weight": weight, "mean": mean, "std": std},
-    )
+    return {
+        "vectors": weight,
+        "names": names,
+        "kind": "text",
+        "sources": [
+            {
+                "word": w,
+                "prompt": prompt.format(w),
+                "clip_score": clip_score_of[w],
+                "holdout_match": match_of[w],
+            }
+            for w in names
+        ],
+        "provenance": provenance,
+        "projection_state": {"weight": weight, "mean": mean, "std": std},
+    }
+
+
+def apply_clip_cutoff(
+    similarities: torch.Tensor, words: list[str], clip_cutoff: float, top_k: int
+) -> tuple[list[int], torch.Tensor]:
+    """Step 2: the words whose mean top-`top_k` CLIP similarity is above the cutoff (and all scores)."""
+    k = min(top_k, similarities.shape[0])
+    clip_scores = similarities.topk(k, dim=0).values.mean(dim=0)
+    passed = [i for i in range(len(words)) if clip_scores[i] > clip_cutoff]
+    if not passed:
+        best = int(clip_scores.argmax())
+        raise ValueError(
+            f"no concept passed the CLIP cutoff {clip_cutoff}: the best mean top-{k} CLIP similarity is "
+            f"{float(clip_scores[best]):.4f} ({words[best]!r}); lower clip_cutoff or use words CLIP sees "
+            "in these images"
+        )
+    return passed, clip_scores
+
+
+def apply_interpretability_cutoff(matches: torch.Tensor, words: list[str], cutoff: float) -> list[int]:
+    """Step 4: the positions (among `words`) whose held-out match is above the cutoff."""
+    keep = [j for j in range(len(words)) if matches[j] > cutoff]
+    if not keep:
+        best = int(matches.argmax())
+        raise ValueError(
+            f"no concept passed the interpretability cutoff {cutoff}: the best held-out "
+            f"match is {float(matches[best]):.4f} ({words[best]!r}); lower "
+            "interpretability_cutoff, add probe images, or use other words"
+        )
+    return keep
+
+
+def standardisation(activations: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 5: per-concept mean and std over the training probe images (every std must be > 0)."""
+    mean, std = activations.mean(dim=0), activations.std(dim=0)
+    flat = [w for w, s in zip(names, std) if not s > 0]
+    if flat:
+        raise ValueError(f"concepts {flat} are constant over the probe images; they cannot be standardised")
+    return mean, std
 
 
 def check_settings(
@@ -569,14 +583,9 @@ def _as_matrix(values, name: str) -> torch.Tensor:
 
 
 def _name(model) -> str | None:
+    """A printable name for a model given as an instance, a Hub id or a folder."""
     if model is None:
         return None
     if isinstance(model, (str, os.PathLike)):
         return str(model)
     return getattr(model, "name_or_path", None) or type(model).__name__
-
-
-def _device(device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

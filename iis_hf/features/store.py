@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import temporary_sibling
+from ..files import temporary_sibling
 
 HEADER_ALIGNMENT = 8
 PAGE = mmap.PAGESIZE
@@ -37,7 +37,7 @@ class FeatureStore:
                 (header_size,) = struct.unpack("<Q", file.read(8))
                 header = json.loads(file.read(header_size))
             except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{self.path} is not a safetensors feature store ({err})") from None
+                raise ValueError(f"{self.path} is not a safetensors feature store ({err})") from err
             self._file = open(self.path, "rb")  # noqa: SIM115 - lives as long as the mapping
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self._data_start = 8 + header_size

@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-POOLINGS = ("default", "cls", "mean")
+from ..config import POOLINGS
+
 _CLS_PARAMETER_SUFFIXES = ("cls_token", "class_embedding", "class_token")
 # Config entries that name where a model came from rather than what it computes.
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "_commit_hash", "_attn_implementation")
@@ -65,7 +66,7 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
         raise ValueError(
             f"cannot load a model from {name_or_path!r}: it is neither a local folder with a config.json "
             f"nor a reachable Hugging Face Hub model id ({str(err).splitlines()[0]})"
-        ) from None
+        ) from err
 
     classification_names = set()
     for value in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.values():
@@ -79,12 +80,12 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
     except OSError as err:
         raise ValueError(
             f"cannot load model weights from {name_or_path!r} ({str(err).splitlines()[0]})"
-        ) from None
+        ) from err
     except ValueError as err:
         raise ValueError(
             f"{name_or_path!r} ({type(config).__name__}) is not a model iis-hf can load as a vision "
             f"model: {err}"
-        ) from None
+        ) from err
     return as_vision_model(model).eval()
 
 
@@ -134,7 +135,7 @@ def load_image_processor(model: nn.Module, image_processor: Any = None) -> Any:
             raise ValueError(
                 f"cannot load an image processor from {name!r} ({str(err).splitlines()[0]}). "
                 "Pass image_processor= explicitly."
-            ) from None
+            ) from err
     inner = getattr(image_processor, "image_processor", None)
     if inner is not None:
         image_processor = inner

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .concepts import ConceptBank, FixedConcepts
+from .bank import ConceptBank
+from .projection import FixedConcepts
 
 GUMBEL_TEMPERATURE = 0.1
 

@@ -1,0 +1,354 @@
+"""Concept banks: the C directions a representation is interpreted along, with where they came from.
+
+A `ConceptBank` holds the concept vectors (or, for text concepts, a learned projection), a name
+per concept, its source (dataset row, pixel box), a thumbnail of that source, and how the bank was
+built. How each kind is built lives beside this module (`prototypes`, `text`); this one is the
+schema, the files and the Hub. On disk a bank is one safetensors file (vectors, thumbnails; or a
+text bank's projection) and one JSON file (names, sources, provenance); `push_to_hub` comes from
+`huggingface_hub.ModelHubMixin`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from torch import nn
+
+from ..files import (
+    read_json,
+    read_safetensors,
+    refuse_pickles,
+    save_safetensors_atomic,
+    write_json_atomic,
+)
+from ..hub import ArtefactHubMixin, download_files
+from ..version import __version__
+from .projection import (
+    PROJECTION_KEYS,
+    PROJECTION_TYPE,
+    FixedConcepts,
+    LinearConcepts,
+    check_projection_state,
+)
+
+WEIGHTS_NAME = "concept_bank.safetensors"
+CONFIG_NAME = "concept_bank.json"
+FORMAT = "iis-hf-concept-bank"
+PROJECTION_PREFIX = "projection."
+FORMAT_VERSION = 1  # banks of fixed concept vectors (readable by every iis-hf release)
+FORMAT_VERSION_PROJECTION = 2  # banks carrying a learned projection (text concepts)
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ repo_id | default("Concept bank", true) }}
+
+An [iis-hf](https://github.com/iis-hf/iis-hf) concept bank: {{ num_concepts }} {{ kind }} concepts of
+dimension {{ dim }}, the directions along which a vision model's representation is interpreted when
+its Inherent Interpretability Score (IIS) is measured.
+
+```python
+import iis_hf
+
+bank = iis_hf.ConceptBank.from_pretrained("{{ repo_id | default("path/to/bank", true) }}")
+```
+"""
+
+
+def as_concept_projection(concepts) -> nn.Module:
+    """A module mapping (B, D) representations to (B, C) raw concept activations.
+
+    `concepts` may be a `ConceptBank`, its folder or Hub id, a (C, D) array of vectors, or already a
+    projection module (e.g. `LearnedConcepts`).
+    """
+    if isinstance(concepts, nn.Module) and hasattr(concepts, "num_concepts"):
+        return concepts
+    if isinstance(concepts, ConceptBank):
+        return concepts.projection()
+    if isinstance(concepts, (str, os.PathLike)):
+        return ConceptBank.from_pretrained(concepts).projection()
+    return FixedConcepts(concepts)
+
+
+@dataclass
+class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "concept-bank"]):
+    """Concept vectors with their names and provenance.
+
+    Attributes:
+        vectors: (C, D) concept directions in representation space (rows L2-normalised). For a
+            bank with a learned projection these are the normalised rows of its weight.
+        names: one readable name per concept.
+        kind: "prototype-patches", "prototype-segments", "cluster", "text" or "custom".
+        sources: per concept, where it came from (dataset row, label, pixel box of the part).
+        thumbnails: optional (C, 3, h, w) uint8 pictures of each concept's source part, so an
+            explanation can show a concept without the original dataset.
+        provenance: how the bank was built (model, dataset fingerprint, settings, versions).
+        projection_state: None for fixed concept vectors (activations ``x @ vectors.T``), or a learned
+            projection ``{"weight": (C, D), "mean": (C,), "std": (C,)}`` whose activations are
+            ``(x @ weight.T - mean) / std`` (text concepts; see `ConceptBank.from_text`).
+    """
+
+    vectors: torch.Tensor
+    names: list[str]
+    kind: str = "custom"
+    sources: list[dict[str, Any]] | None = None
+    thumbnails: torch.Tensor | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    projection_state: dict[str, torch.Tensor] | None = None
+
+    def __post_init__(self):
+        if self.projection_state is not None:
+            weight, mean, std = check_projection_state(self.projection_state)
+            self.projection_state = {"weight": weight, "mean": mean, "std": std}
+            if self.vectors is None:
+                self.vectors = weight
+            elif tuple(torch.as_tensor(self.vectors).shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"vectors have shape {tuple(torch.as_tensor(self.vectors).shape)} but the projection "
+                    f"weight has shape {tuple(weight.shape)}"
+                )
+            self.vectors = weight  # the directions of a learned projection are its (normalised) rows
+        self.vectors = FixedConcepts(self.vectors).vectors
+        self.names = [str(n) for n in self.names]
+        if len(self.names) != self.num_concepts:
+            raise ValueError(
+                f"{len(self.names)} names for {self.num_concepts} concept vectors: give one name each"
+            )
+        if self.sources is not None and len(self.sources) != self.num_concepts:
+            raise ValueError(f"{len(self.sources)} sources for {self.num_concepts} concepts")
+        if self.thumbnails is not None:
+            self.thumbnails = torch.as_tensor(self.thumbnails)
+            if self.thumbnails.ndim != 4 or self.thumbnails.shape[0] != self.num_concepts:
+                raise ValueError(f"thumbnails must be (C, 3, h, w) with C={self.num_concepts}")
+            self.thumbnails = self.thumbnails.to(torch.uint8)
+
+    @property
+    def num_concepts(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def __len__(self) -> int:
+        return self.num_concepts
+
+    def __repr__(self) -> str:
+        return f"ConceptBank(kind={self.kind!r}, num_concepts={self.num_concepts}, dim={self.dim})"
+
+    @property
+    def has_projection(self) -> bool:
+        """Whether activations come from a learned projection (text concepts) rather than ``x @ P.T``."""
+        return self.projection_state is not None
+
+    def projection(self) -> nn.Module:
+        """The module that turns representations into raw concept activations.
+
+        `FixedConcepts` (``x @ vectors.T``) for prototype, cluster and custom banks; `LinearConcepts`
+        (standardised ``x @ weight.T``) for a bank with a learned projection.
+        """
+        if self.projection_state is not None:
+            return LinearConcepts(**self.projection_state)
+        return FixedConcepts(self.vectors)
+
+    def fingerprint(self) -> str:
+        """sha256 of what defines the activations (the vectors, or the projection): two banks with the
+        same fingerprint interpret a representation identically, whatever their names."""
+        digest = hashlib.sha256()
+        tensors = self.projection_state if self.projection_state is not None else {"vectors": self.vectors}
+        for name in sorted(tensors):
+            tensor = tensors[name].detach().cpu().float().contiguous()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.numpy().tobytes())
+        return digest.hexdigest()
+
+    def subset(self, indices) -> ConceptBank:
+        indices = [int(i) for i in indices]
+        return ConceptBank(
+            vectors=self.vectors[indices],
+            names=[self.names[i] for i in indices],
+            kind=self.kind,
+            sources=[self.sources[i] for i in indices] if self.sources is not None else None,
+            thumbnails=self.thumbnails[indices] if self.thumbnails is not None else None,
+            provenance=dict(self.provenance),
+            projection_state={k: v[indices] for k, v in self.projection_state.items()}
+            if self.projection_state is not None
+            else None,
+        )
+
+    commit_message = "Upload concept bank"
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_prototypes(cls, model, dataset, **kwargs) -> ConceptBank:
+        """Embed image parts with the backbone itself: each part's representation is a concept.
+
+        Args:
+            model: the vision model (instance, Hub id or folder) whose representation is interpreted.
+            dataset: a labelled `datasets` image dataset.
+            parts: "patches" (a `grid` x `grid` grid of cells, each resized to the model's input size;
+                default) or "segments" (SLIC superpixels at 10, 20 and 30 segments, the 5 largest of
+                each, near-duplicates with Jaccard > 0.5 dropped, cropped to their box on grey 117).
+            images_per_class: images drawn at random (seeded) from each class (default 10).
+            num_concepts: keep a random subset of this many prototypes (default: all of them).
+            grid, image_processor, image_column, label_column, batch_size (images per forward),
+                precision, device, seed, progress: as their names say.
+        """
+        from .prototypes import prototype_fields
+
+        return cls(**prototype_fields(model, dataset, **kwargs))
+
+    @classmethod
+    def from_clusters(cls, library, num_concepts: int, *, seed: int = 0) -> ConceptBank:
+        """k-means (scikit-learn) over a prototype library; the normalised centres are the concepts.
+
+        `library` is a `ConceptBank` (each centre is then named after, and pictured by, its nearest
+        prototype) or a (M, D) array of vectors.
+        """
+        from .prototypes import cluster_fields
+
+        return cls(**cluster_fields(library, num_concepts, seed=seed))
+
+    @classmethod
+    def from_text(cls, concepts, clip_model: str | None = None, **kwargs) -> ConceptBank:
+        """Text concepts: words scored by CLIP, with a projection from the backbone learned to match.
+
+        Words (a list, or a file with one per line) whose mean top-`top_k` CLIP similarity over the
+        probe images is <= `clip_cutoff` are dropped; a linear projection from the backbone's
+        representation is fitted to CLIP's similarities (cosine of mean-centred, cubed activations);
+        words whose match on `holdout_fraction` of the probe images is <= `interpretability_cutoff`
+        are dropped; the activations are standardised with the train mean/std. The bank's kind is
+        "text" and its `projection()` is the standardised linear map. `backbone=` and
+        `probe_dataset=` are needed unless `features=` (the probe images' representations) and
+        `clip_similarities=` (N_images x num_words) are given. Every argument is described in
+        `iis_hf.concepts.text.text_concept_fields`.
+        """
+        from ..config import DEFAULT_CLIP_MODEL
+        from .text import text_concept_fields
+
+        return cls(**text_concept_fields(concepts, clip_model or DEFAULT_CLIP_MODEL, **kwargs))
+
+    # ------------------------------------------------------------------ saving and loading
+    def generate_model_card(self, *args, repo_id: str | None = None, **kwargs) -> ModelCard:
+        """The bank's README: what it holds and how to load it (a `huggingface_hub` card template)."""
+        return ModelCard.from_template(
+            ModelCardData(library_name="iis-hf", tags=["iis-hf", "concept-bank", "interpretability"]),
+            template_str=CARD_TEMPLATE,
+            repo_id=repo_id,
+            num_concepts=self.num_concepts,
+            kind=self.kind,
+            dim=self.dim,
+            **kwargs,
+        )
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write `concept_bank.safetensors` and `concept_bank.json` (each atomically)."""
+        save_directory = Path(save_directory)
+        if self.projection_state is not None:
+            # No "vectors" tensor: a reader that does not know projections fails instead of silently
+            # using the normalised rows, which are not the activations this bank defines.
+            tensors = {PROJECTION_PREFIX + k: v for k, v in self.projection_state.items()}
+        else:
+            tensors = {"vectors": self.vectors}
+        if self.thumbnails is not None:
+            tensors["thumbnails"] = self.thumbnails
+        save_safetensors_atomic(tensors, save_directory / WEIGHTS_NAME)
+        extra = {"projection": PROJECTION_TYPE} if self.projection_state is not None else {}
+        write_json_atomic(
+            save_directory / CONFIG_NAME,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION_PROJECTION if extra else FORMAT_VERSION,
+                **extra,
+                "kind": self.kind,
+                "num_concepts": self.num_concepts,
+                "dim": self.dim,
+                "names": self.names,
+                "sources": self.sources,
+                "provenance": self.provenance,
+                "iis_hf_version": __version__,
+            },
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        *,
+        subfolder: str | None = None,
+        revision: str | None = None,
+        token: str | None = None,
+    ) -> ConceptBank:
+        """Load a bank from a local folder or a Hub repository (safetensors + JSON only)."""
+        folder = Path(path_or_repo_id) / (subfolder or "")
+        if not folder.is_dir():
+            folder = download_files(
+                str(path_or_repo_id),
+                (CONFIG_NAME, WEIGHTS_NAME),
+                what="concept bank",
+                subfolder=subfolder,
+                revision=revision,
+                token=token,
+            )
+        refuse_pickles(folder, "concept bank", stems=(Path(CONFIG_NAME).stem,))
+        config = read_json(folder / CONFIG_NAME, "concept bank config")
+        if config.get("format") != FORMAT:
+            raise ValueError(
+                f"{folder / CONFIG_NAME} is not an iis-hf concept bank (format={config.get('format')!r})"
+            )
+        names = config.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{folder / CONFIG_NAME}: 'names' must be a list of strings")
+        sources = config.get("sources")
+        if sources is not None and not (
+            isinstance(sources, list) and all(isinstance(s, dict) for s in sources)
+        ):
+            raise ValueError(f"{folder / CONFIG_NAME}: 'sources' must be a list of objects or null")
+        version = config.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION_PROJECTION:
+            raise ValueError(
+                f"{folder / CONFIG_NAME} has format_version {version!r}, newer than this iis-hf "
+                f"({__version__}) reads: upgrade iis-hf"
+            )
+        tensors = read_safetensors(folder / WEIGHTS_NAME, "concept bank weights")
+        projection_state = None
+        projection = config.get("projection")
+        if projection is not None:
+            if projection != PROJECTION_TYPE:
+                raise ValueError(f"{folder / CONFIG_NAME}: unknown concept projection {projection!r}")
+            missing = [PROJECTION_PREFIX + k for k in PROJECTION_KEYS if PROJECTION_PREFIX + k not in tensors]
+            if missing:
+                raise ValueError(f"{folder / WEIGHTS_NAME} lacks the projection tensors {missing}")
+            projection_state = {k: tensors[PROJECTION_PREFIX + k] for k in PROJECTION_KEYS}
+        elif "vectors" not in tensors:
+            raise ValueError(f"{folder / WEIGHTS_NAME} has no 'vectors' tensor")
+        bank = cls(
+            vectors=tensors.get("vectors"),
+            projection_state=projection_state,
+            names=names,
+            kind=str(config.get("kind", "custom")),
+            sources=sources,
+            thumbnails=tensors.get("thumbnails"),
+            provenance=config.get("provenance") or {},
+        )
+        for key, actual in (("num_concepts", bank.num_concepts), ("dim", bank.dim)):
+            value = config.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"{folder / CONFIG_NAME}: {key!r} must be an integer, found {value!r} "
+                    f"({type(value).__name__}); re-save the bank with save_pretrained()"
+                )
+            if value != actual:
+                raise ValueError(
+                    f"{folder}: {CONFIG_NAME} says {key} = {value} but {WEIGHTS_NAME} holds "
+                    f"{bank.num_concepts} x {bank.dim}: the two files come from different banks"
+                )
+        return bank

@@ -1,0 +1,179 @@
+"""What `extract_features` reads: a `datasets.Dataset`, a list of images or a tensor of pixel values.
+
+Each kind of input becomes a `Source`: something indexable by a list of row indices that returns
+``{"pixel_values", ["labels"]}`` batches (decoded with the one image loader, `iis_hf.images`, and
+the model's own image processor), with its number of rows and a fingerprint for the feature cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from ..data import detect_columns
+from ..images import load_image
+
+
+def to_rgb(image: Any, where: str, columns: Sequence[str], image_column: str | None):
+    """`load_image`, with the fix for a dataset whose chosen column does not hold images."""
+    try:
+        return load_image(image, what=where)
+    except ValueError as err:
+        if image_column is None:
+            raise
+        raise ValueError(
+            f"{err}; if this is not the image column, pass image_column= naming the column that holds the "
+            f"images (columns: {list(columns)})"
+        ) from err
+
+
+class _Preprocess:
+    """The batched transform: images -> RGB -> pixel_values, labels -> int64."""
+
+    def __init__(self, image_processor, image_column, label_column, columns):
+        self.image_processor = image_processor
+        self.image_column = image_column
+        self.label_column = label_column
+        self.columns = list(columns)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
+        images = [
+            to_rgb(img, f"a value of column {self.image_column!r}", self.columns, self.image_column)
+            for img in batch[self.image_column]
+        ]
+        out = {"pixel_values": _pixel_values(self.image_processor, images)}
+        if self.label_column is not None:
+            out["labels"] = _labels(batch[self.label_column], self.label_column)
+        return out
+
+
+def _pixel_values(image_processor, images) -> torch.Tensor:
+    encoded = image_processor(images=images, return_tensors="pt")
+    pixel_values = encoded["pixel_values"] if hasattr(encoded, "__getitem__") else encoded
+    return torch.as_tensor(pixel_values)
+
+
+def _labels(values, column) -> torch.Tensor:
+    try:
+        return torch.as_tensor(list(values), dtype=torch.int64)
+    except (TypeError, ValueError, RuntimeError):
+        sample = list(values)[:3]
+        raise ValueError(
+            f"label column {column!r} must hold integer class ids, found values like {sample}; "
+            "pass label_column= naming an integer or ClassLabel column"
+        ) from None
+
+
+class _ImageList:
+    """A list of images indexable by a list of positions, like a transformed `datasets.Dataset`."""
+
+    def __init__(self, images: Sequence, image_processor):
+        self.images = images
+        self.image_processor = image_processor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        images = [to_rgb(self.images[i], f"item {i} of the image list", (), None) for i in indices]
+        return {"pixel_values": _pixel_values(self.image_processor, images)}
+
+
+class _PixelTensor:
+    """Pixel values already prepared by the caller: (N, 3, H, W), batches are slices."""
+
+    def __init__(self, pixels: torch.Tensor):
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        if indices and indices[-1] - indices[0] + 1 == len(indices):  # contiguous: a view, no copy
+            return {"pixel_values": self.pixels[indices[0] : indices[-1] + 1]}
+        return {"pixel_values": self.pixels[indices]}
+
+
+def _hash_tensor(tensor: torch.Tensor) -> str:
+    digest = hashlib.sha256(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+    digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "pixels-" + digest.hexdigest()
+
+
+class Source(NamedTuple):
+    batches: Any  # indexable by a list of row indices -> {"pixel_values", ["labels"]}
+    num_rows: int
+    has_labels: bool
+    fingerprint: Any  # callable -> str (computed only when a cache is used)
+    columns: dict[str, str | None]
+
+
+def prepare_source(dataset, image_processor, image_column, label_column) -> Source:
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        raise ValueError(
+            f"got a DatasetDict with splits {list(dataset)}; pass one split, e.g. dataset['train']"
+        )
+    if isinstance(dataset, Dataset):
+        image_column, label_column = detect_columns(dataset, image_column, label_column)
+        columns = list(dataset.column_names)
+        if len(dataset) == 0:
+            raise ValueError(f"the dataset is empty (columns: {columns}); nothing to extract")
+        first = dataset.select_columns([image_column])[0][image_column]
+        to_rgb(first, f"row 0 of column {image_column!r}", columns, image_column)
+        keep = [image_column] + ([label_column] if label_column else [])
+        transform = _Preprocess(image_processor, image_column, label_column, columns)
+        transformed = dataset.select_columns(keep).with_transform(transform)
+        return Source(
+            batches=transformed,
+            num_rows=len(dataset),
+            has_labels=label_column is not None,
+            fingerprint=lambda: str(dataset._fingerprint),
+            columns={"image_column": image_column, "label_column": label_column},
+        )
+    if torch.is_tensor(dataset):
+        if dataset.dim() != 4 or not dataset.is_floating_point() or dataset.shape[0] == 0:
+            raise ValueError(
+                f"a tensor dataset must hold prepared pixel values (N, 3, H, W) floats, got {tuple(dataset.shape)} "
+                f"{dataset.dtype}; pass images (a datasets.Dataset or a list of PIL images) instead"
+            )
+        return Source(
+            batches=_PixelTensor(dataset),
+            num_rows=dataset.shape[0],
+            has_labels=False,
+            fingerprint=lambda: _hash_tensor(dataset),
+            columns={"image_column": None, "label_column": None},
+        )
+    if isinstance(dataset, (list, tuple)):
+        if image_column is not None or label_column is not None:
+            raise ValueError(
+                "image_column= and label_column= apply to a datasets.Dataset, not a list of images"
+            )
+        if len(dataset) == 0:
+            raise ValueError("the list of images is empty; nothing to extract")
+        to_rgb(dataset[0], "item 0 of the image list", (), None)
+        return Source(
+            batches=_ImageList(dataset, image_processor),
+            num_rows=len(dataset),
+            has_labels=False,
+            fingerprint=lambda: _hash_images(dataset),
+            columns={"image_column": None, "label_column": None},
+        )
+    raise ValueError(
+        f"dataset must be a datasets.Dataset with an image column, a list of PIL images or a (N, 3, H, W) "
+        f"tensor of pixel values, "
+        f"got {type(dataset).__name__}"
+    )
+
+
+def _hash_images(images: Sequence) -> str:
+    digest = hashlib.sha256()
+    for i, image in enumerate(images):
+        image = to_rgb(image, f"item {i} of the image list", (), None)
+        digest.update(f"{image.mode}{image.size}".encode())
+        digest.update(image.tobytes())
+    return "images-" + digest.hexdigest()

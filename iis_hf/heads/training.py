@@ -1,0 +1,417 @@
+"""Train the standard probe and the interpretation heads of every ratio in one pass over features.
+
+The published recipe (Adam, exponential decay 0.99 per epoch, 30 epochs, batch 1024, best top-1
+over epochs) is the default (`HeadsConfig`). Speed comes from three facts: with fixed concepts,
+projection and LayerNorm statistics are computed once for the whole data set; every ratio (and
+every learning rate of a grid) is a slice of one batched computation; and features are read once,
+in chunks, so a memory-mapped `FeatureStore` larger than memory works too.
+
+The steps, in the order `fit_heads` runs them: hold out the selection rows (`model_selection`),
+build one probe and one stack of heads per learning rate, project the rows onto the concepts once,
+then train epoch by epoch, evaluating after each epoch and keeping each ratio's best state
+(`Selection`), and finally let the probe continue alone until it has converged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import HEAD_PRECISIONS, HeadsConfig
+from ..devices import resolve_device
+from ..splits import stratified_split
+from .graphed_step import WARMUP_STEPS, GraphedStep
+from .modules import InterpretationHeads, LinearProbe
+from .rows import Rows, feature_moments, project
+
+EVAL_CHUNK = 2048  # small enough for the per-ratio working set to stay in cache
+RELEASE_EVERY = 16  # batches between releases of a memory-mapped store's pages
+PROBE_EVALUATIONS = 50  # the probe's extra epochs (small data sets) are evaluated about this often
+
+
+@dataclass
+class HeadFit:
+    """Accuracies on the eval features at the selected epoch, and the heads that achieved them."""
+
+    accuracies: list[float]
+    standard_accuracy: float
+    best_epochs: list[int]
+    standard_best_epoch: int
+    learning_rates: list[float]
+    standard_learning_rate: float
+    heads: InterpretationHeads
+    probe: LinearProbe
+    probe_steps: int = 0
+    precision: str = "fp32"
+    history: list[dict] = field(default_factory=list)
+
+
+def fit_heads(
+    train_features,
+    train_labels: torch.Tensor,
+    eval_features,
+    eval_labels: torch.Tensor,
+    concepts,
+    *,
+    num_classes: int,
+    config: HeadsConfig | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    cuda_graphs: bool = True,
+    **settings,
+) -> HeadFit:
+    """Fit the probe and one head per (ratio, learning rate); select per ratio by `model_selection`.
+
+    Args:
+        train_features, eval_features: (N, D) tensors or `FeatureStore`s.
+        train_labels, eval_labels: (N,) int64 tensors.
+        concepts: a `ConceptBank`, a (C, D) array, or a module (e.g. `LearnedConcepts`).
+        config: the recipe (`HeadsConfig`); keyword `settings` named like its fields override it
+            (``fit_heads(..., sparsity_ratios=[0.9], epochs=5)``).
+        cuda_graphs: on CUDA, with fixed concepts and features that fit on the device, replay each
+            full batch's step from a CUDA graph (see `iis_hf.heads.graphed_step`).
+
+    `model_selection`: "eval" picks the best epoch on the eval features (the published protocol,
+    which flatters the score a little); "holdout" trains on all but `holdout_fraction` of the train
+    features, picks epoch and learning rate on the held-out part and reports eval accuracy there;
+    "last" reports the last epoch. The probe trains in the same pass as the heads on standardised
+    features; when that pass gives it fewer than `probe_min_steps` Adam steps (small data sets),
+    it continues alone until it has them.
+    """
+    config = (
+        dataclasses.replace(config or HeadsConfig(), **settings) if settings else (config or HeadsConfig())
+    )
+    run = _HeadTraining(
+        config,
+        _selection_rows(Rows(train_features), train_labels, Rows(eval_features), eval_labels, config, seed),
+        concepts,
+        num_classes,
+        seed,
+        resolve_device(device),
+        cuda_graphs,
+    )
+    return run.fit(progress)
+
+
+class _Data:
+    """The rows head training reads: train, eval (reported) and selection (chooses the epoch)."""
+
+    def __init__(self, train, train_labels, evaluation, eval_labels, selection, select_labels):
+        self.train, self.train_labels = train, train_labels
+        self.evaluation, self.eval_labels = evaluation, eval_labels
+        self.selection, self.select_labels = selection, select_labels
+
+
+def _selection_rows(train: Rows, train_labels, evaluation: Rows, eval_labels, config: HeadsConfig, seed: int):
+    """Where the best epoch is chosen: the eval rows, or a stratified hold-out of the train rows."""
+    if config.model_selection != "holdout":
+        return _Data(train, train_labels, evaluation, eval_labels, evaluation, eval_labels)
+    keep, held = (
+        torch.from_numpy(i) for i in stratified_split(train_labels.numpy(), config.holdout_fraction, seed)
+    )
+    return _Data(
+        train.subset(keep),
+        train_labels[keep],
+        evaluation,
+        eval_labels,
+        train.subset(held),
+        train_labels[held],
+    )
+
+
+class _HeadTraining:
+    """One run of `fit_heads`: the modules, their optimizers, and the epoch loop."""
+
+    def __init__(
+        self, config: HeadsConfig, data: _Data, concepts, num_classes: int, seed, device, cuda_graphs
+    ):
+        self.config, self.data, self.num_classes, self.seed, self.device = (
+            config,
+            data,
+            num_classes,
+            seed,
+            device,
+        )
+        self.learning_rates = config.learning_rates
+        self.matmul_dtype = head_matmul_dtype(config.precision, device)
+        self.autocast = torch.autocast(
+            device.type,
+            dtype=self.matmul_dtype or torch.bfloat16,
+            enabled=self.matmul_dtype is not None,
+            cache_enabled=device.type != "cuda",  # a cache of casts cannot live across CUDA graph replays
+        )
+        self.stacks = [
+            InterpretationHeads(concepts, num_classes, config.sparsity_ratios, seed).to(device)
+            for _ in self.learning_rates
+        ]
+        # Learned concepts change with training: each batch (and each evaluation) then projects
+        # through its stack's current selection instead of activations computed once.
+        self.learned = self.stacks[0].trainable_concepts
+        mean, std = feature_moments(data.train)
+        self.probes = [LinearProbe(mean, std, num_classes, seed).to(device) for _ in self.learning_rates]
+        self._project_once()
+        self.train_x = data.train.to_device(device)
+        self.train_y, self.eval_y, self.select_y = (
+            t.to(device) for t in (data.train_labels, data.eval_labels, data.select_labels)
+        )
+        self.n = len(data.train)
+        self.steps_per_epoch = -(-self.n // config.batch_size)
+        self.num_ratios = len(config.sparsity_ratios)
+        self._build_optimizers(cuda_graphs)
+
+    # -- set-up steps ------------------------------------------------------------------------------
+    def _project_once(self) -> None:
+        """Fixed concepts: project and normalise every row once, for training and evaluation."""
+        self.train_z = self.eval_z = self.select_z = None
+        if self.learned:
+            return
+        normalize, data = self.stacks[0].normalize, self.data
+        self.train_z = project(normalize, data.train, self.device)
+        self.eval_z = project(normalize, data.evaluation, self.device)
+        self.select_z = (
+            self.eval_z
+            if data.selection is data.evaluation
+            else project(normalize, data.selection, self.device)
+        )
+
+    def _build_optimizers(self, cuda_graphs: bool) -> None:
+        graphs = (
+            cuda_graphs
+            and self.device.type == "cuda"
+            and not self.learned
+            and self.train_x.on(self.device)
+            and self.n // self.config.batch_size > WARMUP_STEPS + 1
+        )
+        self.optimizers, self.schedulers = [], []
+        for lr, probe, stack in zip(self.learning_rates, self.probes, self.stacks):
+            params = [*probe.parameters(), *stack.parameters()]
+            try:
+                optimizer = adam(params, lr, self.device, graphs)
+            except (RuntimeError, ValueError):  # a torch without capturable fused Adam: no graphs
+                graphs = False
+                optimizer = adam(params, lr, self.device, graphs)
+            self.optimizers.append(optimizer)
+            self.schedulers.append(
+                torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.config.lr_decay)
+            )
+        self.graphed = GraphedStep(self.train_step, self.config.batch_size, self.device) if graphs else None
+
+    # -- one step ----------------------------------------------------------------------------------
+    def train_step(self, idx: torch.Tensor, heads_train: bool = True) -> None:
+        """One Adam step of every probe (and, while `heads_train`, every stack of heads)."""
+        device, y = self.device, self.train_y[idx.to(self.device)]
+        x = self.train_x.gather(idx).to(device, non_blocking=True)
+        z = None
+        if heads_train and not self.learned:
+            z = self.train_z[idx.to(self.train_z.device)].to(device, non_blocking=True)
+        for probe, stack, optimizer in zip(self.probes, self.stacks, self.optimizers):
+            with self.autocast:
+                loss = F.cross_entropy(probe(x), y)
+                if heads_train:
+                    logits = stack.forward_normalized(stack.normalize(x) if self.learned else z)
+                    # Sum over ratios of each ratio's mean loss: each head gets exactly its own gradient.
+                    heads_loss = F.cross_entropy(
+                        logits.float().reshape(-1, self.num_classes),
+                        y.repeat(self.num_ratios),
+                        reduction="sum",
+                    )
+                    loss = loss + heads_loss / y.shape[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self, progress: bool) -> HeadFit:
+        config = self.config
+        self.best = Selection(len(self.learning_rates), self.num_ratios)
+        self.best_heads = [copy.deepcopy(s.state_dict()) for s in self.stacks]
+        self.best_probes = [copy.deepcopy(p.state_dict()) for p in self.probes]
+        self.history: list[dict] = []
+        shuffle = torch.Generator().manual_seed(self.seed)
+        probe_epochs = max(config.epochs, -(-config.probe_min_steps // self.steps_per_epoch))
+        probe_eval_every = max(1, (probe_epochs - config.epochs) // PROBE_EVALUATIONS)
+        bar = tqdm(range(probe_epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
+        for epoch in bar:
+            heads_train = epoch < config.epochs
+            self.train_epoch(torch.randperm(self.n, generator=shuffle), heads_train)
+            last_epoch = epoch == probe_epochs - 1
+            if not heads_train and not last_epoch and (epoch - config.epochs + 1) % probe_eval_every:
+                continue
+            bar.set_postfix(self.evaluate_epoch(epoch, heads_train, last_epoch, probe_epochs))
+        self.train_x.release()
+        fit = self.best.result(
+            self.stacks, self.probes, self.best_heads, self.best_probes, self.learning_rates, self.history
+        )
+        fit.probe_steps = probe_epochs * self.steps_per_epoch
+        fit.precision = "bf16" if self.matmul_dtype is not None else "fp32"
+        return fit
+
+    def train_epoch(self, order: torch.Tensor, heads_train: bool) -> None:
+        """One pass over the train rows in `order` (drawn on the CPU: the same on every device)."""
+        if self.train_x.on(self.device):
+            # One copy per epoch: a per-batch copy from pageable host memory would sync the stream
+            # and stop the host from queueing the next batch's kernels while the device works.
+            order = order.to(self.device)
+        batch_size = self.config.batch_size
+        for step, start in enumerate(range(0, self.n, batch_size)):
+            idx = order[start : start + batch_size]
+            if self.graphed is not None and heads_train and idx.numel() == batch_size:
+                self.graphed(idx)
+            else:
+                self.train_step(idx, heads_train)
+            if step % RELEASE_EVERY == RELEASE_EVERY - 1:
+                self.train_x.release()
+        for scheduler in self.schedulers:
+            scheduler.step()
+
+    def evaluate_epoch(self, epoch: int, heads_train: bool, last_epoch: bool, probe_epochs: int) -> dict:
+        """Measure every probe and stack; keep each ratio's best state. Returns the bar's postfix."""
+        data, last = self.data, self.config.model_selection == "last"
+        record = {"epoch": epoch, "standard": [], "heads": []}
+        for li, (probe, stack) in enumerate(zip(self.probes, self.stacks)):
+            heads = stack if heads_train else None
+            eval_probe, eval_heads = evaluate(
+                probe, heads, data.evaluation, self.eval_z, self.eval_y, self.device, self.autocast
+            )
+            if data.selection is data.evaluation:
+                sel_probe, sel_heads = eval_probe, eval_heads
+            else:
+                sel_probe, sel_heads = evaluate(
+                    probe, heads, data.selection, self.select_z, self.select_y, self.device, self.autocast
+                )
+            if heads_train:
+                final = last and epoch == self.config.epochs - 1
+                for r in self.best.update_heads(li, epoch, sel_heads, eval_heads, last=final):
+                    copy_ratio_state(self.best_heads[li], stack.state_dict(), r)
+            if self.best.update_probe(li, epoch, sel_probe, eval_probe, last=last and last_epoch):
+                self.best_probes[li] = copy.deepcopy(probe.state_dict())
+            record["standard"].append(eval_probe)
+            record["heads"].append(eval_heads)
+        self.history.append(record)
+        postfix = {"A0": f"{max(record['standard']):.3f}"}
+        if heads_train:
+            postfix["A_last"] = f"{max(h[-1] for h in record['heads']):.3f}"
+        return postfix
+
+
+class Selection:
+    """Best (learning rate, epoch) per ratio by selection accuracy; earliest epoch wins ties."""
+
+    def __init__(self, num_lrs: int, num_ratios: int):
+        self.score = [[-1.0] * num_ratios for _ in range(num_lrs)]
+        self.reported = [[0.0] * num_ratios for _ in range(num_lrs)]
+        self.epoch = [[0] * num_ratios for _ in range(num_lrs)]
+        self.probe_score = [-1.0] * num_lrs
+        self.probe_reported = [0.0] * num_lrs
+        self.probe_epoch = [0] * num_lrs
+
+    def update_heads(self, li, epoch, selection, reported, last=False) -> list[int]:
+        improved = []
+        for r, (s, e) in enumerate(zip(selection, reported)):
+            if last or s > self.score[li][r]:
+                self.score[li][r], self.reported[li][r], self.epoch[li][r] = s, e, epoch
+                improved.append(r)
+        return improved
+
+    def update_probe(self, li, epoch, selection, reported, last=False) -> bool:
+        if last or selection > self.probe_score[li]:
+            self.probe_score[li], self.probe_reported[li], self.probe_epoch[li] = selection, reported, epoch
+            return True
+        return False
+
+    def result(self, stacks, probes, best_heads, best_probes, learning_rates, history) -> HeadFit:
+        num_ratios = len(self.score[0])
+        lrs = range(len(learning_rates))
+        chosen = [max(lrs, key=lambda li: (self.score[li][r], -li)) for r in range(num_ratios)]
+        heads = stacks[0]
+        merged = copy.deepcopy(best_heads[0])
+        for r, li in enumerate(chosen):
+            copy_ratio_state(merged, best_heads[li], r)
+        heads.load_state_dict(merged)
+        probe_li = max(lrs, key=lambda li: (self.probe_score[li], -li))
+        probe = probes[probe_li]
+        probe.load_state_dict(best_probes[probe_li])
+        return HeadFit(
+            accuracies=[self.reported[li][r] for r, li in enumerate(chosen)],
+            standard_accuracy=self.probe_reported[probe_li],
+            best_epochs=[self.epoch[li][r] for r, li in enumerate(chosen)],
+            standard_best_epoch=self.probe_epoch[probe_li],
+            learning_rates=[learning_rates[li] for li in chosen],
+            standard_learning_rate=learning_rates[probe_li],
+            heads=heads.eval(),
+            probe=probe.eval(),
+            history=history,
+        )
+
+
+def adam(params, lr: float, device: torch.device, graphs: bool) -> torch.optim.Adam:
+    """Adam as published; on CUDA fused (one kernel for all parameters), and for CUDA graphs also
+    capturable with the learning rate as a device tensor, so the per-epoch decay reaches the graph."""
+    if device.type != "cuda":
+        return torch.optim.Adam(params, lr=lr)
+    if graphs:
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def copy_ratio_state(target: dict, source: dict, ratio_index: int) -> None:
+    for name in ("norm_weight", "norm_bias", "weight", "bias"):
+        target[name][ratio_index].copy_(source[name][ratio_index])
+
+
+@torch.no_grad()
+def evaluate(
+    probe, stack, rows: Rows, normalized, labels, device, autocast=None
+) -> tuple[float, list[float]]:
+    """Top-1 accuracy of the probe and (when `stack` is given) of each ratio's head, in chunks.
+
+    `normalized` holds the rows' precomputed normalised activations, or is None for learned
+    concepts, which are then projected through the stack's current (arg-max) selection.
+    """
+    if stack is not None and normalized is None:
+        stack.eval()
+        try:
+            normalized = project(stack.normalize, rows, device)
+            return evaluate(probe, stack, rows, normalized, labels, device, autocast)
+        finally:
+            stack.train()
+    n = len(rows)
+    probe_correct = torch.zeros((), dtype=torch.long, device=device)
+    head_correct = torch.zeros(
+        len(stack.sparsity_ratios) if stack is not None else 0, dtype=torch.long, device=device
+    )
+    for start, chunk in rows.chunks(EVAL_CHUNK):
+        y = labels[start : start + chunk.shape[0]]
+        with autocast or contextlib.nullcontext():
+            probe_correct += (probe(chunk.to(device)).argmax(-1) == y).sum()
+            if stack is not None:
+                z = normalized[..., start : start + chunk.shape[0], :].to(device)
+                head_correct += (stack.predict_normalized(z) == y).sum(-1)
+    return probe_correct.item() / n, (head_correct.double() / n).tolist()
+
+
+def head_matmul_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 for the heads' and the probe's matrix products where the hardware runs it natively
+    ("auto": CUDA with bf16, or a CPU with AVX512-BF16/AMX, where the heads' batched products
+    measured 3x faster than in float32); None means float32. Elementwise work, sparsification
+    thresholds, losses and optimizer state stay in float32."""
+    if precision not in HEAD_PRECISIONS:
+        raise ValueError(f"precision must be one of {HEAD_PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        fast = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+        return torch.bfloat16 if fast else None
+    return None

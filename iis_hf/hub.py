@@ -1,0 +1,132 @@
+"""Where an artefact comes from and goes to: a local folder or a Hugging Face Hub repository.
+
+Every loader of iis-hf (concept banks, interpretation heads, models) takes "a folder or a Hub id";
+this module is the one place that tells them apart and downloads the named files of a repository
+(only those files: never a pickle the repository may also hold).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelHubMixin
+
+
+def looks_like_hub_id(name: str | os.PathLike | None) -> bool:
+    """Whether `name` can be a Hub repository id rather than a local path.
+
+    A Hub id is ``name`` or ``owner/name``: no leading ``.`` or ``/``, at most one ``/``, and not an
+    existing local path.
+
+    >>> looks_like_hub_id("google/vit-base-patch16-224"), looks_like_hub_id("./model"), looks_like_hub_id("a/b/c")
+    (True, False, False)
+    """
+    if not name:
+        return False
+    name = os.fspath(name)
+    return (
+        not os.path.exists(name)
+        and not os.path.isabs(name)
+        and not name.startswith(".")
+        and name.count("/") <= 1
+    )
+
+
+def download_files(
+    repo_id: str,
+    names: Sequence[str],
+    *,
+    what: str,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """Download `names` from a Hub repository; return the local folder holding them.
+
+    Raises a ValueError naming `what` when `repo_id` is neither a local folder nor a reachable
+    repository holding those files.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    if not looks_like_hub_id(repo_id):
+        raise ValueError(f"{what} folder {repo_id} does not exist")
+    try:
+        paths = [
+            hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token)
+            for name in names
+        ]
+    except HFValidationError as err:
+        raise ValueError(f"{what} {repo_id!r} is neither a local folder nor a Hub repository id") from err
+    except Exception as err:  # network errors, a missing repository or file: one clear message
+        raise ValueError(
+            f"{what} {repo_id!r} is not a local folder, and its files {list(names)} could not be downloaded "
+            f"from the Hub ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from err
+    return Path(paths[0]).parent
+
+
+class ArtefactHubMixin(ModelHubMixin):
+    """`huggingface_hub.ModelHubMixin` for artefacts that may share a folder with a model.
+
+    `ModelHubMixin.save_pretrained` deletes and rewrites `config.json`, which in a model's folder is the
+    backbone's; here `save_pretrained` writes the artefact's files (`_save_pretrained`) and a model card
+    (unless the folder has one), and never touches `config.json`. `push_to_hub` is the mixin's: it saves
+    into a temporary folder, with a card naming the repository, and uploads it as one commit.
+    """
+
+    commit_message = "Upload"  # the default commit message of push_to_hub
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        state_dict: dict | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card: bool = True,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs,
+    ) -> str | None:
+        """Write the files and a model card (README.md, unless one exists); push when asked.
+
+        `state_dict` replaces a module's own state (e.g. one gathered by FSDP/DeepSpeed); `model_card`
+        False writes no card (a Trainer writes its own).
+        """
+        push_to_hub_kwargs.pop("config", None)  # ModelHubMixin.push_to_hub passes it; we keep no config.json
+        save_directory = Path(save_directory)
+        if state_dict is None:
+            self._save_pretrained(save_directory)
+        else:
+            self._save_pretrained(save_directory, state_dict=state_dict)
+        self.write_model_card(save_directory, model_card, {"repo_id": repo_id, **(model_card_kwargs or {})})
+        if push_to_hub:
+            return self.push_to_hub(
+                repo_id or save_directory.name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs
+            )
+        return None
+
+    def write_model_card(self, save_directory: Path, model_card: bool, card_kwargs: dict[str, Any]) -> None:
+        from .files import write_text_atomic
+
+        if model_card and not (save_directory / "README.md").exists():
+            write_text_atomic(save_directory / "README.md", str(self.generate_model_card(**card_kwargs)))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **kwargs,
+    ) -> str:
+        """Save into a temporary folder (its card naming `repo_id`) and upload it as one commit."""
+        return super().push_to_hub(
+            repo_id,
+            commit_message=commit_message or self.commit_message,
+            model_card_kwargs={"repo_id": repo_id, **(model_card_kwargs or {})},
+            **kwargs,
+        )

@@ -1,0 +1,299 @@
+"""The one scoring pipeline: images -> features -> concepts -> heads -> IIS.
+
+Every entry point that measures an IIS goes through here, with one `ScoringConfig`: `iis-hf score`
+and `iis-hf demo`, `IISTrainer`'s evaluation, the evaluate metric's "representations" config and
+the examples. So the same model, data, concepts and settings give the same number wherever it is
+asked for, and every result records the settings it was measured with
+(`IISResult.settings`, which is `ScoringConfig.comparable()` plus the data's sizes).
+
+- `score_model(model, train, eval, config)`: the whole chain from images.
+- `build_concepts(model, train, config)`: the concept bank the config asks for.
+- `score_representations(train_x, train_y, eval_x, eval_y, concepts, config)`: from features on
+  (the Trainer and the metric already have them).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .concepts import ConceptBank, LearnedConcepts, as_concept_projection
+from .config import ScoringConfig
+from .data import detect_columns
+from .features import extract_features, load_image_processor, load_vision_model
+from .score import IISResult, compute_iis
+from .splits import stratified_split
+
+# What a bank's provenance says about how it was built, recorded with every result.
+RECIPE_KEYS = ("parts", "grid", "images_per_class", "clip_model", "clip_cutoff", "interpretability_cutoff")
+
+
+def score_model(
+    model,
+    train_data,
+    eval_data,
+    config: ScoringConfig | None = None,
+    *,
+    image_processor=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    concept_bank: ConceptBank | None = None,
+    num_classes: int | None = None,
+) -> IISResult:
+    """Score `model`'s representation: extract, build (or take) the concepts, fit the heads, integrate.
+
+    Args:
+        model: a vision model instance, Hub id or `save_pretrained` folder.
+        train_data, eval_data: labelled `datasets` image datasets; the heads are fitted on the
+            first and measured on the second.
+        config: every setting (default: `ScoringConfig()`, the published recipe).
+        concept_bank: use this bank instead of building one (`config.concepts.bank` names one on disk).
+        num_classes: default: the number of names of the label column's `ClassLabel`, else labels + 1.
+
+    Returns:
+        The `IISResult`; `result.concept_bank` is the bank it used (not serialised).
+    """
+    config = config or ScoringConfig()
+    if isinstance(model, (str, os.PathLike)):
+        model = load_vision_model(str(model))
+    image_processor = load_image_processor(model, image_processor)
+    image_column, label_column = detect_columns(train_data, image_column, label_column)
+    if label_column is None:
+        raise ValueError(
+            f"the dataset has no label column (columns: {train_data.column_names}); pass label_column="
+        )
+    train = _extract(model, train_data, config, image_processor, image_column, label_column, "train")
+    evaluation = _extract(model, eval_data, config, image_processor, image_column, label_column, "eval")
+    bank = concept_bank or build_concepts(
+        model,
+        train_data,
+        config,
+        features=train.features,
+        image_processor=image_processor,
+        image_column=image_column,
+        label_column=label_column,
+    )
+    if bank.dim != train.features.shape[1]:
+        raise ValueError(
+            f"the concept bank has dimension {bank.dim} but the model gives {train.features.shape[1]}-dimensional "
+            "representations: the bank was built for another model or layer"
+        )
+    if num_classes is None:
+        num_classes = len(getattr(train_data.features[label_column], "names", None) or []) or None
+    result = score_representations(
+        train.features,
+        train.labels,
+        evaluation.features,
+        evaluation.labels,
+        bank,
+        config,
+        num_classes=num_classes,
+    )
+    result.metadata.update(
+        model=getattr(model, "name_or_path", "") or type(model).__name__,
+        image_column=image_column,
+        label_column=label_column,
+    )
+    return result
+
+
+def _extract(model, data, config: ScoringConfig, image_processor, image_column, label_column, split: str):
+    extracted = extract_features(
+        model,
+        data,
+        config=config.extraction,
+        image_processor=image_processor,
+        image_column=image_column,
+        label_column=label_column,
+        device=config.device,
+        progress=config.progress,
+    )
+    bad = int((~extracted.features.isfinite().all(dim=1)).sum())
+    if bad:  # say it here: the concepts, built from the same model, would fail less clearly
+        raise ValueError(
+            f"the model gives NaN or inf representations for {bad} of {len(extracted.features)} {split} images; "
+            f"check its weights, or extract in fp32 (precision {config.extraction.precision!r} was used)"
+        )
+    return extracted
+
+
+def build_concepts(
+    model,
+    train_data,
+    config: ScoringConfig,
+    *,
+    features: torch.Tensor | None = None,
+    image_processor=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> ConceptBank:
+    """The concept bank `config.concepts` asks for, built from the training images.
+
+    For ``kind="learned"`` this is the prototype library the heads learn to select from. `features`
+    (the training images' representations, in order) spare text concepts a second extraction.
+    """
+    concepts = config.concepts
+    if concepts.bank is not None:
+        return ConceptBank.from_pretrained(concepts.bank)
+    common = dict(
+        image_processor=image_processor,
+        image_column=image_column,
+        batch_size=config.extraction.batch_size,
+        precision=config.extraction.precision,
+        device=config.device,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    if concepts.kind == "text":
+        from .concepts.text import DEFAULT_CONCEPT_FILE
+
+        return ConceptBank.from_text(
+            concepts.concept_file or DEFAULT_CONCEPT_FILE,
+            concepts.clip_model,
+            backbone=model,
+            probe_dataset=train_data,
+            features=features,
+            layer=config.extraction.layer,
+            pooling=config.extraction.pooling,
+            clip_cutoff=concepts.clip_cutoff,
+            interpretability_cutoff=concepts.interpretability_cutoff,
+            epochs=concepts.projection_epochs,
+            **common,
+        )
+    prototypes = dict(label_column=label_column, images_per_class=concepts.images_per_class, **common)
+    if concepts.kind == "cluster":
+        library = ConceptBank.from_prototypes(model, train_data, parts="patches", **prototypes)
+        return ConceptBank.from_clusters(library, concepts.num_concepts, seed=config.seed)
+    if concepts.kind == "learned":
+        return ConceptBank.from_prototypes(model, train_data, parts="patches", **prototypes)
+    parts = "patches" if concepts.kind == "prototype-patches" else "segments"
+    return ConceptBank.from_prototypes(
+        model, train_data, parts=parts, num_concepts=concepts.num_concepts, **prototypes
+    )
+
+
+def score_representations(
+    train_features,
+    train_labels,
+    eval_features,
+    eval_labels,
+    concepts,
+    config: ScoringConfig | None = None,
+    *,
+    num_classes: int | None = None,
+    return_heads: bool = False,
+) -> IISResult:
+    """Fit the heads on features already extracted and integrate; record every setting.
+
+    `concepts` is a `ConceptBank` (or its folder / Hub id, or a (C, D) array). With
+    ``config.concepts.kind == "learned"`` (and no saved bank) it is the library the heads learn to
+    select ``config.concepts.num_concepts`` concepts from.
+    """
+    config = config or ScoringConfig()
+    if isinstance(concepts, (str, os.PathLike)):
+        concepts = ConceptBank.from_pretrained(concepts)
+    check_concept_dim(concepts, int(train_features.shape[1]))
+    learned = None
+    if (
+        config.concepts.kind == "learned"
+        and config.concepts.bank is None
+        and isinstance(concepts, ConceptBank)
+    ):
+        learned = LearnedConcepts(concepts, config.concepts.num_concepts, seed=config.seed)
+    result = compute_iis(
+        train_features,
+        train_labels,
+        eval_features,
+        eval_labels,
+        learned if learned is not None else concepts,
+        config=config.heads,
+        num_classes=num_classes,
+        seed=config.seed,
+        device=config.device,
+        progress=config.progress,
+        return_heads=return_heads or learned is not None,
+    )
+    result.settings = {
+        **config.comparable(),
+        "concepts": concepts_settings(concepts, learned),
+        "data": result.settings["data"],
+    }
+    if learned is not None:  # what each ratio's head chose from the library
+        chosen = result.heads.concepts.selected_indices().tolist()
+        result.metadata["learned_concepts"] = {
+            f"{ratio:g}": {"library_rows": rows, "names": [concepts.names[r] for r in rows]}
+            for ratio, rows in zip(result.sparsity_ratios, chosen)
+        }
+        if not return_heads:
+            result.heads = result.probe = None
+    result.concept_bank = concepts if isinstance(concepts, ConceptBank) else None
+    return result
+
+
+def score_labelled_representations(
+    features,
+    labels,
+    concepts,
+    config: ScoringConfig | None = None,
+    *,
+    eval_fraction: float = 0.2,
+) -> IISResult:
+    """Score (N, D) representations of one labelled set: hold out a stratified `eval_fraction` of each
+    class (`iis_hf.splits.stratified_split`, seeded by ``config.seed``), fit on the rest.
+
+    Label ids need not be 0..K-1: they are mapped to their rank. This is the evaluate metric's
+    "representations" config.
+    """
+    config = config or ScoringConfig()
+    if (
+        isinstance(eval_fraction, bool)
+        or not isinstance(eval_fraction, (int, float))
+        or not 0 < eval_fraction < 1
+    ):
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
+    features = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    classes, labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)
+    if classes.size < 2:
+        raise ValueError("the labels hold a single class: IIS needs at least 2 classes")
+    train, held_out = stratified_split(labels, eval_fraction, config.seed)
+    if len(train) == 0 or len(held_out) == 0:
+        raise ValueError(
+            f"the split left no samples for {'evaluation' if len(held_out) == 0 else 'training'}: "
+            "pass more samples or change eval_fraction"
+        )
+    labels = torch.from_numpy(labels.astype(np.int64))
+    result = score_representations(
+        features[train], labels[train], features[held_out], labels[held_out], concepts, config,
+        num_classes=int(classes.size),
+    )  # fmt: skip
+    result.settings["data"].update(eval_fraction=eval_fraction, split="stratified_split")
+    return result
+
+
+def check_concept_dim(concepts, dim: int) -> None:
+    """The concepts must live in the representation's space: say so before any training."""
+    projection = as_concept_projection(concepts)
+    if projection.dim != dim:
+        raise ValueError(
+            f"the concepts have dimension {projection.dim} but the representations have {dim}: concept vectors "
+            "must live in the representation's space (a bank built for this model and layer)"
+        )
+
+
+def concepts_settings(concepts: Any, learned: LearnedConcepts | None = None) -> dict[str, Any]:
+    """Which concepts interpreted the representation: kind, number, how they were built, fingerprint."""
+    if not isinstance(concepts, ConceptBank):
+        projection = as_concept_projection(concepts)
+        return {"kind": "custom", "num_concepts": int(projection.num_concepts)}
+    settings = {
+        "kind": concepts.kind,
+        "num_concepts": concepts.num_concepts,
+        "fingerprint": concepts.fingerprint(),
+    }
+    settings.update({k: concepts.provenance[k] for k in RECIPE_KEYS if k in concepts.provenance})
+    if learned is not None:
+        return {"kind": "learned", "num_concepts": learned.num_concepts, "library": settings}
+    return settings

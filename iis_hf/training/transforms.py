@@ -1,0 +1,130 @@
+"""Image transforms for fine-tuning, written with PIL (torchvision is not needed).
+
+Training images get a random resized crop to the model's input size and a horizontal flip, then
+the model's own image processor rescales and normalises them; evaluation images go through the
+image processor unchanged (resize and centre crop as the model was pre-trained).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from ..images import load_image
+
+
+def model_input_size(image_processor) -> tuple[int, int]:
+    """(height, width) of the images the processor hands to the model.
+
+    `image_processor.size` is a `SizeDict` in transformers 5 (a dict before): either `height`/`width`
+    or `shortest_edge` (then the model sees a square, after a centre crop when the processor has one).
+    """
+
+    def get(sizes, key):
+        if sizes is None:
+            return None
+        return sizes.get(key) if isinstance(sizes, dict) else getattr(sizes, key, None)
+
+    crop = (
+        getattr(image_processor, "crop_size", None)
+        if getattr(image_processor, "do_center_crop", False)
+        else None
+    )
+    for sizes in (crop, getattr(image_processor, "size", None)):
+        if get(sizes, "height") and get(sizes, "width"):
+            return int(get(sizes, "height")), int(get(sizes, "width"))
+        if get(sizes, "shortest_edge"):
+            return int(get(sizes, "shortest_edge")), int(get(sizes, "shortest_edge"))
+    raise ValueError(
+        f"cannot tell the input size of {type(image_processor).__name__} (size={getattr(image_processor, 'size', None)}); "
+        "pass an image processor whose size has height/width or shortest_edge (--image_processor_name)"
+    )
+
+
+def random_resized_crop(
+    image, size: tuple[int, int], rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+):
+    """A crop of random area (fraction `scale`) and aspect ratio, resized to `size` (height, width).
+
+    The sampling follows torchvision's `RandomResizedCrop`: 10 tries, then a centre crop.
+    """
+    from PIL import Image
+
+    width, height = image.size
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            break
+    else:  # centre crop at the nearest allowed aspect ratio
+        w, h = width, height
+        if width / height < ratio[0]:
+            h = round(width / ratio[0])
+        elif width / height > ratio[1]:
+            w = round(height * ratio[1])
+        left, top = (width - w) // 2, (height - h) // 2
+    return image.resize((size[1], size[0]), resample=Image.BILINEAR, box=(left, top, left + w, top + h))
+
+
+class ImageClassificationTransform:
+    """A `Dataset.with_transform` callable: raw rows -> ``{"pixel_values", "labels"}``.
+
+    With ``augment=True`` each image gets a random resized crop to the model's input size and a
+    horizontal flip (probability 0.5), then the image processor rescales and normalises it (its
+    resize and centre crop are switched off). Without, the processor does everything, exactly as
+    at inference. The random stream is seeded by `seed`; in DataLoader workers by `seed` and the
+    worker's own seed (which the DataLoader derives from the global seed), so runs are repeatable.
+    """
+
+    def __init__(
+        self, image_processor, image_column: str, label_column: str, augment: bool = False, seed: int = 0
+    ):
+        self.image_processor = image_processor
+        self.image_column = image_column
+        self.label_column = label_column
+        self.augment = augment
+        self.seed = int(seed)
+        self.size = model_input_size(image_processor)
+        self.no_resize = {k: False for k in ("do_resize", "do_center_crop") if hasattr(image_processor, k)}
+        self._rng: random.Random | None = None
+        self._rng_owner = None
+
+    def rng(self) -> random.Random:
+        info = torch.utils.data.get_worker_info()
+        owner = None if info is None else (info.id, info.seed)
+        if self._rng is None or owner != self._rng_owner:
+            self._rng = random.Random(self.seed if info is None else self.seed * 1_000_003 + info.seed)
+            self._rng_owner = owner
+        return self._rng
+
+    def __call__(self, batch: dict) -> dict:
+        images = [
+            load_image(image, what=f"a value of column {self.image_column!r}")
+            for image in batch[self.image_column]
+        ]
+        if self.augment:
+            from PIL.Image import Transpose
+
+            FLIP = Transpose.FLIP_LEFT_RIGHT
+            rng = self.rng()
+            images = [random_resized_crop(image, self.size, rng) for image in images]
+            images = [image.transpose(FLIP) if rng.random() < 0.5 else image for image in images]
+            processed = self.image_processor(images=images, return_tensors="pt", **self.no_resize)
+        else:
+            processed = self.image_processor(images=images, return_tensors="pt")
+        return {"pixel_values": list(processed["pixel_values"]), "labels": list(batch[self.label_column])}
+
+
+def collate_fn(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack transformed rows into a batch for the model."""
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.tensor([int(example["labels"]) for example in examples]),
+    }
