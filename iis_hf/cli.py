@@ -1,4 +1,4 @@
-"""The `iis-hf` command: score, demo, explain, finetune, install-metric.
+"""The `iis-hf` command: score, demo, explain, finetune, app, install-metric.
 
 The command line only parses: each subcommand maps its flags onto the settings of
 `iis_hf.config` and calls the library (`iis_hf.pipeline` for every score). Bad input ends with one
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_install_metric_command(commands)
     add_demo_command(commands)
     add_finetune_command(commands)
+    add_app_command(commands)
     return parser
 
 
@@ -518,6 +519,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     finetune_main(args.finetune_args, prog="iis-hf finetune")
     return 0
+
+
+# ---------------------------------------------------------------------------- app
+def add_app_command(commands) -> None:
+    app = commands.add_parser(
+        "app",
+        help="a web app: upload an image, see the prediction from concepts and its explanation",
+        description='Serve the Gradio app of iis_hf.app (needs `pip install "iis-hf[app]"`); '
+        "see `iis-hf app --help`.",
+        add_help=False,
+        prefix_chars="+",
+    )
+    app.add_argument("app_args", nargs=argparse.REMAINDER, help="--model, --host, --port, --share")
+    app.set_defaults(func=cmd_app)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from .app import main as app_main
+
+    return app_main(args.app_args)
 
 
 if __name__ == "__main__":
