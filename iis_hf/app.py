@@ -103,7 +103,7 @@ class LoadedModel:
         if self.iis_result is not None:
             r = self.iis_result
             lines.append(
-                f"IIS = {r.iis:.4f} (perfect on this grid: {r.max_iis:.4f}); "
+                f"IIS = {r.iis_text()} (perfect on this grid: {r.max_iis:.4f}); "
                 f"standard accuracy A0 = {r.standard_accuracy:.4f}."
             )
         else:

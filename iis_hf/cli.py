@@ -24,6 +24,7 @@ from .config import (
     EXTRACTION_PRECISIONS,
     MODEL_SELECTIONS,
     POOLINGS,
+    PROTOCOLS,
     ConceptsConfig,
     ExtractionConfig,
     HeadsConfig,
@@ -217,6 +218,24 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
         default=HeadsConfig.model_selection,
         help="'eval': best eval epoch (published); 'holdout': chosen on part of train; 'last': the last epoch",
     )
+    heads.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=HeadsConfig.protocol,
+        help="'converged': a standardised probe trained to convergence (iis-hf's default); 'paper': the "
+        "published code's probe, initialisation and threshold gradient (comparable with the paper's tables)",
+    )
+    heads.add_argument(
+        "--seeds",
+        type=int,
+        default=HeadsConfig.num_seeds,
+        help="train probe and heads with this many seeds; IIS is their mean, reported with its sd",
+    )
+    heads.add_argument(
+        "--allow-chance",
+        action="store_true",
+        help="write the outputs (with IIS null) even when A0 is not above chance, instead of exit 2",
+    )
 
     run = parser.add_argument_group("extraction")
     run.add_argument(
@@ -265,6 +284,8 @@ FLAGS = {
     "HeadsConfig.batch_size": "--head-batch-size",
     "HeadsConfig.learning_rate": "--learning-rate",
     "HeadsConfig.model_selection": "--model-selection",
+    "HeadsConfig.protocol": "--protocol",
+    "HeadsConfig.num_seeds": "--seeds",
     "ScoringConfig.seed": "--seed",
 }
 
@@ -311,6 +332,8 @@ def _scoring_config(args: argparse.Namespace) -> ScoringConfig:
             batch_size=args.head_batch_size,
             learning_rate=args.learning_rate,
             model_selection=args.model_selection,
+            protocol=args.protocol,
+            num_seeds=args.seeds,
         ),
         seed=args.seed,
         device=args.device,
@@ -369,6 +392,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     if process_layout()[1] != 0:  # under torchrun / accelerate launch every rank scored; one writes
         return 0
+    if result.iis is None and not args.allow_chance:
+        raise UsageError(f"{result.undefined_reason} (nothing written; --allow-chance writes the outputs)")
     write_scoring_outputs(args.output_dir, {"": result}, result.concept_bank, title=f"IIS of {args.model}")
     kind = "learned" if "learned_concepts" in result.metadata else result.concept_bank.kind
     print(

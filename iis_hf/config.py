@@ -26,6 +26,10 @@ POOLINGS = ("default", "cls", "mean")
 EXTRACTION_PRECISIONS = ("fp32", "bf16", "fp16")
 HEAD_PRECISIONS = ("auto", "fp32", "bf16")
 MODEL_SELECTIONS = ("eval", "holdout", "last")
+# "converged": iis-hf's default, a standardised probe trained to convergence (docs/METHOD.md);
+# "paper": the published implementation's probe, initialisation and threshold gradient.
+PROTOCOLS = ("converged", "paper")
+CHANCE_ALPHA = 0.05  # A0 must beat the majority-class rate at this one-sided level, else IIS is undefined
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_CLIP_CUTOFF = 0.25  # text concepts: drop words CLIP scores <= this (mean top-5 similarity)
@@ -220,6 +224,12 @@ class HeadsConfig(_Config):
             an unconverged probe inflates IIS).
         precision: "auto" (bfloat16 matrix products where the hardware runs them natively),
             "fp32" or "bf16".
+        protocol: "converged" (default: the probe reads standardised representations and trains
+            at least `probe_min_steps` steps; the heads hard-mask) or "paper" (the published code:
+            a probe on raw representations trained like the heads, trunc_normal(0.02) initial
+            weights, the half gradient at the threshold element); docs/METHOD.md compares them.
+        num_seeds: train probe and heads with seeds seed, seed+1, ...; IIS is their mean, reported
+            with its standard deviation and a bootstrap interval.
     """
 
     sparsity_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_SPARSITY_RATIOS))
@@ -231,6 +241,8 @@ class HeadsConfig(_Config):
     holdout_fraction: float = 0.1
     probe_min_steps: int = 1000
     precision: str = "auto"
+    protocol: str = "converged"
+    num_seeds: int = 1
 
     def __post_init__(self):
         owner = "HeadsConfig"
@@ -243,6 +255,8 @@ class HeadsConfig(_Config):
         _check_choice(owner, "model_selection", self.model_selection, MODEL_SELECTIONS)
         _check_fraction(owner, "holdout_fraction", self.holdout_fraction)
         _check_choice(owner, "precision", self.precision, HEAD_PRECISIONS)
+        _check_choice(owner, "protocol", self.protocol, PROTOCOLS)
+        _check_int(owner, "num_seeds", self.num_seeds, 1)
 
     @property
     def learning_rates(self) -> list[float]:
@@ -254,6 +268,8 @@ class HeadsConfig(_Config):
         if self.model_selection != "holdout":
             settings.pop("holdout_fraction")
         settings.pop("precision")  # float rounding, not the recipe
+        if self.protocol == "paper":
+            settings.pop("probe_min_steps")  # the published probe trains exactly `epochs`
         return settings
 
 

@@ -121,7 +121,7 @@ def eval_results(result, accuracy, dataset_name, dataset_config, dataset_split) 
         results.append(
             EvalResult(metric_type="accuracy", metric_name="Accuracy", metric_value=accuracy, **common)
         )
-    if result is not None:
+    if result is not None and result.iis is not None:
         results.append(
             EvalResult(
                 metric_type=IIS_METRIC_TYPE,
@@ -172,19 +172,11 @@ def results_table(result, accuracy) -> str:
     if accuracy is not None:
         rows.append(("accuracy", f"{accuracy:.4f}"))
     if result is not None:
-        rows.append(("IIS (Inherent Interpretability Score)", _iis_text(result)))
+        rows.append(("IIS (Inherent Interpretability Score)", result.iis_text()))
         rows.append(("standard accuracy A0 (linear probe)", f"{result.standard_accuracy:.4f}"))
     if not rows:
         return ""
     return "\n".join(["| metric | value |", "|---|---|", *(f"| {m} | {v} |" for m, v in rows)])
-
-
-def _iis_text(result) -> str:
-    text = f"{result.iis:.4f}"
-    uncertainty = getattr(result, "uncertainty", None) or {}
-    if uncertainty.get("sd") is not None:
-        text += f" ± {uncertainty['sd']:.4f} (sd over {uncertainty.get('num_seeds')} seeds)"
-    return text
 
 
 def iis_section(result) -> str:

@@ -50,5 +50,9 @@ def comparison_table(results: Mapping[str, IISResult]) -> str:
     for j, ratio in enumerate(first.sparsity_ratios):
         lines.append(f"{ratio:>9.2f}" + "".join(f"  {results[n].accuracies[j]:>12.4f}" for n in names))
     lines.append(f"{'A0':>9}" + "".join(f"  {results[n].standard_accuracy:>12.4f}" for n in names))
-    lines.append(f"{'IIS':>9}" + "".join(f"  {results[n].iis:>12.4f}" for n in names))
+    lines.append(f"{'IIS':>9}" + "".join(f"  {_score(results[n]):>12}" for n in names))
     return "\n".join(lines)
+
+
+def _score(result: IISResult) -> str:
+    return "undefined" if result.iis is None else f"{result.iis:.4f}"

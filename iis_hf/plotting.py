@@ -18,38 +18,39 @@ def plot_iis_curve(result, path: str | os.PathLike, title: str | None = None) ->
 
 
 def plot_iis_curves(results: Mapping[str, object], path: str | os.PathLike, title: str | None = None) -> None:
-    """Several labelled curves on one figure (e.g. a random-init and a trained backbone)."""
+    """Several labelled curves on one figure (e.g. a random-init and a trained backbone).
+
+    Each curve is ``A(rho)/A0`` with its area (the IIS) shaded; with several seeds a band shows
+    one standard deviation of the seeds' accuracies around the mean.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.6, 4.3), dpi=120)
     try:
         for i, (label, result) in enumerate(results.items()):
-            order = sorted(range(len(result.sparsity_ratios)), key=lambda j: result.sparsity_ratios[j])
-            x = [result.sparsity_ratios[j] for j in order]
-            y = [result.relative_accuracies[j] for j in order]
-            color = f"C{i}"
-            name = f"{label}: IIS {result.iis:.3f}" if label else f"IIS = {result.iis:.3f}"
-            ax.plot(x, y, "o-", color=color, label=f"{name} (A0 {result.standard_accuracy:.3f})")
-            ax.fill_between(x, y, alpha=0.15 if len(results) > 1 else 0.25, color=color)
+            _draw_curve(ax, label, result, f"C{i}", shade=0.15 if len(results) > 1 else 0.25)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-        ax.text(
-            0.0,
-            1.01,
+        ax.annotate(
             "standard accuracy A0",
+            xy=(0.0, 1.0),
+            xycoords=("axes fraction", "data"),
+            xytext=(6, 3),
+            textcoords="offset points",
             color="grey",
             fontsize=8,
             va="bottom",
-            transform=ax.get_yaxis_transform(),
         )
         top = max(max(r.relative_accuracies) for r in results.values())
-        ax.set_ylim(0, max(1.08, top * 1.05))
-        ax.set_xlim(0, 1)
+        ax.set_ylim(0, max(1.1, top * 1.06))
+        ax.set_xlim(-0.02, 1.0)  # room for the markers at rho = 0
         ax.set_xlabel("sparsity ratio ρ (fraction of concepts dropped)")
         ax.set_ylabel("interpretation accuracy / standard accuracy")
-        ax.set_title(title or "Inherent interpretability: accuracy kept under sparse interpretation")
+        ax.set_title(
+            title or "Inherent interpretability: accuracy kept under sparse interpretation", fontsize=10
+        )
         ax.legend(loc="lower left", fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -58,6 +59,22 @@ def plot_iis_curves(results: Mapping[str, object], path: str | os.PathLike, titl
     finally:
         plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def _draw_curve(ax, label: str, result, color: str, shade: float) -> None:
+    order = sorted(range(len(result.sparsity_ratios)), key=lambda j: result.sparsity_ratios[j])
+    x = [result.sparsity_ratios[j] for j in order]
+    y = [result.relative_accuracies[j] for j in order]
+    score = result.iis_text(3) if hasattr(result, "iis_text") else f"{result.iis:.3f}"
+    name = f"{label}: IIS {score}" if label else f"IIS {score}"
+    ax.plot(x, y, "o-", color=color, label=f"{name} (A0 {result.standard_accuracy:.3f})", clip_on=False)
+    ax.fill_between(x, y, alpha=shade, color=color)
+    spread = (getattr(result, "uncertainty", None) or {}).get("accuracies_sd")
+    if spread:
+        sd = [spread[j] / result.standard_accuracy for j in order]
+        ax.fill_between(
+            x, [a - d for a, d in zip(y, sd)], [a + d for a, d in zip(y, sd)], alpha=0.3, color=color, lw=0
+        )
 
 
 # ---------------------------------------------------------------------------- explanations

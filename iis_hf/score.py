@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_SPARSITY_RATIOS, HeadsConfig, validate_sparsity_ratios
+from .config import CHANCE_ALPHA, DEFAULT_SPARSITY_RATIOS, HeadsConfig, validate_sparsity_ratios
 from .files import write_json_atomic
+from .stats import above_chance, bootstrap_iis
+
+BOOTSTRAP_RESAMPLES = 1000  # resamples of the eval rows behind a result's confidence interval
+CONFIDENCE = 0.95
 
 __all__ = [
     "DEFAULT_SPARSITY_RATIOS",
@@ -67,15 +71,23 @@ ATTACHMENTS = ("heads", "probe", "concept_bank")  # live objects a result may ca
 
 @dataclass
 class IISResult:
-    """What `compute_iis` measured: the score, the curve behind it, and how it was obtained."""
+    """What `compute_iis` measured: the score, the curve behind it, and how it was obtained.
 
-    iis: float
+    `iis` is None when the score is undefined (`undefined_reason` says why: a standard accuracy not
+    above chance). With several seeds, `iis`, `accuracies` and `standard_accuracy` are means and
+    `uncertainty` holds the per-seed values, their standard deviation and a bootstrap interval.
+    """
+
+    iis: float | None
     standard_accuracy: float
     accuracies: list[float]
     sparsity_ratios: list[float]
     num_concepts: int | None = None
     num_classes: int | None = None
     best_epochs: list[int] | None = None
+    protocol: str | None = "converged"  # None: heads trained by the caller (`iis_from_predictions`)
+    uncertainty: dict[str, Any] | None = None
+    undefined_reason: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     heads: Any = field(default=None, repr=False, compare=False)  # attachments: see ATTACHMENTS
@@ -105,7 +117,25 @@ class IISResult:
         metrics = {f"{prefix}iis": self.iis, f"{prefix}iis_standard_accuracy": self.standard_accuracy}
         for ratio, accuracy in zip(self.sparsity_ratios, self.accuracies):
             metrics[f"{prefix}iis_accuracy_{ratio:g}"] = accuracy
+        if self.uncertainty is not None:
+            low, high = self.uncertainty["ci"]
+            metrics.update({f"{prefix}iis_ci_low": low, f"{prefix}iis_ci_high": high})
+            if self.uncertainty.get("sd") is not None:
+                metrics[f"{prefix}iis_sd"] = self.uncertainty["sd"]
         return metrics
+
+    def iis_text(self, digits: int = 4) -> str:
+        """The score as a person reads it: "0.9658 ± 0.0031 (95% CI 0.95-0.97)", or "undefined"."""
+        if self.iis is None:
+            return "undefined"
+        text = f"{self.iis:.{digits}f}"
+        uncertainty = self.uncertainty or {}
+        if uncertainty.get("sd") is not None:
+            text += f" ± {uncertainty['sd']:.{digits}f} (sd over {uncertainty['num_seeds']} seeds)"
+        low, high = uncertainty.get("ci") or (None, None)
+        if low is not None and math.isfinite(low):
+            text += f", {uncertainty['confidence']:.0%} CI [{low:.{digits}f}, {high:.{digits}f}]"
+        return text
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write the result as JSON through a temporary file, so a crash never leaves half a file."""
@@ -117,7 +147,11 @@ class IISResult:
         for r, a, rel in zip(self.sparsity_ratios, self.accuracies, self.relative_accuracies):
             lines.append(f"{r:>9.2f}  {a:>8.4f}  {rel:>6.3f}")
         lines.append(f"standard accuracy A0 = {self.standard_accuracy:.4f}")
-        lines.append(f"IIS = {self.iis:.4f}  (perfect on this grid: {self.max_iis:.4f})")
+        lines.append(
+            f"IIS = {self.iis_text()}  (perfect on this grid: {self.max_iis:.4f}; {self.protocol} protocol)"
+        )
+        if self.undefined_reason:
+            lines.append(self.undefined_reason)
         return "\n".join(lines)
 
     @property
@@ -209,45 +243,101 @@ def compute_iis(
         _as_labels(eval_labels, eval_features, "eval_labels"),
     )
     num_classes = _check_data(train_x, train_y, eval_x, eval_y, num_classes)
-    fit = fit_heads(
-        train_x,
-        train_y,
-        eval_x,
-        eval_y,
-        concepts,
-        num_classes=num_classes,
-        config=config,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
-    if fit.standard_accuracy <= 0:
-        raise ValueError("the standard probe reached 0% accuracy, so IIS is undefined; check the labels")
-    result = IISResult(
-        iis=inherent_interpretability_score(config.sparsity_ratios, fit.accuracies, fit.standard_accuracy),
-        standard_accuracy=fit.standard_accuracy,
-        accuracies=fit.accuracies,
-        sparsity_ratios=list(config.sparsity_ratios),
-        num_concepts=fit.heads.num_concepts,
-        num_classes=num_classes,
-        best_epochs=fit.best_epochs,
-        settings={
-            "heads": config.comparable(),
-            "seed": seed,
-            "data": {"num_train": int(train_y.shape[0]), "num_eval": int(eval_y.shape[0])},
-        },
-        metadata={
-            "selected_learning_rates": fit.learning_rates,
-            "standard_learning_rate": fit.standard_learning_rate,
-            "standard_best_epoch": fit.standard_best_epoch,
-            "probe_steps": fit.probe_steps,
-            "head_precision": fit.precision,
-        },
-    )
+    fits = [
+        fit_heads(
+            train_x,
+            train_y,
+            eval_x,
+            eval_y,
+            concepts,
+            num_classes=num_classes,
+            config=config,
+            seed=seed + offset,
+            device=device,
+            progress=progress,
+        )
+        for offset in range(config.num_seeds)
+    ]
+    result = result_of_fits(fits, config, seed, eval_y.numpy())
+    result.num_classes = num_classes
+    result.settings["data"] = {"num_train": int(train_y.shape[0]), "num_eval": int(eval_y.shape[0])}
     if return_heads:
-        result.heads, result.probe = fit.heads, fit.probe
-    warn_if_probe_is_weak(result)
+        result.heads, result.probe = fits[0].heads, fits[0].probe
+    if result.iis is not None:
+        warn_if_probe_is_weak(result)
     return result
+
+
+def result_of_fits(fits, config: HeadsConfig, seed: int, eval_labels: np.ndarray) -> IISResult:
+    """One `IISResult` from the fits of one or more seeds: means, spread, interval, chance test."""
+    ratios = list(config.sparsity_ratios)
+    accuracies = np.array([fit.accuracies for fit in fits])  # (S, R)
+    standard = np.array([fit.standard_accuracy for fit in fits])  # (S,)
+    per_seed = [
+        inherent_interpretability_score(ratios, acc, a0) if a0 > 0 else math.nan
+        for acc, a0 in zip(accuracies, standard)
+    ]
+    interval = bootstrap_iis(
+        ratios,
+        np.stack([fit.eval_probe_correct.numpy() for fit in fits]),
+        np.stack([fit.eval_heads_correct.numpy() for fit in fits]),
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        seed=seed,
+        confidence=CONFIDENCE,
+    )
+    first = fits[0]
+    result = IISResult(
+        iis=float(np.mean(per_seed)),
+        standard_accuracy=float(standard.mean()),
+        accuracies=accuracies.mean(0).tolist(),
+        sparsity_ratios=ratios,
+        num_concepts=first.heads.num_concepts,
+        best_epochs=first.best_epochs,
+        protocol=config.protocol,
+        uncertainty={
+            "num_seeds": len(fits),
+            "seeds": [seed + offset for offset in range(len(fits))],
+            "iis_per_seed": per_seed,
+            "sd": float(np.std(per_seed, ddof=1)) if len(fits) > 1 else None,
+            "accuracies_sd": accuracies.std(0, ddof=1).tolist() if len(fits) > 1 else None,
+            "standard_accuracy_sd": float(standard.std(ddof=1)) if len(fits) > 1 else None,
+            "ci": [interval.low, interval.high],
+            "confidence": CONFIDENCE,
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+        },
+        settings={"heads": config.comparable(), "seed": seed},
+        metadata={
+            "selected_learning_rates": first.learning_rates,
+            "standard_learning_rate": first.standard_learning_rate,
+            "standard_best_epoch": first.standard_best_epoch,
+            "probe_steps": first.probe_steps,
+            "head_precision": first.precision,
+        },
+    )
+    refuse_chance_level(result, eval_labels)
+    return result
+
+
+def refuse_chance_level(result: IISResult, eval_labels: np.ndarray) -> None:
+    """Make the IIS undefined when A0 is not clearly above the majority-class rate.
+
+    IIS is a ratio to A0: a representation the probe cannot classify better than by always naming
+    the most frequent class gets heads and probe both at chance, a ratio near 1, and an IIS near the
+    maximum. That number would mean nothing, so it is not given (one-sided binomial test, level
+    `CHANCE_ALPHA`).
+    """
+    n = int(eval_labels.shape[0])
+    test = above_chance(round(result.standard_accuracy * n), n, eval_labels)
+    result.metadata.update(chance_rate=test.chance_rate, chance_p_value=test.p_value)
+    if test.p_value >= CHANCE_ALPHA:
+        result.undefined_reason = (
+            f"IIS is undefined: the standard accuracy A0 = {result.standard_accuracy:.3f} is not clearly above "
+            f"chance (the majority class is {test.chance_rate:.3f} of the {n} eval images; binomial p = "
+            f"{test.p_value:.2g} >= {CHANCE_ALPHA}), so the representation does not separate the classes and a "
+            "score relative to A0 measures nothing; check the model (a constant or diverged output?), "
+            "or evaluate on more images"
+        )
+        result.iis = None
 
 
 def iis_from_predictions(
@@ -285,13 +375,22 @@ def iis_from_predictions(
             f"got {len(ratios)} sparsity ratios but predictions have {preds.shape[1]} columns: "
             "each row of predictions must hold one predicted label per sparsity ratio"
         )
-    a0 = _standard_accuracy(standard_predictions, standard_accuracy, refs)
-    accuracies = [float(np.mean(preds[:, j] == refs)) for j in range(len(ratios))]
+    a0, probe_rows = _standard_accuracy(standard_predictions, standard_accuracy, refs)
+    heads_rows = (preds == refs[:, None]).T  # (R, N)
+    accuracies = heads_rows.mean(1).tolist()
+    interval = bootstrap_iis(ratios, probe_rows[None], heads_rows[None], BOOTSTRAP_RESAMPLES, 0, CONFIDENCE)
     result = IISResult(
         iis=inherent_interpretability_score(ratios, accuracies, a0),
         standard_accuracy=a0,
         accuracies=accuracies,
         sparsity_ratios=ratios,
+        protocol=None,  # the caller trained the heads
+        uncertainty={
+            "num_seeds": 1,
+            "ci": [interval.low, interval.high],
+            "confidence": CONFIDENCE,
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+        },
         settings={"data": {"num_eval": int(refs.shape[0])}},
     )
     warn_if_probe_is_weak(result)
@@ -361,8 +460,11 @@ def float_rows(values, name: str) -> np.ndarray:
     return array
 
 
-def _standard_accuracy(standard_predictions, standard_accuracy, references: np.ndarray) -> float:
-    """A0 from the probe's predictions or given directly (exactly one of the two)."""
+def _standard_accuracy(
+    standard_predictions, standard_accuracy, references: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """A0 from the probe's predictions or given directly (exactly one of the two), and the per-row
+    correctness behind it (a constant A0 per row when only the number is known)."""
     given = standard_predictions is not None
     if given and standard_accuracy is not None:
         raise ValueError(
@@ -375,7 +477,8 @@ def _standard_accuracy(standard_predictions, standard_accuracy, references: np.n
             raise ValueError(
                 f"got {probe.shape[0]} standard_predictions for {references.shape[0]} references"
             )
-        a0 = float(np.mean(probe == references))
+        rows = (probe == references).astype(np.float64)
+        a0 = float(rows.mean())
     elif standard_accuracy is not None:
         try:
             a0 = float(standard_accuracy)
@@ -401,7 +504,7 @@ def _standard_accuracy(standard_predictions, standard_accuracy, references: np.n
             f"standard_accuracy must be > 0, got {a0}: IIS is relative to the standard accuracy, "
             "so the linear probe must get at least one sample right"
         )
-    return a0
+    return a0, rows if given else np.full(references.shape[0], a0)
 
 
 def _check_data(train_x, train_y, eval_x, eval_y, num_classes: int | None) -> int:
@@ -440,9 +543,16 @@ def _as_features(features, name: str):
         raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         tensor = tensor.float()
+    limit = torch.finfo(torch.float32).max
     for start in range(0, tensor.shape[0], 65536):
-        if not torch.isfinite(tensor[start : start + 65536]).all():
+        chunk = tensor[start : start + 65536]
+        if not torch.isfinite(chunk).all():
             raise ValueError(f"{name} contain NaN or inf values; check the model's precision or the inputs")
+        if chunk.numel() and float(chunk.abs().max()) > limit:
+            raise ValueError(
+                f"{name} reach {float(chunk.abs().max()):.3g}, beyond the float32 range ({limit:.3g}) the heads "
+                "compute in; rescale them (e.g. standardise) before scoring"
+            )
     return tensor
 
 

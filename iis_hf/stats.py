@@ -1,4 +1,4 @@
-"""Small statistics for reporting IIS experiments: correlations, bootstrap intervals, paired tests.
+"""Small statistics for IIS: uncertainty of a score, a chance test, and experiment reports.
 
 These are thin, documented wrappers over `scipy.stats` (scipy is installed with scikit-learn, a
 dependency of iis-hf) that fix the conventions used in `examples/reproduce_findings.py` and
@@ -25,13 +25,17 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "ChanceTest",
     "ConfidenceInterval",
+    "above_chance",
     "bootstrap_ci",
+    "bootstrap_iis",
     "correlation_summary",
     "paired_tests",
     "pearson",
     "permutation_pvalue",
     "spearman",
+    "trapezoid_weights",
 ]
 
 
@@ -235,3 +239,96 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict:
     w = wilcoxon(a, b)
     out.update(wilcoxon_statistic=float(w.statistic), wilcoxon_p=float(w.pvalue))
     return out
+
+
+# --------------------------------------------------------------------------------------- IIS itself
+def trapezoid_weights(sparsity_ratios: Sequence[float]) -> np.ndarray:
+    """Weights w with ``IIS = sum_r w_r * A(r) / A0`` (the trapezoid rule over the sorted ratios),
+    in the order the ratios are given."""
+    ratios = np.asarray(sparsity_ratios, dtype=np.float64)
+    order = np.argsort(ratios)
+    gaps = np.diff(ratios[order])
+    sorted_weights = np.zeros(ratios.size)
+    sorted_weights[:-1] += gaps / 2.0
+    sorted_weights[1:] += gaps / 2.0
+    weights = np.empty(ratios.size)
+    weights[order] = sorted_weights
+    return weights
+
+
+def bootstrap_iis(
+    sparsity_ratios: Sequence[float],
+    probe_correct: np.ndarray,
+    heads_correct: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> ConfidenceInterval:
+    """Percentile interval of the IIS over bootstrap resamples of the eval rows and over seeds.
+
+    Args:
+        probe_correct: (S, N) whether the probe of each of S seeds classifies eval row n correctly.
+        heads_correct: (S, R, N) the same for the head of each ratio.
+
+    Each resample draws N eval rows with replacement (one draw shared by every seed, so the seeds
+    are compared on the same rows) and gives one IIS per seed; the interval is taken over all
+    S x `n_resamples` values, so it covers both the eval set's sampling noise and the seeds' spread.
+    Resamples on which a probe gets nothing right (IIS undefined) are left out.
+
+    >>> ci = bootstrap_iis([0.0, 0.5], np.ones((1, 20), bool), np.ones((1, 2, 20), bool), n_resamples=50)
+    >>> round(ci.low, 3), round(ci.high, 3)
+    (0.5, 0.5)
+    """
+    probe = np.asarray(probe_correct, dtype=np.float64)
+    heads = np.asarray(heads_correct, dtype=np.float64)
+    if (
+        probe.ndim != 2
+        or heads.ndim != 3
+        or heads.shape[0] != probe.shape[0]
+        or heads.shape[2] != probe.shape[1]
+    ):
+        raise ValueError(
+            f"expected (S, N) and (S, R, N) correctness arrays, got {probe.shape} and {heads.shape}"
+        )
+    n = probe.shape[1]
+    rng = np.random.default_rng(seed)
+    # counts[b, i]: how often resample b drew row i; accuracies are then matrix products
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)]) / n
+    a0 = probe @ counts.T  # (S, B)
+    accuracies = np.einsum("srn,bn->srb", heads, counts)  # (S, R, B)
+    weights = trapezoid_weights(sparsity_ratios)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.einsum("r,srb->sb", weights, accuracies) / a0
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return ConfidenceInterval(math.nan, math.nan, 0)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return ConfidenceInterval(float(low), float(high), int(values.size))
+
+
+class ChanceTest(NamedTuple):
+    """Whether an accuracy is above the majority-class rate (one-sided exact binomial test)."""
+
+    chance_rate: float
+    p_value: float
+
+
+def above_chance(correct: int, total: int, labels: Sequence[int]) -> ChanceTest:
+    """Binomial test of `correct` successes in `total` trials against the majority-class rate of `labels`.
+
+    A classifier that always answers the most frequent class reaches that rate without looking at
+    the input; an accuracy not clearly above it says nothing about the representation.
+
+    >>> above_chance(10, 10, [0, 1] * 5).p_value < 0.01
+    True
+    >>> above_chance(5, 10, [0, 1] * 5).p_value > 0.5
+    True
+    """
+    from scipy.stats import binomtest
+
+    labels = np.asarray(labels).reshape(-1)
+    if total < 1 or labels.size == 0:
+        raise ValueError("the chance test needs at least one eval row")
+    rate = float(np.bincount(labels - labels.min()).max() / labels.size)
+    return ChanceTest(rate, float(binomtest(int(correct), int(total), rate, alternative="greater").pvalue))

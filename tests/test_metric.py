@@ -59,20 +59,17 @@ def _subprocess_env(**extra):
 
 def test_hand_computed_example(iis):
     out = iis.compute(predictions=P, references=Y, standard_predictions=S, sparsity_ratios=[0.0, 0.5])
-    assert out == {
-        "iis": 0.3125,
-        "iis_standard_accuracy": 1.0,
-        "iis_accuracy_0": 0.75,
-        "iis_accuracy_0.5": 0.5,
-    }
-    assert all(type(v) is float for v in out.values())  # scalars: a Trainer logs every one
+    ci = {k: out.pop(k) for k in ("iis_ci_low", "iis_ci_high")}
+    assert out == {"iis": 0.3125, "iis_standard_accuracy": 1.0, "iis_accuracy_0": 0.75, "iis_accuracy_0.5": 0.5}
+    assert ci["iis_ci_low"] <= 0.3125 <= ci["iis_ci_high"]  # a bootstrap interval over the 4 rows
+    assert all(type(v) is float for v in [*out.values(), *ci.values()])  # scalars: a Trainer logs every one
 
 
 def test_accuracies_follow_the_given_ratio_order(iis):
     out = iis.compute(
         predictions=[row[::-1] for row in P], references=Y, standard_predictions=S, sparsity_ratios=[0.5, 0.0]
     )
-    assert list(out) == ["iis", "iis_standard_accuracy", "iis_accuracy_0.5", "iis_accuracy_0"]
+    assert list(out)[:4] == ["iis", "iis_standard_accuracy", "iis_accuracy_0.5", "iis_accuracy_0"]
     assert accuracies(out, [0.5, 0.0]) == [0.5, 0.75]
     assert out["iis"] == 0.3125
 
@@ -407,7 +404,12 @@ def test_representations_config_scores_separable_features(iis_repr):
 
     x, y, c = _separable()
     out = iis_repr.compute(predictions=x, references=y, concepts=c, epochs=5)
-    assert set(out) == {"iis", "iis_standard_accuracy", *(f"iis_accuracy_{r:g}" for r in GRID)}
+    assert set(out) == {
+        "iis", "iis_standard_accuracy", *(f"iis_accuracy_{r:g}" for r in GRID), "iis_ci_low", "iis_ci_high",
+        "iis_protocol",
+    }  # fmt: skip
+    assert out.pop("iis_protocol") == "converged"
+    assert out["iis_ci_low"] <= out["iis"] <= out["iis_ci_high"]
     assert out["iis_standard_accuracy"] > 0.9
     assert 0.3 < out["iis"] < 1.1
     assert out["iis"] == pytest.approx(
@@ -425,7 +427,7 @@ def test_representations_concepts_as_list_tensor_bank_and_folder(iis_repr, tmp_p
     x, y, c = _separable()
     kwargs = {"epochs": 3, "sparsity_ratios": [0.0, 0.5, 0.9], "seed": 1}
     reference = iis_repr.compute(predictions=x, references=y, concepts=c, **kwargs)
-    assert list(reference)[2:] == ["iis_accuracy_0", "iis_accuracy_0.5", "iis_accuracy_0.9"]
+    assert list(reference)[2:5] == ["iis_accuracy_0", "iis_accuracy_0.5", "iis_accuracy_0.9"]
 
     bank = ConceptBank(vectors=torch.from_numpy(c), names=[f"concept {i}" for i in range(len(c))])
     bank.save_pretrained(tmp_path / "bank")

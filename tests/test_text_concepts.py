@@ -392,11 +392,8 @@ def test_a_text_bank_path_works_in_the_metric(tmp_path, probe, colour_bank):
         sparsity_ratios=[0.0, 0.5],
         epochs=5,
     )
-    assert 0.0 < scores["iis"] <= 0.5 + 1e-9 and sorted(scores)[1:] == [
-        "iis_accuracy_0",
-        "iis_accuracy_0.5",
-        "iis_standard_accuracy",
-    ]
+    assert 0.0 < scores["iis"] <= 0.5 + 1e-9
+    assert scores["iis_accuracy_0"] > 0 and "iis_accuracy_0.5" in scores and scores["iis_protocol"] == "converged"
 
 
 # ---------------------------------------------------------------------------- the tiny CLIP, end to end

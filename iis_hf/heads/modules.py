@@ -31,6 +31,26 @@ def uniform_init_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator)
     return tensor
 
 
+INIT_SCHEMES = ("uniform", "trunc_normal")
+
+
+def init_linear_(weight: torch.Tensor, bias: torch.Tensor, scheme: str, generator: torch.Generator) -> None:
+    """Initialise a linear layer's (weight, bias) from `generator`.
+
+    "uniform": PyTorch's default, U(+-1/sqrt(fan_in)) for both (iis-hf's default protocol);
+    "trunc_normal": weight ~ N(0, 0.02) truncated to [-2, 2], bias 0 (the published code's init).
+    """
+    if scheme == "uniform":
+        uniform_init_(weight, weight.shape[-1], generator)
+        uniform_init_(bias, weight.shape[-1], generator)
+    elif scheme == "trunc_normal":
+        with torch.no_grad():
+            nn.init.trunc_normal_(weight, std=0.02, a=-2.0, b=2.0, generator=generator)
+            bias.zero_()
+    else:
+        raise ValueError(f"init must be one of {INIT_SCHEMES}, got {scheme!r}")
+
+
 def ratio_seed(seed: int, sparsity_ratio: float) -> int:
     """A seed that depends on the seed and the ratio only, not on the rest of the grid.
 
@@ -84,7 +104,15 @@ class InterpretationHeads(nn.Module):
     (`forward_normalized`): this is what makes scoring cost little more than reading the features.
     """
 
-    def __init__(self, concepts, num_classes: int, sparsity_ratios: Sequence[float], seed: int = 0):
+    def __init__(
+        self,
+        concepts,
+        num_classes: int,
+        sparsity_ratios: Sequence[float],
+        seed: int = 0,
+        init: str = "uniform",
+        threshold_gradient: bool = False,
+    ):
         super().__init__()
         ratios = validate_sparsity_ratios(sparsity_ratios)
         if int(num_classes) < 2:
@@ -103,9 +131,9 @@ class InterpretationHeads(nn.Module):
         self.weight = nn.Parameter(torch.empty(len(ratios), int(num_classes), num_concepts))
         self.bias = nn.Parameter(torch.empty(len(ratios), int(num_classes)))
         for i, ratio in enumerate(ratios):
-            generator = ratio_generator(seed, ratio)
-            uniform_init_(self.weight.data[i], num_concepts, generator)
-            uniform_init_(self.bias.data[i], num_concepts, generator)
+            init_linear_(self.weight.data[i], self.bias.data[i], init, ratio_generator(seed, ratio))
+        # Training only: pass the published half gradient through each threshold element.
+        self.threshold_gradient = bool(threshold_gradient)
 
     @property
     def num_concepts(self) -> int:
@@ -125,7 +153,8 @@ class InterpretationHeads(nn.Module):
         if normalized.dim() == 2:
             normalized = normalized.unsqueeze(0)
         affine = normalized * self.norm_weight.unsqueeze(1) + self.norm_bias.unsqueeze(1)
-        return sparsify_stacked(affine, self.ks if affine.device.type == "cpu" else self.ks_index)
+        ks = self.ks if affine.device.type == "cpu" else self.ks_index
+        return sparsify_stacked(affine, ks, threshold_gradient=self.threshold_gradient)
 
     def classify(self, sparse: torch.Tensor) -> torch.Tensor:
         """(R, B, C) sparse activations -> (R, B, num_classes) logits."""
@@ -174,18 +203,20 @@ class LinearProbe(nn.Module):
     """The standard head: a linear classifier on standardised representations (A0 of the IIS).
 
     Standardising with the train mean/std lets Adam converge in the same budget as the heads,
-    whose LayerNorm does the same job; an unconverged probe inflates IIS (docs/METHOD.md).
+    whose LayerNorm does the same job; an unconverged probe inflates IIS (docs/METHOD.md). The
+    published probe reads raw representations: pass mean 0 and std 1 (and ``init="trunc_normal"``).
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int, seed: int = 0):
+    def __init__(
+        self, mean: torch.Tensor, std: torch.Tensor, num_classes: int, seed: int = 0, init: str = "uniform"
+    ):
         super().__init__()
         dim = mean.numel()
         self.register_buffer("mean", mean.reshape(1, dim).float())
         self.register_buffer("std", std.reshape(1, dim).float())
         self.classifier = nn.Linear(dim, int(num_classes))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + 999_999_937)
-        uniform_init_(self.classifier.weight.data, dim, generator)
-        uniform_init_(self.classifier.bias.data, dim, generator)
+        init_linear_(self.classifier.weight.data, self.classifier.bias.data, init, generator)
 
     def forward(self, representations: torch.Tensor) -> torch.Tensor:
         return self.classifier((representations.float() - self.mean) / self.std)

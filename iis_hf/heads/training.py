@@ -50,6 +50,8 @@ class HeadFit:
     probe_steps: int = 0
     precision: str = "fp32"
     history: list[dict] = field(default_factory=list)
+    eval_probe_correct: torch.Tensor | None = None  # (N,) bool: which eval rows the selected probe gets right
+    eval_heads_correct: torch.Tensor | None = None  # (R, N) bool: the same for each ratio's selected head
 
 
 def fit_heads(
@@ -147,15 +149,26 @@ class _HeadTraining:
             enabled=self.matmul_dtype is not None,
             cache_enabled=device.type != "cuda",  # a cache of casts cannot live across CUDA graph replays
         )
+        paper = config.protocol == "paper"
+        init = "trunc_normal" if paper else "uniform"
         self.stacks = [
-            InterpretationHeads(concepts, num_classes, config.sparsity_ratios, seed).to(device)
+            InterpretationHeads(
+                concepts, num_classes, config.sparsity_ratios, seed, init=init, threshold_gradient=paper
+            ).to(device)
             for _ in self.learning_rates
         ]
         # Learned concepts change with training: each batch (and each evaluation) then projects
         # through its stack's current selection instead of activations computed once.
         self.learned = self.stacks[0].trainable_concepts
-        mean, std = feature_moments(data.train)
-        self.probes = [LinearProbe(mean, std, num_classes, seed).to(device) for _ in self.learning_rates]
+        if paper:  # the published probe: raw representations, trained exactly as long as the heads
+            mean, std = torch.zeros(data.train.dim), torch.ones(data.train.dim)
+            self.probe_min_steps = 0
+        else:
+            mean, std = feature_moments(data.train)
+            self.probe_min_steps = config.probe_min_steps
+        self.probes = [
+            LinearProbe(mean, std, num_classes, seed, init=init).to(device) for _ in self.learning_rates
+        ]
         self._project_once()
         self.train_x = data.train.to_device(device)
         self.train_y, self.eval_y, self.select_y = (
@@ -235,12 +248,13 @@ class _HeadTraining:
         self.best_probes = [copy.deepcopy(p.state_dict()) for p in self.probes]
         self.history: list[dict] = []
         shuffle = torch.Generator().manual_seed(self.seed)
-        probe_epochs = max(config.epochs, -(-config.probe_min_steps // self.steps_per_epoch))
+        probe_epochs = max(config.epochs, -(-self.probe_min_steps // self.steps_per_epoch))
         probe_eval_every = max(1, (probe_epochs - config.epochs) // PROBE_EVALUATIONS)
         bar = tqdm(range(probe_epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
             heads_train = epoch < config.epochs
             self.train_epoch(torch.randperm(self.n, generator=shuffle), heads_train)
+            self.check_finite(epoch)
             last_epoch = epoch == probe_epochs - 1
             if not heads_train and not last_epoch and (epoch - config.epochs + 1) % probe_eval_every:
                 continue
@@ -251,7 +265,22 @@ class _HeadTraining:
         )
         fit.probe_steps = probe_epochs * self.steps_per_epoch
         fit.precision = "bf16" if self.matmul_dtype is not None else "fp32"
+        probe_rows, head_rows = correct_rows(
+            fit.probe, fit.heads, self.data.evaluation, self.eval_z, self.eval_y, self.device, self.autocast
+        )
+        fit.eval_probe_correct, fit.eval_heads_correct = probe_rows.cpu(), head_rows.cpu()
         return fit
+
+    def check_finite(self, epoch: int) -> None:
+        """Stop at the first epoch whose weights are not finite: a diverged fit scores nothing."""
+        for name, modules in (("standard probe", self.probes), ("interpretation heads", self.stacks)):
+            if not all(torch.isfinite(p).all() for module in modules for p in module.parameters()):
+                magnitude = max(float(chunk.abs().max()) for _, chunk in self.data.train.chunks())
+                raise ValueError(
+                    f"head training diverged: the {name}' weights became NaN or inf in epoch {epoch} "
+                    f"(learning rate {self.config.learning_rate}, largest |feature| {magnitude:.3g}); "
+                    "lower the learning rate, or check the features (rescale them, or extract in fp32)"
+                )
 
     def train_epoch(self, order: torch.Tensor, heads_train: bool) -> None:
         """One pass over the train rows in `order` (drawn on the CPU: the same on every device)."""
@@ -370,31 +399,44 @@ def copy_ratio_state(target: dict, source: dict, ratio_index: int) -> None:
 def evaluate(
     probe, stack, rows: Rows, normalized, labels, device, autocast=None
 ) -> tuple[float, list[float]]:
-    """Top-1 accuracy of the probe and (when `stack` is given) of each ratio's head, in chunks.
+    """Top-1 accuracy of the probe and (when `stack` is given) of each ratio's head."""
+    probe_correct, head_correct = correct_rows(probe, stack, rows, normalized, labels, device, autocast)
+    n = len(rows)
+    return probe_correct.sum().item() / n, (head_correct.sum(-1).double() / n).tolist()
+
+
+@torch.no_grad()
+def correct_rows(
+    probe, stack, rows: Rows, normalized, labels, device, autocast=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which rows the probe (N,) and each ratio's head (R, N) classify correctly, in chunks.
 
     `normalized` holds the rows' precomputed normalised activations, or is None for learned
     concepts, which are then projected through the stack's current (arg-max) selection.
     """
     if stack is not None and normalized is None:
+        was_training = stack.training
         stack.eval()
         try:
             normalized = project(stack.normalize, rows, device)
-            return evaluate(probe, stack, rows, normalized, labels, device, autocast)
+            return correct_rows(probe, stack, rows, normalized, labels, device, autocast)
         finally:
-            stack.train()
-    n = len(rows)
-    probe_correct = torch.zeros((), dtype=torch.long, device=device)
-    head_correct = torch.zeros(
-        len(stack.sparsity_ratios) if stack is not None else 0, dtype=torch.long, device=device
-    )
+            stack.train(was_training)
+    probe_rows, head_rows = [], []
     for start, chunk in rows.chunks(EVAL_CHUNK):
         y = labels[start : start + chunk.shape[0]]
         with autocast or contextlib.nullcontext():
-            probe_correct += (probe(chunk.to(device)).argmax(-1) == y).sum()
+            probe_rows.append(probe(chunk.to(device)).argmax(-1) == y)
             if stack is not None:
                 z = normalized[..., start : start + chunk.shape[0], :].to(device)
-                head_correct += (stack.predict_normalized(z) == y).sum(-1)
-    return probe_correct.item() / n, (head_correct.double() / n).tolist()
+                head_rows.append(stack.predict_normalized(z) == y)
+    num_heads = len(stack.sparsity_ratios) if stack is not None else 0
+    heads = (
+        torch.cat(head_rows, dim=-1)
+        if head_rows
+        else torch.zeros(num_heads, 0, dtype=torch.bool, device=device)
+    )
+    return torch.cat(probe_rows), heads
 
 
 def head_matmul_dtype(precision: str, device: torch.device) -> torch.dtype | None:

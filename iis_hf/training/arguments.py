@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 
 from ..config import (
     DEFAULT_SPARSITY_RATIOS,
+    PROTOCOLS,
     ConceptsConfig,
     HeadsConfig,
     ScoringConfig,
@@ -73,6 +74,17 @@ class IISTrainingArguments(TrainingArguments):
     iis_eval_epochs: int = field(
         default=HeadsConfig.epochs, metadata={"help": "epochs of head training for eval_iis"}
     )
+    iis_eval_protocol: str = field(
+        default=HeadsConfig.protocol,
+        metadata={
+            "help": "how eval_iis is measured: 'converged' (default) or 'paper'",
+            "choices": list(PROTOCOLS),
+        },
+    )
+    iis_eval_seeds: int = field(
+        default=HeadsConfig.num_seeds,
+        metadata={"help": "seeds of the eval_iis heads (eval_iis is their mean)"},
+    )
     iis_eval_max_train_samples: int = field(
         default=5000, metadata={"help": "training images whose features fit the eval_iis heads"}
     )
@@ -105,6 +117,7 @@ class IISTrainingArguments(TrainingArguments):
             "iis_num_concepts",
             "iis_images_per_class",
             "iis_eval_epochs",
+            "iis_eval_seeds",
             "iis_eval_max_train_samples",
         ):
             if getattr(self, name) < 1:
@@ -123,7 +136,12 @@ class IISTrainingArguments(TrainingArguments):
         """How `eval_iis` is measured: the same `ScoringConfig` `iis-hf score` would use."""
         return ScoringConfig(
             concepts=self.concepts_config(),
-            heads=HeadsConfig(sparsity_ratios=self.iis_eval_sparsity_ratios, epochs=self.iis_eval_epochs),
+            heads=HeadsConfig(
+                sparsity_ratios=self.iis_eval_sparsity_ratios,
+                epochs=self.iis_eval_epochs,
+                protocol=self.iis_eval_protocol,
+                num_seeds=self.iis_eval_seeds,
+            ),
             seed=self.seed,
             device=str(self.device),
             progress=False,

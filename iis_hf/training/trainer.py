@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,10 @@ class IISTrainer(Trainer):
         )
         result.metadata.update({"global_step": self.state.global_step, "epoch": self.state.epoch})
         self.last_iis_result = result
-        return result.to_metrics(prefix=f"{metric_key_prefix}_")
+        if result.iis is None:  # chance-level A0: no score (NaN keeps metric_for_best_model working)
+            warnings.warn(result.undefined_reason, UserWarning, stacklevel=2)
+        metrics = result.to_metrics(prefix=f"{metric_key_prefix}_")
+        return {k: float("nan") if v is None else v for k, v in metrics.items()}
 
     def representations_of(self, dataset):
         """Representations and labels of up to `iis_eval_max_train_samples` rows, gathered on all ranks."""

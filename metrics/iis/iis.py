@@ -65,12 +65,21 @@ Args:
     epochs (`int`, *optional*, "representations" only): training epochs of the probe and heads. Defaults to 30.
     batch_size (`int`, *optional*, "representations" only): defaults to 1024.
     learning_rate (`float`, *optional*, "representations" only): Adam learning rate. Defaults to 1e-2.
+    protocol (`str`, *optional*, "representations" only): "converged" (default: a standardised probe trained
+        to convergence) or "paper" (the published code's probe, initialisation and threshold gradient).
+    seeds (`int`, *optional*, "representations" only): train probe and heads with this many seeds; `iis` is
+        their mean and `iis_sd` their standard deviation. Defaults to 1.
 
 Returns (scalars only, so a `Trainer(compute_metrics=...)` logs every one):
     iis (`float`): the Inherent Interpretability Score; at most max(ratios) - min(ratios) when no
         head beats the probe.
     iis_standard_accuracy (`float`): A0.
     iis_accuracy_<r> (`float`): A(r) for each ratio r of `sparsity_ratios` (e.g. `iis_accuracy_0.9`).
+    iis_ci_low, iis_ci_high (`float`): a 95% bootstrap interval of the IIS over the eval rows (and seeds).
+    iis_sd (`float`, with seeds > 1): the standard deviation of the seeds' IIS.
+    iis_protocol (`str`, "representations" only): the protocol the heads were trained with.
+    In the "representations" config `iis` is None when the probe is not above chance (the score would
+    measure nothing).
 
 Examples:
 
@@ -82,8 +91,9 @@ Examples:
         ...     standard_predictions=[0, 1, 2, 2],
         ...     sparsity_ratios=[0.0, 0.5],
         ... )
-        >>> print(results)
-        {'iis': 0.3125, 'iis_standard_accuracy': 1.0, 'iis_accuracy_0': 0.75, 'iis_accuracy_0.5': 0.5}
+        >>> print(results)  # doctest: +NORMALIZE_WHITESPACE
+        {'iis': 0.3125, 'iis_standard_accuracy': 1.0, 'iis_accuracy_0': 0.75, 'iis_accuracy_0.5': 0.5,
+         'iis_ci_low': 0.125, 'iis_ci_high': 0.5}
 
     Example 2 - the published grid (8 columns, so sparsity_ratios may be left out) and a known A0:
         >>> iis_metric = evaluate.load("iis")
@@ -218,6 +228,8 @@ class Iis(evaluate.Metric):
         epochs=None,
         batch_size=None,
         learning_rate=None,
+        protocol=None,
+        seeds=None,
     ):
         """Returns the IIS, the standard accuracy and the accuracy at each ratio, as scalars."""
         options = {
@@ -227,6 +239,8 @@ class Iis(evaluate.Metric):
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
+            "protocol": protocol,
+            "seeds": seeds,
         }
         if self.config_name == "representations":
             if standard_accuracy is not None or standard_predictions is not None:
@@ -268,6 +282,8 @@ class Iis(evaluate.Metric):
         epochs,
         batch_size,
         learning_rate,
+        protocol,
+        seeds,
     ):
         if concepts is None:
             raise ValueError(
@@ -279,6 +295,8 @@ class Iis(evaluate.Metric):
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
+            "protocol": protocol,
+            "num_seeds": seeds,
         }
         config = ScoringConfig(
             heads=HeadsConfig(**{k: v for k, v in heads.items() if v is not None}),
@@ -292,4 +310,4 @@ class Iis(evaluate.Metric):
             config,
             eval_fraction=0.2 if eval_fraction is None else eval_fraction,
         )
-        return result.to_metrics()
+        return {**result.to_metrics(), "iis_protocol": result.protocol}
