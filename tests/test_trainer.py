@@ -165,6 +165,7 @@ def first_step_gradients(tmp_path, arch, batch, accumulation, bank):
         max_steps=1,
         max_grad_norm=0.0,
         iis_weight=0.5,
+        iis_refit_head=False,  # only the training step's micro-batches are recorded
     )
     collate = trainer.data_collator
 
@@ -370,6 +371,7 @@ def test_best_model_is_loaded_at_the_end_with_early_stopping(tmp_path):
         metric_for_best_model="iis",
         greater_is_better=True,
         save_total_limit=2,
+        iis_refit_head=False,  # the head must then be the best checkpoint's, untouched
     )
     trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=1))
     trainer.train()

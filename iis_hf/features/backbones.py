@@ -157,9 +157,13 @@ class _Holder:
         self.value: torch.Tensor | None = None
 
 
+# Where image-classification models keep the layer that turns the representation into logits.
+CLASSIFIER_NAMES = ("classifier", "cls_classifier", "head", "fc", "score")
+
+
 @contextlib.contextmanager
-def capture_classifier_input(model: nn.Module) -> Iterator[_Holder]:
-    """Record what ``model.classifier`` receives during forwards run inside the ``with`` block.
+def capture_classifier_input(model: nn.Module, representation_module: str | None = None) -> Iterator[_Holder]:
+    """Record what the model's classifier receives during forwards run inside the ``with`` block.
 
     ``holder.value`` is ``inputs[0].flatten(1)`` of the latest forward (gradients flow through it), so
     one forward gives both the logits and the representation::
@@ -167,27 +171,77 @@ def capture_classifier_input(model: nn.Module) -> Iterator[_Holder]:
         with capture_classifier_input(model) as holder:
             logits = model(pixel_values).logits
         features = holder.value
+
+    The classifier is found by `classifier_name`; `representation_module` names another submodule
+    whose input is the representation (``model.get_submodule(name)``).
     """
-    if not has_classifier(model):
+    name = classifier_name(model, representation_module)
+    if name is None:
         raise ValueError(
-            f"{type(model).__name__} has no `classifier` module whose input could be captured; "
-            "use pooled_representation() on its backbone instead"
+            f"{type(model).__name__} has no classifier layer iis-hf recognises (a submodule named "
+            f"{', '.join(CLASSIFIER_NAMES)}, or a timm model's get_classifier()): name the submodule whose "
+            "input is the representation with representation_module= (e.g. 'head')"
         )
-    classifier = model.classifier
     holder = _Holder()
 
     def hook(_module, inputs):
         holder.value = inputs[0].flatten(1)
 
-    handle = classifier.register_forward_pre_hook(hook)
+    handle = model.get_submodule(name).register_forward_pre_hook(hook)
     try:
         yield holder
     finally:
         handle.remove()
 
 
-def has_classifier(model: nn.Module) -> bool:
-    return isinstance(getattr(model, "classifier", None), nn.Module)
+def classifier_name(model: nn.Module, representation_module: str | None = None) -> str | None:
+    """The name of the submodule whose input is the representation, or None for a bare backbone.
+
+    In order: `representation_module` when given; the first of `CLASSIFIER_NAMES` that is a module
+    ending in a linear layer with ``config.num_labels`` outputs (``classifier`` of most models,
+    ``cls_classifier`` of DeiT with a teacher, ``head`` of SwiftFormer and PP-LCNet, ``score`` of
+    ImageGPT); a timm model's ``get_classifier()`` (`TimmWrapperForImageClassification`).
+    """
+    if representation_module:
+        try:
+            model.get_submodule(representation_module)
+        except AttributeError as err:
+            raise ValueError(
+                f"representation_module={representation_module!r} is not a submodule of {type(model).__name__}"
+            ) from err
+        return representation_module
+    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+    for name in CLASSIFIER_NAMES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module) and _is_classifier(module, num_labels, name):
+            return name
+    timm_model = getattr(model, "timm_model", None)
+    if timm_model is not None and callable(getattr(timm_model, "get_classifier", None)):
+        head = timm_model.get_classifier()
+        return next((f"timm_model.{n}" for n, m in timm_model.named_modules() if m is head and n), None)
+    return None
+
+
+def _is_classifier(module: nn.Module, num_labels: int | None, name: str) -> bool:
+    """A layer that maps to the labels: its last Linear has `num_labels` outputs (an Identity named
+    `classifier` when the model has no labels, as transformers builds it)."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return num_labels is None or linears[-1].out_features == num_labels
+    return name == "classifier" and isinstance(module, nn.Identity)
+
+
+def has_classifier(model: nn.Module, representation_module: str | None = None) -> bool:
+    return classifier_name(model, representation_module) is not None
+
+
+def classifier_input_dim(model: nn.Module, representation_module: str | None = None) -> int | None:
+    """The representation's width when it can be read off the classifier (its first Linear layer)."""
+    name = classifier_name(model, representation_module)
+    if name is None:
+        return None
+    linears = [m for m in model.get_submodule(name).modules() if isinstance(m, nn.Linear)]
+    return linears[0].in_features if linears else None
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

@@ -43,6 +43,7 @@ class IISHeadConfig:
         num_classes, num_concepts, in_features: its shape (`in_features`: the representation width).
         iis_weight: lambda in ``loss = CE(model) + lambda * CE(interpretation heads)``.
         pooling: which vector of the backbone is the representation ("classifier_input").
+        representation_module: the submodule whose input it is, when not the classifier found by name.
         base_model_name_or_path: the backbone the head was made for (informative).
         extra: keys of the file this release does not know, kept so that saving again loses nothing.
     """
@@ -53,6 +54,7 @@ class IISHeadConfig:
     in_features: int | None = None
     iis_weight: float = DEFAULT_IIS_WEIGHT
     pooling: str = "classifier_input"
+    representation_module: str | None = None
     base_model_name_or_path: str | None = None
     head_type: str = "InterpretationHeads"
     concept_bank: str = BANK_CONFIG_NAME

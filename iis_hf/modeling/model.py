@@ -28,7 +28,7 @@ from transformers.utils import ModelOutput
 from ..concepts import ConceptBank
 from ..config import ratio_index
 from ..features import capture_classifier_input
-from ..features.backbones import has_classifier
+from ..features.backbones import classifier_input_dim, has_classifier
 from ..files import read_safetensors, save_safetensors_atomic
 from ..heads import InterpretationHeads
 from ..hub import ArtefactHubMixin
@@ -73,6 +73,9 @@ class IISModelForImageClassification(
         iis_weight: lambda in ``loss = CE(model) + lambda * CE(interpretation heads)``.
         seed: initialises the heads (independently of the global RNG, so wrapping a model does
             not change the random stream a plain Trainer run would see).
+        representation_module: the submodule whose input is the representation, when the backbone's
+            classifier is not found by name (`iis_hf.features.backbones.classifier_name`: `classifier`,
+            `cls_classifier`, `head`, `fc`, `score`, a timm model's `get_classifier()`).
     """
 
     main_input_name = "pixel_values"
@@ -87,12 +90,14 @@ class IISModelForImageClassification(
         sparsity_ratios=(0.9,),
         iis_weight: float = DEFAULT_IIS_WEIGHT,
         seed: int = 0,
+        representation_module: str | None = None,
     ):
         super().__init__()
-        if not has_classifier(backbone) or not hasattr(backbone, "config"):
+        if not hasattr(backbone, "config") or not has_classifier(backbone, representation_module):
             raise ValueError(
-                f"{type(backbone).__name__} is not an image-classification model with a `classifier`; "
-                "load it with AutoModelForImageClassification"
+                f"{type(backbone).__name__} is not an image-classification model whose classifier iis-hf finds "
+                "(load it with AutoModelForImageClassification, or name the submodule whose input is the "
+                "representation with representation_module=)"
             )
         if not isinstance(concepts, ConceptBank):
             raise TypeError(f"concepts must be a ConceptBank, got {type(concepts).__name__}")
@@ -102,8 +107,9 @@ class IISModelForImageClassification(
         self.backbone = backbone
         self.concept_bank = concepts
         self.iis_weight = float(iis_weight)
+        self.representation_module = representation_module
         self.iis_head = InterpretationHeads(concepts, num_labels, sparsity_ratios, seed=seed)
-        in_features = representation_dim(backbone)
+        in_features = classifier_input_dim(backbone, representation_module)
         if in_features is not None and in_features != concepts.dim:
             raise ValueError(
                 f"the concept bank has dimension {concepts.dim} but {type(backbone).__name__} gives "
@@ -122,6 +128,18 @@ class IISModelForImageClassification(
     @property
     def name_or_path(self) -> str:
         return getattr(self.backbone, "name_or_path", "")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (what `transformers.pipeline` moves inputs to)."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def can_generate(self) -> bool:  # asked by transformers.pipeline
+        return False
 
     def gradient_checkpointing_enable(self, **kwargs):
         self.backbone.gradient_checkpointing_enable(**kwargs)
@@ -143,13 +161,14 @@ class IISModelForImageClassification(
             in_features=self.concept_bank.dim,
             iis_weight=self.iis_weight,
             base_model_name_or_path=self.name_or_path or None,
+            representation_module=self.representation_module,
         )
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool = True
     ) -> IISImageClassifierOutput:
-        with capture_classifier_input(self.backbone) as holder:
+        with capture_classifier_input(self.backbone, self.representation_module) as holder:
             logits = self.backbone(pixel_values=pixel_values, return_dict=True).logits
         representations = holder.value
         # The head runs in float32 even when the backbone autocasts (ResNet pools in bf16).
@@ -238,11 +257,14 @@ class IISModelForImageClassification(
         under checkpoint names that differ from the module's (e.g. ViT's fused attention), and only
         its loader converts them.
         """
-        try:
-            saved = type(self.backbone).from_pretrained(folder, config=self.backbone.config)
-        except OSError as err:
-            raise ValueError(f"{folder} holds no backbone weights ({err})") from err
-        self.backbone.load_state_dict(saved.state_dict(), strict=True)
+        if is_peft_model(self.backbone):
+            load_adapter_weights(self.backbone, folder)
+        else:
+            try:
+                saved = type(self.backbone).from_pretrained(folder, config=self.backbone.config)
+            except OSError as err:
+                raise ValueError(f"{folder} holds no backbone weights ({err})") from err
+            self.backbone.load_state_dict(saved.state_dict(), strict=True)
         self.load_head(folder)
 
     @classmethod
@@ -278,7 +300,13 @@ class IISModelForImageClassification(
                 f"the head predicts {config.num_classes} classes but the backbone has "
                 f"{getattr(backbone.config, 'num_labels', None)} labels: load the backbone the head was trained with"
             )
-        model = cls(backbone, bank, config.sparsity_ratios, iis_weight=config.iis_weight)
+        model = cls(
+            backbone,
+            bank,
+            config.sparsity_ratios,
+            iis_weight=config.iis_weight,
+            representation_module=config.representation_module,
+        )
         model.load_head(folder)
         return model.eval()
 
@@ -286,6 +314,29 @@ class IISModelForImageClassification(
     def _from_pretrained(cls, *, model_id: str, revision: str | None, token: str | None, **kwargs):
         """`ModelHubMixin`'s loading hook: the same as `from_pretrained(model_id)`."""
         return cls.from_pretrained(model_id, revision=revision, token=token)
+
+
+def is_peft_model(backbone: nn.Module) -> bool:
+    """A PEFT-wrapped backbone (`peft.PeftModel`): its checkpoint holds adapters, not full weights."""
+    return hasattr(backbone, "peft_config") and callable(getattr(backbone, "load_adapter", None))
+
+
+def load_adapter_weights(backbone: nn.Module, folder: str | os.PathLike) -> None:
+    """Load every adapter of a PEFT backbone from the folder its `save_pretrained` wrote (strict)."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    for name in backbone.peft_config:
+        where = Path(folder) if name == "default" else Path(folder) / name
+        try:
+            weights = load_peft_weights(str(where), device="cpu")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{where} holds no weights for the adapter {name!r} ({err})") from err
+        result = set_peft_model_state_dict(backbone, weights, adapter_name=name)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(
+                f"{where}: adapter weights that do not fit the model: {result.unexpected_keys[:5]}"
+            )
 
 
 def _load_backbone(name: str | os.PathLike, revision, token, kwargs) -> nn.Module:
@@ -297,10 +348,3 @@ def _load_backbone(name: str | os.PathLike, revision, token, kwargs) -> nn.Modul
         )
     except OSError as err:
         raise ValueError(f"cannot load the backbone from {str(name)!r}: {err}") from err
-
-
-def representation_dim(backbone: nn.Module) -> int | None:
-    """The classifier's input width when it can be read off the module (a Linear or a Sequential)."""
-    classifier = getattr(backbone, "classifier", None)
-    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)] if classifier is not None else []
-    return linears[0].in_features if linears else None

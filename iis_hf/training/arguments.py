@@ -8,6 +8,7 @@ at each evaluation onto a `HeadsConfig` (`iis_eval_sparsity_ratios`, `iis_eval_e
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -42,6 +43,30 @@ class IISTrainingArguments(TrainingArguments):
         default_factory=lambda: [0.9],
         metadata={
             "help": "sparsity ratios of the interpretation heads in the loss (the loss averages over them)"
+        },
+    )
+    iis_head_learning_rate: float | None = field(
+        default=1e-2,
+        metadata={
+            "help": "learning rate of the interpretation head (a new linear layer: the published heads use 1e-2); "
+            "None: the backbone's --learning_rate"
+        },
+    )
+    iis_head_weight_decay: float = field(
+        default=0.0, metadata={"help": "weight decay of the interpretation head"}
+    )
+    iis_refit_head: bool = field(
+        default=True,
+        metadata={
+            "help": "after training, refit the saved head on the final backbone's features with the scoring "
+            "recipe, so predictions from concepts use a converged head (--no_iis_refit_head: keep the trained one)"
+        },
+    )
+    iis_representation_module: str | None = field(
+        default=None,
+        metadata={
+            "help": "the backbone's submodule whose input is the representation (default: its classifier, found "
+            "by name)"
         },
     )
     iis_concepts: str = field(
@@ -111,6 +136,16 @@ class IISTrainingArguments(TrainingArguments):
             self.iis_eval_sparsity_ratios, self.iis_eval_ratios = self.iis_eval_ratios, None
         if self.iis_weight < 0:
             raise ValueError(f"iis_weight must be >= 0, got {self.iis_weight}")
+        if self.iis_head_learning_rate is not None and not (
+            math.isfinite(self.iis_head_learning_rate) and self.iis_head_learning_rate > 0
+        ):
+            raise ValueError(
+                f"iis_head_learning_rate must be a finite number > 0, got {self.iis_head_learning_rate}"
+            )
+        if not (math.isfinite(self.iis_head_weight_decay) and self.iis_head_weight_decay >= 0):
+            raise ValueError(
+                f"iis_head_weight_decay must be a finite number >= 0, got {self.iis_head_weight_decay}"
+            )
         self.iis_sparsity_ratios = validate_sparsity_ratios(self.iis_sparsity_ratios)
         self.iis_eval_sparsity_ratios = validate_sparsity_ratios(self.iis_eval_sparsity_ratios, minimum=2)
         for name in (

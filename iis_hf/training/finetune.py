@@ -31,7 +31,7 @@ from ..splits import stratified_split
 from .arguments import IISTrainingArguments
 from .checkpoints import last_complete_checkpoint
 from .trainer import IISTrainer
-from .transforms import ImageClassificationTransform, collate_fn
+from .transforms import AugmentationEpochs, ImageClassificationTransform, collate_fn, with_row_index
 
 logger = logging.getLogger(__name__)
 
@@ -353,6 +353,8 @@ def run(
         data[next(iter(data))], data_args.image_column_name, data_args.label_column_name
     )
     data = encode_labels(data, label_column)
+    # before any selection: on a split without an indices mapping the column costs no cache file
+    data["train"] = with_row_index(data["train"])
     train, evaluation = split_train_validation(data, data_args, label_column, training_args.seed)
     labels = list(train.features[label_column].names)
     if len(labels) < 2:
@@ -365,12 +367,9 @@ def run(
 
     model, image_processor = load_model_and_processor(model_args, labels)
     model = attach_saved_head(model, model_args, training_args)
+    # each row's augmentation is a function of (seed, epoch, row): a resumed run repeats it exactly
     train_transform = ImageClassificationTransform(
-        image_processor,
-        image_column,
-        label_column,
-        augment=True,
-        seed=training_args.seed + training_args.process_index,
+        image_processor, image_column, label_column, augment=True, seed=training_args.seed
     )
     eval_transform = ImageClassificationTransform(image_processor, image_column, label_column)
 
@@ -384,6 +383,7 @@ def run(
         # prototypes come from raw training images; the eval-time IIS heads from un-augmented ones
         concept_dataset=train.select_columns([image_column, label_column]),
         iis_fit_dataset=train.with_transform(eval_transform),
+        callbacks=[AugmentationEpochs(train_transform)],
     )
 
     metrics: dict[str, float] = {}

@@ -15,13 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, Trainer
+from tqdm.auto import tqdm
+from transformers import Trainer
 
 from ..concepts import ConceptBank
-from ..files import write_text_atomic
+from ..config import HeadsConfig
+from ..files import read_json, write_text_atomic
+from ..heads import fit_heads
 from ..modeling import IIS_FILES, IISModelForImageClassification
 from ..outputs import CURVE_NAME, RESULT_NAME
 from ..pipeline import build_concepts, score_representations
+from ..score import IISResult
 from ..splits import random_subset
 from .arguments import IISTrainingArguments
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
@@ -57,7 +61,9 @@ class IISTrainer(Trainer):
             args = IISTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, IISTrainingArguments):
             raise TypeError("IISTrainer needs IISTrainingArguments (a TrainingArguments subclass)")
-        if model is not None and not isinstance(model, IISModelForImageClassification):
+        if isinstance(model, IISModelForImageClassification):
+            apply_arguments(model, args)
+        elif model is not None:
             bank = concept_bank or concepts_for(
                 args,
                 model,
@@ -65,10 +71,14 @@ class IISTrainer(Trainer):
                 kwargs.get("processing_class"),
             )
             model = IISModelForImageClassification(
-                model, bank, args.iis_sparsity_ratios, iis_weight=args.iis_weight, seed=args.seed
+                model,
+                bank,
+                args.iis_sparsity_ratios,
+                iis_weight=args.iis_weight,
+                seed=args.seed,
+                representation_module=args.iis_representation_module,
             )
-        self.user_compute_metrics = kwargs.pop("compute_metrics", None)
-        super().__init__(model, args, *positional, compute_metrics=self.compute_iis_metrics, **kwargs)
+        super().__init__(model, args, *positional, **kwargs)
         # Have Trainer count the labels of all accumulated micro-batches (num_items_in_batch):
         # compute_loss divides the summed loss by that count, which keeps gradient accumulation
         # exact for every architecture (ResNet and CLIP scale their own loss wrongly under gradient
@@ -76,7 +86,8 @@ class IISTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self.iis_fit_dataset = iis_fit_dataset
         self.last_iis_result = None
-        self._collect_representations = False
+        self.saved_head_accuracy: dict | None = None
+        self._side: EvaluationSide | None = None  # what an evaluation collects beside Trainer's outputs
         self._loss_parts: torch.Tensor | None = None
 
     @property
@@ -86,6 +97,36 @@ class IISTrainer(Trainer):
         if isinstance(self.model, IISModelForImageClassification):
             return self.model
         return self.accelerator.unwrap_model(self.model)
+
+    # -- the optimizer -----------------------------------------------------------------------------
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, with the interpretation head in a group of its own.
+
+        The head is a freshly initialised linear layer over concept activations, not a pre-trained
+        backbone: at the backbone's learning rate (5e-5 by default) it barely moves. It trains at
+        `iis_head_learning_rate` (the published heads' 1e-2 by default) with `iis_head_weight_decay`
+        (0), following the same schedule shape (warm-up, decay) as the backbone.
+        """
+        created = self.optimizer is None and self.optimizer_cls_and_kwargs is None
+        optimizer = super().create_optimizer(model)
+        head = [p for p in self.iis_model.iis_head.parameters() if p.requires_grad]
+        if (
+            created
+            and head
+            and self.args.iis_head_learning_rate is not None
+            and hasattr(optimizer, "param_groups")
+        ):
+            ids = {id(p) for p in head}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in ids]
+            optimizer.add_param_group(
+                {
+                    "params": head,
+                    "lr": self.args.iis_head_learning_rate,
+                    "weight_decay": self.args.iis_head_weight_decay,
+                }
+            )
+        return optimizer
 
     # -- the loss ----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -131,6 +172,9 @@ class IISTrainer(Trainer):
 
     # -- evaluation --------------------------------------------------------------------------------
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Trainer's (loss, logits, labels), with the backbone's logits as `predictions` (so
+        `predict().predictions.argmax(-1)` works as with any classifier); the interpretation logits,
+        the representations and both accuracies are collected beside them (`EvaluationSide`)."""
         inputs = self._prepare_inputs(inputs)
         labels = inputs.get("labels")
         with torch.no_grad():
@@ -138,47 +182,41 @@ class IISTrainer(Trainer):
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
                 loss = loss.detach()
             else:
-                loss, outputs = None, model(**inputs)
+                loss, outputs = None, model(**{k: v for k, v in inputs.items() if k != "labels"})
+        if self._side is not None:
+            self._side.add(self.accelerator, outputs, labels)
         if prediction_loss_only:
             return loss, None, None
-        predictions = [outputs.logits.detach(), outputs.iis_logits.detach().transpose(0, 1)]
-        if self._collect_representations:
-            predictions.append(outputs.representations.detach().float())
-        return loss, tuple(predictions), labels
-
-    def compute_iis_metrics(self, eval_prediction: EvalPrediction) -> dict[str, float]:
-        """Standard accuracy, interpretation accuracy per loss ratio, then the user's metrics."""
-        logits, iis_logits = eval_prediction.predictions[:2]
-        labels = np.asarray(eval_prediction.label_ids)
-        metrics = {"accuracy": float((np.asarray(logits).argmax(-1) == labels).mean())}
-        for j, ratio in enumerate(self.iis_model.sparsity_ratios):
-            metrics[f"interpretation_accuracy_{ratio:g}"] = float(
-                (np.asarray(iis_logits)[:, j].argmax(-1) == labels).mean()
-            )
-        if self.user_compute_metrics is not None:
-            metrics.update(
-                self.user_compute_metrics(
-                    EvalPrediction(predictions=logits, label_ids=eval_prediction.label_ids)
-                )
-            )
-        return metrics
+        return loss, outputs.logits.detach(), labels
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
-        measure = self.args.iis_eval and description == "Evaluation" and not prediction_loss_only
-        self._collect_representations = measure
+        """Trainer's loop (one `compute_metrics` call, with the `EvalPrediction` a plain Trainer builds),
+        then the accuracies of the backbone and of each loss head, and IIS (`iis_eval`)."""
+        measure_iis = self.args.iis_eval and metric_key_prefix != "test" and description == "Evaluation"
+        self._side = EvaluationSide(keep_representations=measure_iis)
         try:
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
+            side, self._side = self._side, None
         finally:
-            self._collect_representations = False
-        if measure and output.label_ids is not None:
-            output.metrics.update(self.measure_iis(output, metric_key_prefix))
+            self._side = None
+        for key, value in side.accuracies(self.iis_model.sparsity_ratios).items():
+            output.metrics.setdefault(f"{metric_key_prefix}_{key}", value)
+        if measure_iis and side.num_rows:
+            output.metrics.update(self.measure_iis(*side.representations(), metric_key_prefix))
+        self.last_interpretation_logits = side.iis_logits()
         return output
 
-    def measure_iis(self, eval_output, metric_key_prefix: str) -> dict[str, float]:
+    def predict_from_concepts(self, test_dataset, ignore_keys=None) -> np.ndarray:
+        """Interpretation logits (N, R, num_labels) of `test_dataset`: the prediction of each loss
+        ratio's head (`predict()` gives the backbone's logits, as a plain Trainer does)."""
+        self.predict(test_dataset, ignore_keys=ignore_keys)
+        return self.last_interpretation_logits
+
+    def measure_iis(self, eval_features, eval_labels, metric_key_prefix: str) -> dict[str, float]:
         """Fit the interpretation heads on current train features, score them on the eval features.
 
         The scoring is `iis_hf.pipeline.score_representations` with `args.scoring_config()`: the
@@ -187,13 +225,15 @@ class IISTrainer(Trainer):
         train_features, train_labels = self.representations_of(self.iis_fit_dataset or self.train_dataset)
         if train_features is None:
             return {}
+        config = self.args.scoring_config()
+        config.progress = self.show_progress()
         result = score_representations(
             train_features,
             train_labels,
-            torch.as_tensor(eval_output.predictions[2]),
-            torch.as_tensor(eval_output.label_ids),
+            eval_features,
+            eval_labels,
             self.iis_model.concept_bank,
-            self.args.scoring_config(),
+            config,
             num_classes=int(self.iis_model.config.num_labels),
         )
         result.metadata.update({"global_step": self.state.global_step, "epoch": self.state.epoch})
@@ -203,8 +243,11 @@ class IISTrainer(Trainer):
         metrics = result.to_metrics(prefix=f"{metric_key_prefix}_")
         return {k: float("nan") if v is None else v for k, v in metrics.items()}
 
-    def representations_of(self, dataset):
-        """Representations and labels of up to `iis_eval_max_train_samples` rows, gathered on all ranks."""
+    def representations_of(self, dataset) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Representations and labels of up to `iis_eval_max_train_samples` rows, gathered on all ranks.
+
+        Its own pass over the data (no `compute_metrics`, no callbacks), with its own progress bar.
+        """
         if dataset is None:
             return None, None
         if len(dataset) > self.args.iis_eval_max_train_samples:
@@ -214,17 +257,25 @@ class IISTrainer(Trainer):
                 if hasattr(dataset, "select")
                 else torch.utils.data.Subset(dataset, rows.tolist())
             )
-        self._collect_representations = True
+        side = EvaluationSide(keep_representations=True)
+        model = self._wrap_model(self.model, training=False)  # as Trainer's own evaluation loop does
+        was_training = model.training
+        model.eval()
+        dataloader = self.get_eval_dataloader(dataset)
         try:
-            output = super().evaluation_loop(
-                self.get_eval_dataloader(dataset),
-                "IIS features",
-                prediction_loss_only=False,
-                metric_key_prefix="iis_fit",
-            )
+            for inputs in tqdm(
+                dataloader, desc="IIS features", unit="batch", disable=not self.show_progress(), leave=False
+            ):
+                inputs = self._prepare_inputs(inputs)
+                with torch.no_grad():
+                    outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+                side.add(self.accelerator, outputs, inputs.get("labels"))
         finally:
-            self._collect_representations = False
-        return torch.as_tensor(output.predictions[2]), torch.as_tensor(output.label_ids)
+            model.train(was_training)
+        return side.representations()
+
+    def show_progress(self) -> bool:
+        return not self.args.disable_tqdm and self.is_local_process_zero()
 
     # -- saving, resuming, the Hub -----------------------------------------------------------------
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None):
@@ -244,11 +295,74 @@ class IISTrainer(Trainer):
             problem = checkpoint_problem(resume_from_checkpoint)
             if problem:
                 raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
-        return super().train(
+        output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
         )
+        if self.args.iis_refit_head:
+            self.refit_head()
+        return output
+
+    def refit_head(self) -> dict | None:
+        """Refit the interpretation head on the final backbone's features with the scoring recipe.
+
+        The head trained along with the backbone chased a moving representation; explanations and
+        `ConceptClassifier` predict with the saved head, so it is refitted (the published recipe:
+        Adam at 1e-2, `iis_eval_epochs` epochs, the best epoch on the eval split, or on a held-out
+        part of train without one) on the features the saved backbone gives. Records, for the model
+        card, the accuracy of the trained and of the refitted head at each loss ratio.
+        """
+        model = self.iis_model
+        train_x, train_y = self.representations_of(self.iis_fit_dataset or self.train_dataset)
+        if train_x is None:
+            return None
+        eval_x, eval_y = (
+            self.representations_of(self.eval_dataset) if self.eval_dataset is not None else (None, None)
+        )
+        config = HeadsConfig(
+            sparsity_ratios=model.sparsity_ratios,
+            epochs=self.args.iis_eval_epochs,
+            model_selection="eval" if eval_x is not None else "holdout",
+        )
+        fit = fit_heads(
+            train_x,
+            train_y,
+            eval_x if eval_x is not None else train_x,
+            eval_y if eval_y is not None else train_y,
+            model.concept_bank,
+            num_classes=int(model.config.num_labels),
+            config=config,
+            seed=self.args.seed,
+            device=self.args.device,
+            progress=self.show_progress(),
+        )
+        trained = self.head_accuracies(eval_x, eval_y) if eval_x is not None else None
+        with torch.no_grad():
+            for name, tensor in fit.heads.state_dict().items():
+                model.iis_head.state_dict()[name].copy_(tensor)
+        self.saved_head_accuracy = {
+            "accuracies": {f"{r:g}": a for r, a in zip(model.sparsity_ratios, fit.accuracies)}
+            if eval_x is not None
+            else {},
+            "trained_head_accuracies": trained,
+            "how": "refitted on the final backbone's features with the scoring recipe"
+            + (" (accuracy on the eval split)" if eval_x is not None else ""),
+        }
+        return self.saved_head_accuracy
+
+    @torch.no_grad()
+    def head_accuracies(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Accuracy of the model's current head at each loss ratio on given representations."""
+        head = self.iis_model.iis_head
+        was_training = head.training
+        head.eval()
+        try:
+            logits = head(features.to(head.weight.device))
+        finally:
+            head.train(was_training)
+        correct = (logits.argmax(-1).cpu() == labels[None]).double().mean(-1)
+        return {f"{r:g}": float(a) for r, a in zip(self.iis_model.sparsity_ratios, correct)}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """The backbone in the standard format, IIS files beside it, arguments as JSON (no pickle)."""
@@ -269,8 +383,12 @@ class IISTrainer(Trainer):
             )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Backbone and head weights, and the last IIS measured (what the next save writes)."""
         target = self.accelerator.unwrap_model(model) if model is not None else self.iis_model
         target.load_checkpoint(resume_from_checkpoint)
+        report = Path(resume_from_checkpoint) / RESULT_NAME
+        if report.is_file():
+            self.last_iis_result = IISResult.from_dict(read_json(report, "IIS result"))
 
     def _load_best_model(self) -> None:
         self.iis_model.load_checkpoint(self.state.best_model_checkpoint)
@@ -359,3 +477,65 @@ def concepts_for(args: IISTrainingArguments, model, dataset, processing_class) -
     raw = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
     config.progress = not args.disable_tqdm
     return build_concepts(model, raw, config, image_processor=processing_class)
+
+
+def apply_arguments(model: IISModelForImageClassification, args: IISTrainingArguments) -> None:
+    """The arguments win over a pre-wrapped model's settings; what cannot change is an error."""
+    if list(model.sparsity_ratios) != list(args.iis_sparsity_ratios):
+        raise ValueError(
+            f"the model's interpretation head has ratios {model.sparsity_ratios} but iis_sparsity_ratios is "
+            f"{args.iis_sparsity_ratios}: pass iis_sparsity_ratios={model.sparsity_ratios} (or a plain backbone, "
+            "which IISTrainer wraps with a new head)"
+        )
+    model.iis_weight = float(args.iis_weight)
+
+
+class EvaluationSide:
+    """What IISTrainer collects in an evaluation beside Trainer's own outputs, gathered over processes.
+
+    Accuracies are counted on the device; the interpretation logits and the representations are
+    kept (on the CPU) only when asked for.
+    """
+
+    def __init__(self, keep_representations: bool):
+        self.keep_representations = keep_representations
+        self.correct: torch.Tensor | None = None  # (1 + R,) correct counts: backbone, then each head
+        self.num_rows = 0
+        self.logits: list[torch.Tensor] = []
+        self.features: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def add(self, accelerator, outputs, labels: torch.Tensor | None) -> None:
+        iis_logits = accelerator.gather_for_metrics(outputs.iis_logits.detach().transpose(0, 1).contiguous())
+        self.logits.append(iis_logits.float().cpu())
+        if labels is None:
+            return
+        logits = accelerator.gather_for_metrics(outputs.logits.detach())
+        labels = accelerator.gather_for_metrics(labels)
+        correct = torch.cat(
+            [(logits.argmax(-1) == labels)[None], (iis_logits.argmax(-1) == labels[:, None]).T]
+        )
+        counts = correct.sum(-1)
+        self.correct = counts if self.correct is None else self.correct + counts
+        self.num_rows += int(labels.shape[0])
+        if self.keep_representations:
+            self.features.append(
+                accelerator.gather_for_metrics(outputs.representations.detach().float()).cpu()
+            )
+            self.labels.append(labels.cpu())
+
+    def accuracies(self, sparsity_ratios) -> dict[str, float]:
+        if not self.num_rows:
+            return {}
+        counts = (self.correct.double() / self.num_rows).tolist()
+        metrics = {"accuracy": counts[0]}
+        metrics.update({f"interpretation_accuracy_{r:g}": a for r, a in zip(sparsity_ratios, counts[1:])})
+        return metrics
+
+    def representations(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.features:
+            return None, None
+        return torch.cat(self.features), torch.cat(self.labels)
+
+    def iis_logits(self) -> np.ndarray | None:
+        return torch.cat(self.logits).numpy() if self.logits else None

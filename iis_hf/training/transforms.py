@@ -11,6 +11,7 @@ import math
 import random
 
 import torch
+from transformers import TrainerCallback
 
 from ..images import load_image
 
@@ -73,14 +74,22 @@ def random_resized_crop(
     return image.resize((size[1], size[0]), resample=Image.BILINEAR, box=(left, top, left + w, top + h))
 
 
+ROW_INDEX = "__iis_row__"  # the column that tells the transform which row it is augmenting
+
+
 class ImageClassificationTransform:
     """A `Dataset.with_transform` callable: raw rows -> ``{"pixel_values", "labels"}``.
 
     With ``augment=True`` each image gets a random resized crop to the model's input size and a
     horizontal flip (probability 0.5), then the image processor rescales and normalises it (its
     resize and centre crop are switched off). Without, the processor does everything, exactly as
-    at inference. The random stream is seeded by `seed`; in DataLoader workers by `seed` and the
-    worker's own seed (which the DataLoader derives from the global seed), so runs are repeatable.
+    at inference.
+
+    When the dataset has a `ROW_INDEX` column (`with_row_index`), each row's crop and flip are a
+    function of (`seed`, `epoch`, row) alone: whatever order, process or DataLoader worker fetches
+    the rows, and however many were fetched ahead before a run was killed, a resumed run augments
+    every row of every epoch exactly as an uninterrupted one (`AugmentationEpochs` keeps `epoch`
+    current). Without the column the draws come from one stream seeded by `seed`.
     """
 
     def __init__(
@@ -91,12 +100,14 @@ class ImageClassificationTransform:
         self.label_column = label_column
         self.augment = augment
         self.seed = int(seed)
+        self.epoch = 0
         self.size = model_input_size(image_processor)
         self.no_resize = {k: False for k in ("do_resize", "do_center_crop") if hasattr(image_processor, k)}
         self._rng: random.Random | None = None
         self._rng_owner = None
 
     def rng(self) -> random.Random:
+        """The stream of rows without an index (in a worker, seeded by `seed` and the worker's seed)."""
         info = torch.utils.data.get_worker_info()
         owner = None if info is None else (info.id, info.seed)
         if self._rng is None or owner != self._rng_owner:
@@ -104,22 +115,49 @@ class ImageClassificationTransform:
             self._rng_owner = owner
         return self._rng
 
+    def row_rng(self, row: int) -> random.Random:
+        """The generator of one row's draws in the current epoch."""
+        return random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + int(row))
+
     def __call__(self, batch: dict) -> dict:
         images = [
             load_image(image, what=f"a value of column {self.image_column!r}")
             for image in batch[self.image_column]
         ]
         if self.augment:
-            from PIL.Image import Transpose
-
-            FLIP = Transpose.FLIP_LEFT_RIGHT
-            rng = self.rng()
-            images = [random_resized_crop(image, self.size, rng) for image in images]
-            images = [image.transpose(FLIP) if rng.random() < 0.5 else image for image in images]
+            rows = batch.get(ROW_INDEX)
+            generators = [self.row_rng(r) for r in rows] if rows is not None else [self.rng()] * len(images)
+            images = [augment(image, self.size, rng) for image, rng in zip(images, generators)]
             processed = self.image_processor(images=images, return_tensors="pt", **self.no_resize)
         else:
             processed = self.image_processor(images=images, return_tensors="pt")
         return {"pixel_values": list(processed["pixel_values"]), "labels": list(batch[self.label_column])}
+
+
+def augment(image, size: tuple[int, int], rng: random.Random):
+    """A random resized crop to `size`, then a horizontal flip with probability 0.5."""
+    from PIL.Image import Transpose
+
+    image = random_resized_crop(image, size, rng)
+    return image.transpose(Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
+
+
+def with_row_index(dataset):
+    """`dataset` with a `ROW_INDEX` column 0..N-1, so augmentations are a function of the row.
+
+    Add it before `select`/`train_test_split`: on a dataset with an indices mapping, datasets writes
+    the flattened table to a cache file in the dataset's folder first."""
+    return dataset.add_column(ROW_INDEX, list(range(len(dataset))))
+
+
+class AugmentationEpochs(TrainerCallback):
+    """Keeps an `ImageClassificationTransform`'s epoch in step with the Trainer's (also on resume)."""
+
+    def __init__(self, transform: ImageClassificationTransform):
+        self.transform = transform
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.transform.epoch = int(state.epoch + 1e-9) if state.epoch else 0
 
 
 def collate_fn(examples: list[dict]) -> dict[str, torch.Tensor]:

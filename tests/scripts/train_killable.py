@@ -13,7 +13,9 @@ MODE:
 18 training images in batches of 4 give 5 steps per epoch; 10 steps with a checkpoint every 2 steps,
 so checkpoints 2, 4, 6 and 8 fall in the middle of an epoch. The backbone has dropout, so a resumed run
 matches an uninterrupted one only if the RNG states were restored too. At the end the weights of
-backbone and head go to OUTPUT_DIR/final.safetensors.
+backbone and head go to OUTPUT_DIR/final.safetensors. With IIS_TEST_AUGMENT=1 the training images go
+through the fine-tuning run's random crops and flips (`ImageClassificationTransform`), whose draws must
+resume where they stopped too.
 """
 
 from __future__ import annotations
@@ -69,7 +71,28 @@ def main() -> None:
             return save_rng_state(self, checkpoint_dir)
 
         Trainer._save_rng_state = die_at_step
-    trainer = make_trainer(output_dir, model=dropout_vit(), **SETTINGS)
+    extra = {}
+    if os.environ.get("IIS_TEST_AUGMENT") == "1":
+        from conftest import tiny_image_processor
+        from trainer_utils import splits
+
+        from iis_hf.training.transforms import (
+            AugmentationEpochs,
+            ImageClassificationTransform,
+            collate_fn,
+            with_row_index,
+        )
+
+        train, evaluation = splits()
+        augment = ImageClassificationTransform(tiny_image_processor(), "image", "label", augment=True)
+        plain = ImageClassificationTransform(tiny_image_processor(), "image", "label")
+        extra = dict(
+            train=with_row_index(train).with_transform(augment), evaluation=evaluation.with_transform(plain)
+        )
+    trainer = make_trainer(output_dir, model=dropout_vit(), **extra, **SETTINGS)
+    if extra:
+        trainer.data_collator = collate_fn
+        trainer.add_callback(AugmentationEpochs(augment))
     if mode == "slow":
         trainer.add_callback(Sleep())
     trainer.train(resume_from_checkpoint=True if mode == "resume" else None)
