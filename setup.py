@@ -41,7 +41,14 @@ setup(
     ],
     extras_require={
         "app": ["gradio>=6.0"],  # iis-hf app: the web app
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "import-linter>=2.0", "selenium>=4.20", "peft>=0.13"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "ruff>=0.4",
+            "import-linter>=2.17",
+            "selenium>=4.20",
+            "peft>=0.13",
+        ],
         "reproduce": ["animal-shape-mnist==0.39"],  # examples/reproduce_findings.py's second data set
     },
     entry_points={"console_scripts": ["iis-hf=iis_hf.cli:main"]},

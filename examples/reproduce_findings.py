@@ -16,20 +16,31 @@ ConvNeXt, random-initialised from configs) are trained with a plain `transformer
 checkpoint is kept at several epochs (0 = the random initialisation). Every checkpoint is scored
 with `iis_hf.pipeline.score_representations` twice, with 200 prototype-patch concepts and with 200
 k-means cluster concepts; the standard accuracy A0 is the pipeline's converged linear probe.
-Finding 2: for each seed a ResNet is pre-trained briefly, then fine-tuned at the same budget with a
-plain `Trainer` and with `iis_hf.IISTrainer`; the settings of `iis_weight` and of the loss's
-sparsity ratios are swept. (This is the code path of `benchmarks/finetune_digits.py`, which imports
-its helpers from here.)
+Finding 2: a ResNet is fine-tuned at the same budget, seeds and data order with a plain `Trainer`
+and with `iis_hf.IISTrainer`, over a grid of `iis_weight` x `iis_head_learning_rate` (the
+interpretation head's own learning rate, always passed explicitly), in two kinds of scenario: *in
+domain* (per seed, pre-trained 1 epoch on the images it is then fine-tuned on) and *transfer*
+(pre-trained once on the other data set, then fine-tuned with a new, seeded classifier, as
+`from_pretrained(..., ignore_mismatched_sizes=True)` gives for new classes). Each setting is
+compared with the plain Trainer on the same seeds (paired t-test and Wilcoxon), with the p-values
+Holm-corrected over all settings. (`benchmarks/finetune_digits.py` imports its helpers from here.)
 
     python examples/reproduce_findings.py --output-dir reproduce_output --write-report docs/RESULTS.md
-    python examples/reproduce_findings.py --quick --output-dir reproduce_quick     # < 10 min on 2 CPU cores
+    python examples/reproduce_findings.py --quick --output-dir reproduce_quick     # a few minutes on 2 CPU cores
     python examples/reproduce_findings.py --smoke --output-dir /tmp/smoke           # seconds (the test)
+    python examples/reproduce_findings.py --skip-checkpoints --output-dir finding2  # finding 2 alone
+
+Merge the finding-2 run into an earlier run's report (statistics recomputed, nothing trained):
+
+    python examples/reproduce_findings.py --from-results docs/RESULTS.json
+        --finetuning-results finding2/results.json --output-dir reproduce_output
+        --write-report docs/RESULTS.md
 
 The output folder gets `results.json` (every checkpoint, run and statistic) and the figures
-(`finding1_<dataset>.png`, `finding2_<dataset>.png`, `finding2_sweep_<dataset>.png`,
-`finding3_<dataset>.png`). `--write-report PATH` also writes the Markdown report and copies the
-figures into `figures/` beside it; a block between the `reading:begin` / `reading:end` markers of
-an existing report is kept, so a hand-written reading survives a rerun.
+(`finding1_<dataset>.png`, `finding2_<scenario>.png`, `finding3_<dataset>.png`). `--write-report
+PATH` also writes the Markdown report and copies the figures into `figures/` beside it; a block
+between the `reading:begin` / `reading:end` markers of an existing report is kept, so a hand-written
+reading survives a rerun.
 """
 
 from __future__ import annotations
@@ -334,7 +345,7 @@ def train_with_checkpoints(
 
 
 def pretrain(data, seed: int, epochs: float, model_name: str = "resnet-s", device: str = "cpu"):
-    """The 'pre-trained backbone' of finding 2: a brief plain-Trainer run from a seeded init."""
+    """The 'pre-trained backbone' of finding 2: a plain-Trainer run from a seeded init."""
     names = data["train"].features["label"].names
     model = build_model(model_name, names, seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,7 +354,26 @@ def pretrain(data, seed: int, epochs: float, model_name: str = "resnet-s", devic
     return trainer.model.cpu().eval()
 
 
-def finetune(
+def with_new_classifier(model, label_names: list[str], seed: int, model_name: str = "resnet-s"):
+    """`model`'s weights for new classes: every weight but the classifier's, which is initialised
+    afresh (seeded), as `from_pretrained(..., ignore_mismatched_sizes=True)` does for a new head.
+
+    (Both data sets have 10 classes, so the sizes match and transformers would keep the old head;
+    the classifier is therefore rebuilt explicitly.)
+    """
+    fresh = build_model(model_name, label_names, seed)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    if unexpected or not missing or not all(k.startswith("classifier.") for k in missing):
+        raise ValueError(f"unexpected weights when replacing the classifier: {missing=} {unexpected=}")
+    return fresh.eval()
+
+
+HEAD_LEARNING_RATE = 1e-2  # IISTrainingArguments' default iis_head_learning_rate (the published heads')
+HEAD_WEIGHT_DECAY = 0.0  # IISTrainingArguments' default iis_head_weight_decay
+
+
+def finetune_run(
     backbone,
     data,
     seed: int,
@@ -353,21 +383,30 @@ def finetune(
     device: str = "cpu",
     num_concepts: int = 200,
     images_per_class: int = 10,
-):
-    """iis_weight None: plain Trainer; otherwise IISTrainer. Returns the fine-tuned backbone, seconds.
+    head_learning_rate: float = HEAD_LEARNING_RATE,
+    head_weight_decay: float = HEAD_WEIGHT_DECAY,
+    evaluate_head: bool = False,
+) -> dict:
+    """iis_weight None: plain Trainer; otherwise IISTrainer. Returns {"model", "seconds", "head_accuracy"}.
 
     Both start from a copy of `backbone` and train for the same epochs with the same arguments and
-    data order; IISTrainer's concepts are prototypes of the starting backbone.
+    data order; IISTrainer's concepts are prototypes of the starting backbone, its interpretation
+    head trains at `head_learning_rate` (its own optimizer group, `head_weight_decay`, the backbone's
+    schedule shape) and is not refitted at the end (`iis_refit_head=False`: the refit only changes
+    the saved head, not the backbone, and takes time). With `evaluate_head`, "head_accuracy" is the
+    trained head's test accuracy at each loss ratio (None for the plain Trainer).
     """
     model = copy_model(backbone)
     processor = demo_image_processor()
     collate = image_classification_collator(processor)
     started = time.perf_counter()
+    head_accuracy = None
     with tempfile.TemporaryDirectory() as tmp:
         if iis_weight is None:
             trainer = _plain_trainer(model, data, training_args(tmp, epochs, seed, device))
             trainer.train()
             tuned = trainer.model
+            seconds = time.perf_counter() - started
         else:
             from transformers import PrinterCallback
 
@@ -375,6 +414,9 @@ def finetune(
                 **training_args(tmp, epochs, seed, device),
                 iis_weight=iis_weight,
                 iis_sparsity_ratios=list(ratios),
+                iis_head_learning_rate=head_learning_rate,
+                iis_head_weight_decay=head_weight_decay,
+                iis_refit_head=False,
                 iis_num_concepts=num_concepts,
                 iis_images_per_class=images_per_class,
                 iis_eval=False,
@@ -389,7 +431,53 @@ def finetune(
             trainer.remove_callback(PrinterCallback)
             trainer.train()
             tuned = trainer.iis_model.backbone
-    return tuned.cpu().eval(), time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            if evaluate_head:
+                logits = trainer.predict_from_concepts(data["test"])  # (N, ratios, classes)
+                labels = np.asarray(data["test"]["label"])
+                head_accuracy = {
+                    str(r): float((logits[:, i].argmax(-1) == labels).mean()) for i, r in enumerate(ratios)
+                }
+    return {"model": tuned.cpu().eval(), "seconds": seconds, "head_accuracy": head_accuracy}
+
+
+def finetune(
+    backbone,
+    data,
+    seed: int,
+    epochs: float,
+    iis_weight: float | None,
+    ratios=(0.9,),
+    device: str = "cpu",
+    num_concepts: int = 200,
+    images_per_class: int = 10,
+    head_learning_rate: float = HEAD_LEARNING_RATE,
+):
+    """`finetune_run`, returning (the fine-tuned backbone, seconds)."""
+    out = finetune_run(
+        backbone,
+        data,
+        seed,
+        epochs,
+        iis_weight,
+        ratios,
+        device=device,
+        num_concepts=num_concepts,
+        images_per_class=images_per_class,
+        head_learning_rate=head_learning_rate,
+    )
+    return out["model"], out["seconds"]
+
+
+def classifier_accuracy(model, dataset, device: str = "cpu") -> float:
+    """Top-1 accuracy of the model's own classifier on `dataset`."""
+    processor = demo_image_processor()
+    features = extract_features(
+        model, dataset, image_processor=processor, batch_size=256, device=device, progress=False
+    )
+    head = copy.deepcopy(model.classifier).cpu().eval()
+    with torch.no_grad():
+        return float((head(features.features).argmax(-1) == features.labels).float().mean())
 
 
 # --------------------------------------------------------------------------------------- scoring
@@ -502,30 +590,78 @@ def run_checkpoint_grid(data, dataset: str, cfg, log) -> list[dict]:
     return rows
 
 
-def finetune_settings(cfg) -> list[tuple[float | None, tuple[float, ...]]]:
-    """(iis_weight, ratios) of every fine-tuning run: None is the plain Trainer."""
-    main = (cfg.iis_weight, tuple(cfg.iis_ratios))
-    sweep = [(w, tuple(cfg.iis_ratios)) for w in cfg.sweep_weights]
-    sweep += [(cfg.sweep_ratio_weight, tuple(r)) for r in cfg.sweep_ratios]
-    settings = [(None, (0.9,)), main]
-    for s in sweep:
-        if s not in settings:
-            settings.append(s)
+TRANSFER = "-to-"  # scenario "animals-to-digits": pre-trained on animals, fine-tuned on digits
+
+
+def scenario_datasets(name: str) -> tuple[str, str]:
+    """(source, target) of a finding-2 scenario: "digits" is (digits, digits), in domain."""
+    source, _, target = name.partition(TRANSFER)
+    return source, target or source
+
+
+def default_scenarios(datasets) -> list[str]:
+    """Each data set in domain, then each ordered pair of different data sets (transfer)."""
+    return list(datasets) + [f"{a}{TRANSFER}{b}" for a in datasets for b in datasets if a != b]
+
+
+def scenario_title(name: str) -> str:
+    source, target = scenario_datasets(name)
+    return f"{target}, pre-trained on {target}" if source == target else f"{target}, pre-trained on {source}"
+
+
+def finetune_settings(cfg) -> list[tuple[float | None, float | None, tuple[float, ...]]]:
+    """(iis_weight, head learning rate, ratios) of every fine-tuning run: the plain Trainer first
+    (weight and head learning rate None), then the grid head learning rate x iis_weight."""
+    ratios = tuple(cfg.iis_ratios)
+    settings = [(None, None, ratios)]
+    for lr in cfg.head_learning_rates:
+        for weight in cfg.iis_weights:
+            if (weight, lr, ratios) not in settings:
+                settings.append((weight, lr, ratios))
     return settings
 
 
-def run_finetuning(data, dataset: str, cfg, log) -> list[dict]:
-    """Finding 2: per seed, one pre-trained backbone fine-tuned by every setting (sweep: fewer seeds)."""
-    settings = finetune_settings(cfg)
-    main = settings[:2]
+def run_finetuning(data, scenario: str, cfg, log, source_data=None) -> tuple[list[dict], dict]:
+    """Finding 2 in one scenario: per seed, one starting model fine-tuned by every setting.
+
+    In domain (`source_data` None), each seed's starting model is pre-trained `cfg.pretrain_epochs`
+    on `data` itself from that seed's init. In transfer, one model is pre-trained
+    `cfg.transfer_pretrain_epochs` on `source_data` (seed `cfg.seed`), and each seed starts from it
+    with a new classifier for `data`'s classes initialised with that seed. Returns the runs and a
+    description of the starting models.
+    """
+    source, target = scenario_datasets(scenario)
+    names = data["train"].features["label"].names
+    info = {"scenario": scenario, "source": source, "target": target}
+    if source == target:
+        info["pretraining"] = {"epochs": cfg.pretrain_epochs, "images": len(data["train"]), "seeds": "each"}
+        pretrained = None
+    else:
+        if source_data is None:
+            raise ValueError(f"scenario {scenario!r} needs the {source} data to pre-train on")
+        t0 = time.perf_counter()
+        pretrained = pretrain(source_data, cfg.seed, cfg.transfer_pretrain_epochs, device=cfg.device)
+        info["pretraining"] = {
+            "epochs": cfg.transfer_pretrain_epochs,
+            "images": len(source_data["train"]),
+            "seed": cfg.seed,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "source_test_accuracy": classifier_accuracy(pretrained, source_data["test"], cfg.device),
+            "source_test_images": len(source_data["test"]),
+        }
+        log(
+            f"[{scenario}] pre-trained on {source}: test accuracy "
+            f"{info['pretraining']['source_test_accuracy']:.4f} ({info['pretraining']['seconds']:.0f} s)"
+        )
     runs = []
     for seed in cfg.seeds:
-        backbone = pretrain(data, seed, cfg.pretrain_epochs, device=cfg.device)
-        for weight, ratios in settings:
-            if (weight, ratios) not in main and seed not in cfg.sweep_seeds:
-                continue
-            tuned, seconds = finetune(
-                backbone,
+        if pretrained is None:
+            start = pretrain(data, seed, cfg.pretrain_epochs, device=cfg.device)
+        else:
+            start = with_new_classifier(pretrained, names, seed)
+        for weight, head_lr, ratios in finetune_settings(cfg):
+            out = finetune_run(
+                start,
                 data,
                 seed,
                 cfg.finetune_epochs,
@@ -534,9 +670,12 @@ def run_finetuning(data, dataset: str, cfg, log) -> list[dict]:
                 device=cfg.device,
                 num_concepts=cfg.num_concepts,
                 images_per_class=cfg.images_per_class,
+                head_learning_rate=head_lr if head_lr is not None else HEAD_LEARNING_RATE,
+                head_weight_decay=cfg.head_weight_decay,
+                evaluate_head=True,
             )
             figures = score_model(
-                tuned,
+                out["model"],
                 data,
                 seed=seed,
                 device=cfg.device,
@@ -548,26 +687,42 @@ def run_finetuning(data, dataset: str, cfg, log) -> list[dict]:
             proto = figures["concepts"]["prototype"]
             runs.append(
                 {
-                    "dataset": dataset,
+                    "scenario": scenario,
+                    "source": source,
+                    "dataset": target,
                     "seed": seed,
                     "iis_weight": weight,
+                    "head_learning_rate": head_lr,
                     "ratios": list(ratios),
-                    "seconds": round(seconds, 2),
+                    "seconds": round(out["seconds"], 2),
                     "accuracy": figures["accuracy"],
                     "iis": proto["iis"],
                     "probe_accuracy": proto["probe_accuracy"],
                     "interpretation_accuracy": proto["interpretation_accuracy"],
+                    "trained_head_accuracy": out["head_accuracy"],
                 }
             )
-            label = setting_label(weight, ratios)
-            log(f"[{dataset}] seed {seed} {label:<28} acc {figures['accuracy']:.4f}  IIS {proto['iis']:.4f}")
-    return runs
+            label = setting_label(weight, ratios, head_lr)
+            log(
+                f"[{scenario}] seed {seed} {label:<36} acc {figures['accuracy']:.4f}  IIS {proto['iis']:.4f}"
+                + (
+                    f"  trained head {out['head_accuracy'][str(ratios[0])]:.4f}"
+                    if out["head_accuracy"]
+                    else ""
+                )
+            )
+    return runs, info
 
 
-def setting_label(weight, ratios) -> str:
+def setting_label(weight, ratios, head_learning_rate=None) -> str:
     if weight is None:
         return "Trainer"
-    return f"IISTrainer λ={weight:g} ρ={','.join(f'{r:g}' for r in ratios)}"
+    label = f"IISTrainer λ={weight:g}"
+    if head_learning_rate is not None:
+        label += f" head lr={head_learning_rate:g}"
+    if tuple(ratios) != (0.9,):
+        label += f" ρ={','.join(f'{r:g}' for r in ratios)}"
+    return label
 
 
 # -------------------------------------------------------------------------------------- analysis
@@ -617,42 +772,103 @@ def analyse_checkpoints(rows: list[dict], cfg) -> dict:
     return out
 
 
-def analyse_finetuning(runs: list[dict], cfg) -> dict:
-    """Finding 2 per dataset: every setting against the plain Trainer on the same seeds (paired)."""
+def _setting_key(run: dict) -> tuple:
+    return (run["iis_weight"], run.get("head_learning_rate"), tuple(run["ratios"]))
+
+
+def analyse_finetuning(runs: list[dict], cfg=None, alpha: float = 0.05) -> dict:
+    """Finding 2 per scenario: every IISTrainer setting against the plain Trainer on the same seeds.
+
+    Paired t-test and Wilcoxon signed-rank test of accuracy and of IIS (`iis_hf.stats.paired_tests`),
+    then Holm's correction (`holm`) over every setting of every scenario, for each metric and each
+    test separately (the family of accuracy t-tests, of accuracy Wilcoxon tests, ...). A setting
+    reproduces finding 2 when its accuracy is 'higher' after the correction (both corrected p < alpha).
+    Settings are read from the runs themselves (so older results.json files are analysed too).
+    """
     out = {}
-    for dataset in sorted({r["dataset"] for r in runs}):
-        group = [r for r in runs if r["dataset"] == dataset]
+    for scenario in dict.fromkeys(r.get("scenario", r["dataset"]) for r in runs):
+        group = [r for r in runs if r.get("scenario", r["dataset"]) == scenario]
         plain = {r["seed"]: r for r in group if r["iis_weight"] is None}
-        settings = []
-        for weight, ratios in finetune_settings(cfg)[1:]:
-            mine = {
-                r["seed"]: r
-                for r in group
-                if r["iis_weight"] == weight and tuple(r["ratios"]) == tuple(ratios)
-            }
+        first = group[0]
+        entry = {
+            "scenario": scenario,
+            "source": first.get("source", first["dataset"]),
+            "target": first["dataset"],
+            "trainer": {
+                "seeds": sorted(plain),
+                **{
+                    metric: {
+                        "mean": statistics.mean(r[metric] for r in plain.values()),
+                        "sd": statistics.stdev(r[metric] for r in plain.values()) if len(plain) > 1 else 0.0,
+                    }
+                    for metric in ("accuracy", "iis")
+                    if plain
+                },
+            },
+            "settings": [],
+        }
+        for key in dict.fromkeys(_setting_key(r) for r in group if r["iis_weight"] is not None):
+            weight, head_lr, ratios = key
+            mine = {r["seed"]: r for r in group if r["iis_weight"] is not None and _setting_key(r) == key}
             seeds = sorted(set(mine) & set(plain))
             if len(seeds) < 2:
                 continue
-            entry = {
+            setting = {
                 "iis_weight": weight,
+                "head_learning_rate": head_lr,
                 "ratios": list(ratios),
-                "label": setting_label(weight, ratios),
-                "main": (weight, tuple(ratios)) == (cfg.iis_weight, tuple(cfg.iis_ratios)),
+                "label": setting_label(weight, ratios, head_lr),
                 "seeds": seeds,
             }
             for metric in ("accuracy", "iis"):
-                entry[metric] = paired_tests(
+                setting[metric] = paired_tests(
                     [mine[s][metric] for s in seeds], [plain[s][metric] for s in seeds]
                 )
-                entry[metric]["verdict"] = verdict(entry[metric])
-            settings.append(entry)
-        out[dataset] = {"settings": settings}
+            heads = [mine[s].get("trained_head_accuracy") for s in seeds]
+            if all(heads):
+                ratio = str(ratios[0])
+                setting["trained_head_accuracy"] = statistics.mean(h[ratio] for h in heads)
+            entry["settings"].append(setting)
+        out[scenario] = entry
+    family = [s for entry in out.values() for s in entry["settings"]]
+    for metric in ("accuracy", "iis"):
+        for test in ("t_p", "wilcoxon_p"):
+            adjusted = holm([s[metric].get(test) for s in family])
+            for s, p in zip(family, adjusted):
+                s[metric][f"{test}_holm"] = p
+        for s in family:
+            s[metric]["verdict_uncorrected"] = verdict(s[metric], alpha)
+            s[metric]["verdict"] = verdict(s[metric], alpha, corrected=True)
+    for s in family:
+        s["finding2"] = {
+            "higher": "reproduced",
+            "lower": "not reproduced (accuracy lower)",
+        }.get(s["accuracy"]["verdict"], "not reproduced (no detectable difference)")
     return out
 
 
-def verdict(test: dict, alpha: float = 0.05) -> str:
-    """'higher' / 'lower' when both paired tests reject at alpha, else 'no detectable difference'."""
-    ps = [test.get("t_p"), test.get("wilcoxon_p")]
+def holm(pvalues) -> list[float | None]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the order given.
+
+    The k-th smallest of m p-values is multiplied by (m - k + 1), then made non-decreasing and capped
+    at 1. A missing or NaN p-value (an undefined test) counts as 1 in the family and stays None.
+    """
+    raw = [p if p is not None and math.isfinite(p) else None for p in pvalues]
+    filled = [1.0 if p is None else float(p) for p in raw]
+    m = len(filled)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: filled[j])):
+        running = max(running, min(1.0, (m - rank) * filled[i]))
+        adjusted[i] = running
+    return [None if p is None else a for p, a in zip(raw, adjusted)]
+
+
+def verdict(test: dict, alpha: float = 0.05, corrected: bool = False) -> str:
+    """'higher' / 'lower' when both paired tests reject at alpha (with `corrected`: their
+    Holm-adjusted p-values), else 'no detectable difference'."""
+    suffix = "_holm" if corrected else ""
+    ps = [test.get(f"t_p{suffix}"), test.get(f"wilcoxon_p{suffix}")]
     if all(p is not None and math.isfinite(p) and p < alpha for p in ps):
         return "higher" if test["mean_difference"] > 0 else "lower"
     return "no detectable difference"
@@ -696,62 +912,51 @@ def plot_checkpoints(rows, dataset, models, path, y_of, ylabel, title):
     plt.close(fig)
 
 
-def plot_finetuning(runs, analysis, dataset, cfg, path_pairs, path_sweep):
+def plot_finetuning(runs, entry: dict, path) -> None:
+    """One scenario of finding 2: per setting, each seed's paired difference IISTrainer − Trainer
+    (dots) and their mean with a 95% t interval, for accuracy and IIS."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy.stats import t as student_t
 
-    group = [r for r in runs if r["dataset"] == dataset]
+    group = [r for r in runs if r.get("scenario", r["dataset"]) == entry["scenario"]]
     plain = {r["seed"]: r for r in group if r["iis_weight"] is None}
-    main = {
-        r["seed"]: r
-        for r in group
-        if r["iis_weight"] == cfg.iis_weight and tuple(r["ratios"]) == tuple(cfg.iis_ratios)
-    }
-    seeds = sorted(set(plain) & set(main))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    settings = entry["settings"]
+    labels = [s["label"].replace("IISTrainer ", "").replace(" head lr=", "\nhead lr ") for s in settings]
+    fig, axes = plt.subplots(1, 2, figsize=(4.2 + 1.5 * len(settings), 4.2))
     for ax, metric in zip(axes, ("accuracy", "iis")):
-        for s in seeds:
-            ax.plot([0, 1], [plain[s][metric], main[s][metric]], "-o", color="grey", alpha=0.6, markersize=4)
-        ax.plot(
-            [0, 1],
-            [np.mean([plain[s][metric] for s in seeds]), np.mean([main[s][metric] for s in seeds])],
-            "-s",
-            color="C3",
-            linewidth=2.5,
-            label="mean",
+        for x, s in enumerate(settings):
+            key = (s["iis_weight"], s.get("head_learning_rate"), tuple(s["ratios"]))
+            mine = {r["seed"]: r for r in group if r["iis_weight"] is not None and _setting_key(r) == key}
+            diffs = [mine[seed][metric] - plain[seed][metric] for seed in s["seeds"]]
+            jitter = np.linspace(-0.12, 0.12, len(diffs))
+            ax.scatter(x + jitter, diffs, s=12, color="grey", alpha=0.6, zorder=2)
+            test = s[metric]
+            half = (
+                student_t.ppf(0.975, test["n"] - 1) * test["sd_difference"] / math.sqrt(test["n"])
+                if test["n"] > 1
+                else 0.0
+            )
+            colour = {"higher": "C2", "lower": "C3"}.get(test["verdict"], "C0")
+            ax.errorbar(x, test["mean_difference"], yerr=half, fmt="s", color=colour, capsize=4, zorder=3)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(settings)), labels, fontsize=7)
+        ax.set_xlim(-0.5, len(settings) - 0.5)
+        ax.set_ylabel(f"Δ {'accuracy' if metric == 'accuracy' else 'IIS (prototypes)'}: IISTrainer − Trainer")
+        ax.set_title(
+            f"{scenario_title(entry['scenario'])}: {'accuracy' if metric == 'accuracy' else 'IIS'}",
+            fontsize=9,
         )
-        ax.set_xticks([0, 1], ["Trainer", setting_label(cfg.iis_weight, cfg.iis_ratios)])
-        ax.set_title(f"{dataset}: test {'accuracy' if metric == 'accuracy' else 'IIS (prototypes)'}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
     fig.suptitle(
-        f"{len(seeds)} seeds, equal budget; lines join runs from the same pre-trained backbone", fontsize=9
+        "dots: seeds (paired); squares: mean with 95% t interval\ngreen / red: higher / lower after Holm "
+        "correction (both tests); blue: no detectable difference",
+        fontsize=8,
     )
     fig.tight_layout()
-    fig.savefig(path_pairs, dpi=110)
-    plt.close(fig)
-
-    settings = analysis[dataset]["settings"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = [s["label"].replace("IISTrainer ", "") for s in settings]
-    for ax, metric in zip(axes, ("accuracy", "iis")):
-        means = [s[metric]["mean_difference"] for s in settings]
-        errs = [s[metric]["sd_difference"] / math.sqrt(s[metric]["n"]) for s in settings]
-        colours = [
-            "C2" if s[metric]["verdict"] == "higher" else "C3" if s[metric]["verdict"] == "lower" else "C7"
-            for s in settings
-        ]
-        ax.bar(range(len(settings)), means, yerr=errs, color=colours, capsize=3)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(settings)), labels, rotation=35, ha="right", fontsize=7)
-        ax.set_ylabel(f"Δ {metric} vs Trainer (mean ± s.e., paired)")
-        ax.set_title(f"{dataset}: IISTrainer − Trainer, {metric}")
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("green / red: both paired tests p < 0.05; grey: no detectable difference", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path_sweep, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -786,14 +991,12 @@ def make_figures(results: dict, output_dir: Path, cfg) -> list[str]:
             f"Finding 3: accuracy drop from the probe to the interpretation head at ratio {INTERPRETATION_RATIO:g}",
         )
         made.append(name)
-    for dataset, analysis in results["finding2"].items():
-        if not analysis["settings"]:
+    for scenario, entry in results["finding2"].items():
+        if not entry["settings"]:
             continue
-        pairs, sweep = f"finding2_{dataset}.png", f"finding2_sweep_{dataset}.png"
-        plot_finetuning(
-            results["finetuning"], results["finding2"], dataset, cfg, output_dir / pairs, output_dir / sweep
-        )
-        made += [pairs, sweep]
+        name = f"finding2_{scenario}.png"
+        plot_finetuning(results["finetuning"], entry, output_dir / name)
+        made.append(name)
     return made
 
 
@@ -907,6 +1110,167 @@ def extra_sections(runs: list[dict]) -> list[str]:
     return L
 
 
+def finetuning_provenance(results: dict) -> dict:
+    """The run finding 2 comes from: a merged `finetuning_run` (`--finetuning-results`), else the run."""
+    return results.get("finetuning_run") or results
+
+
+def _command_line(run: dict) -> str:
+    """The run's command, with the thread setting it ran under when it was not torch's default."""
+    env = run["environment"]
+    threads = env.get("omp_num_threads")
+    if threads is None and env.get("torch_threads") == 1 and (env.get("cpu_count") or 1) > 1:
+        threads = "1"  # runs from before omp_num_threads was recorded
+    return ("" if threads is None else f"OMP_NUM_THREADS={threads} ") + f"python {' '.join(run['command'])}"
+
+
+def _run_lines(run: dict, prefix: str = "") -> list[str]:
+    """Provenance bullets of one run: when, how long (per phase), where, with which versions."""
+    env, cfg = run["environment"], run["config"]
+    code = ""
+    if env.get("git_commit"):
+        code = f"; code: commit {env['git_commit'][:10]}" + (
+            " plus uncommitted changes" if env.get("git_dirty") else ""
+        )
+    lines = [
+        f"- {prefix}run finished {run['finished']}; total runtime **{run['runtime_seconds'] / 60:.1f} min** "
+        f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in run['phase_seconds'].items())}) on "
+        f"{env['machine']} with {env['cpu_count']} CPU cores (torch threads {env['torch_threads']}), "
+        f"device `{cfg['device']}`{code}.",
+        f"- {prefix}versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + f"; Python {env['python']} on {env['platform']}.",
+    ]
+    return lines if prefix else ["- " + line[2].upper() + line[3:] for line in lines]
+
+
+def _pp(test: dict, suffix: str = "") -> str:
+    return f"{_p(test.get('t_p' + suffix))} / {_p(test.get('wilcoxon_p' + suffix))}"
+
+
+def _diff(test: dict) -> str:
+    mean = test["mean_difference"]
+    return f"{0.0 if round(mean, 4) == 0 else mean:+.4f} ± {test['sd_difference']:.4f}"  # no "-0.0000"
+
+
+def _epochs(value) -> str:
+    return f"{value:g} epoch" + ("" if value == 1 else "s")
+
+
+def _lr(value) -> str:
+    return "backbone's" if value is None else f"{value:g}"
+
+
+def finding2_section(results: dict, rel: str) -> list[str]:
+    """The report's finding 2: design, the verdict of every setting, then each scenario's detail."""
+    analysis = {k: v for k, v in results["finding2"].items() if v["settings"]}
+    if not analysis:
+        return []
+    ft = finetuning_provenance(results)
+    ftc = ft["config"]
+    scenarios = ft.get("scenarios", {})
+    family = [s for entry in analysis.values() for s in entry["settings"]]
+    sizes = sorted({s["accuracy"]["n"] for s in family})
+    ratios = ",".join(f"{r:g}" for r in ftc.get("iis_ratios", [0.9]))
+    in_domain = [k for k in analysis if TRANSFER not in k]
+    transfer = [k for k in analysis if TRANSFER in k]
+    L = ["## Finding 2: fine-tuning with interpretability maximization\n"]
+    design = (
+        "A ResNet (`resnet-s`, 0.3M parameters) is fine-tuned from the same starting weights, for "
+        f"{_epochs(ftc['finetune_epochs'])}, with the same `TrainingArguments` (AdamW at lr 1e-3, weight decay 0.05, "
+        "cosine schedule with 10% warm-up, batch 32) and the same seed and data order, once with a plain `Trainer` "
+        "and once per setting with `IISTrainer`: loss = CE + λ · CE of the interpretation head at "
+        f"ρ = {ratios} over {ftc['num_concepts']} prototype concepts of the starting backbone. The head trains in its own "
+        "optimizer group at the stated **head lr** (`iis_head_learning_rate`, passed explicitly), weight decay "
+        f"{ftc.get('head_weight_decay', 0.0):g}, with the backbone's schedule shape, and is not refitted "
+        "(`iis_refit_head=False`: the refit changes only the saved head). Starting weights:"
+    )
+    L.append(design + "\n")
+    if in_domain:
+        L.append(
+            f"- *in domain* ({', '.join(f'`{k}`' for k in in_domain)}): per seed, a model pre-trained "
+            f"{_epochs(ftc['pretrain_epochs'])} with a plain `Trainer` from that seed's initialisation, on the "
+            "fine-tuning images themselves (the design of the earlier report);"
+        )
+    if transfer:
+        L.append(
+            f"- *transfer* ({', '.join(f'`{k}`' for k in transfer)}), the setting the paper studies: one model "
+            f"pre-trained {_epochs(ftc.get('transfer_pretrain_epochs', 0))} on the *other* data set's training split "
+            f"(seed {ftc['seed']}), then per seed a new classifier for the target's classes initialised with that "
+            "seed, every other weight pre-trained (what `from_pretrained(..., ignore_mismatched_sizes=True)` gives a "
+            "new head)."
+        )
+    L.append("")
+    L.append(
+        "Accuracy is the fine-tuned model's own classifier on the target's test images; IIS uses prototype "
+        "concepts of the fine-tuned backbone, scored as in finding 1; *trained head* is the loss head's own test "
+        f"accuracy at ρ = {ratios} (a check that the head learned). Δ = IISTrainer − Trainer on the same seed, "
+        "mean ± sd over seeds. p-values: two-sided paired t-test / Wilcoxon signed-rank test "
+        "(`iis_hf.stats.paired_tests`), raw and **Holm-corrected** (step-down, over all "
+        f"{len(family)} settings below, separately for each metric and each test). Verdict 'higher' / 'lower' "
+        "only when both corrected p < 0.05; finding 2 is *reproduced* in a setting when its accuracy is higher "
+        "after the correction. With n pairs the smallest two-sided Wilcoxon p is 2 / 2^n ("
+        + ", ".join(f"{2 / 2**n:.2g} for {n} seeds" for n in sizes)
+        + f"); Holm's correction multiplies the smallest p of the family by {len(family)}.\n"
+    )
+    L.append(
+        "| scenario | λ | head lr | seeds | Δ accuracy | p (t / W) | Holm p (t / W) | Δ IIS | Holm p (t / W) | "
+        "finding 2 |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for scenario, entry in analysis.items():
+        for st in entry["settings"]:
+            a, i = st["accuracy"], st["iis"]
+            L.append(
+                f"| {scenario_title(scenario)} | {st['iis_weight']:g} | {_lr(st['head_learning_rate'])} | {a['n']} | "
+                f"{_diff(a)} | {_pp(a)} | {_pp(a, '_holm')} | {_diff(i)} | {_pp(i, '_holm')} | "
+                f"{'**' + st['finding2'] + '**' if st['finding2'] == 'reproduced' else st['finding2']} |"
+            )
+    L.append("")
+    runs = results["finetuning"]
+    for scenario, entry in analysis.items():
+        L.append(f"### {scenario_title(scenario)}\n")
+        info = scenarios.get(scenario, {}).get("pretraining", {})
+        if "source_test_accuracy" in info:
+            L.append(
+                f"Starting model: pre-trained {_epochs(info['epochs'])} on {info['images']} {entry['source']} "
+                f"images (seed {info['seed']}, {info['seconds']:.0f} s); its accuracy on the "
+                f"{info['source_test_images']} {entry['source']} test images: {info['source_test_accuracy']:.4f}.\n"
+            )
+        L.append(f"![finding 2, {scenario}]({rel}/finding2_{scenario}.png)\n")
+        L.append(
+            "| setting | head lr | seeds | accuracy (mean ± sd) | Δ accuracy | p (t / W) | Holm p (t / W) | "
+            "IIS (mean ± sd) | Δ IIS | p (t / W) | Holm p (t / W) | trained head |"
+        )
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        plain = [
+            r
+            for r in runs
+            if r.get("scenario", r["dataset"]) == scenario
+            and r["iis_weight"] is None
+            and r["seed"] in entry["trainer"]["seeds"]
+        ]
+        L.append(
+            f"| Trainer | – | {len(plain)} | {_mean_sd(r['accuracy'] for r in plain)} | | | | "
+            f"{_mean_sd(r['iis'] for r in plain)} | | | | |"
+        )
+        for st in entry["settings"]:
+            a, i = st["accuracy"], st["iis"]
+            head = st.get("trained_head_accuracy")
+            L.append(
+                f"| {setting_label(st['iis_weight'], st['ratios'])} "
+                f"| {_lr(st['head_learning_rate'])} | {a['n']} | {a['mean_a']:.4f} ± {a['sd_a']:.4f} | {_diff(a)} | "
+                f"{_pp(a)} | {_pp(a, '_holm')} | {i['mean_a']:.4f} ± {i['sd_a']:.4f} | {_diff(i)} | {_pp(i)} | "
+                f"{_pp(i, '_holm')} | {'–' if head is None else f'{head:.4f}'} |"
+            )
+        L.append("")
+        L.append(
+            "(Each IISTrainer row is compared with the Trainer on the same seeds; the Trainer row is over "
+            "all of them.)\n"
+        )
+    return L
+
+
 def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
     """docs/RESULTS.md from results.json: tables, figures (copied beside it), provenance."""
     report_path = Path(report_path)
@@ -917,12 +1281,15 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
     data_path = report_path.with_suffix(".json")  # the numbers behind the report, beside it
     data_path.write_text(json.dumps(json_ready(results), indent=1, allow_nan=False), encoding="utf-8")
     rel = os.path.relpath(figures_dir, report_path.parent)
-    cfg, env = results["config"], results["environment"]
+    cfg = results["config"]
     kept = None
     if report_path.exists():
         text = report_path.read_text(encoding="utf-8")
         if READING_BEGIN in text and READING_END in text:
             kept = text[text.index(READING_BEGIN) : text.index(READING_END) + len(READING_END)]
+    ft = finetuning_provenance(results)
+    merged = ft is not results
+    source = "the runs' `results.json` files" if merged else "the run's `results.json`"
     L = []
     L.append("# Reproducing the paper's findings offline\n")
     L.append(
@@ -931,32 +1298,51 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
         "raises accuracy, and (3) stronger representations lose less accuracy when predictions come from "
         "interpretations. This report tests the three claims with `examples/reproduce_findings.py` on real "
         "images that ship inside Python packages (no network), with small models trained from scratch on "
-        "a CPU. Everything below is generated from the run's `results.json` except the reading, which is "
-        "written by hand for this run.\n"
+        f"a CPU. Everything below is generated from {source} except the reading, which is "
+        "written by hand for the measurements.\n"
     )
     L.append(
         f"The numbers behind every table are in [`{report_path.with_suffix('.json').name}`]"
-        f"({report_path.with_suffix('.json').name}) (the run's `results.json`).\n"
+        f"({report_path.with_suffix('.json').name}) ({source}{', merged' if merged else ''}).\n"
     )
     L.append("## How this was run\n")
+    if merged:
+        superseded = any("fine-tuning" in k for k in results["phase_seconds"])
+        L.append(
+            "Two runs: findings 1 and 3 come from the first, finding 2 from the second"
+            + (
+                " (the first run's fine-tuning phases measured an earlier finding 2, which the second run "
+                "replaces; its runs are not in this report's JSON)"
+                if superseded
+                else ""
+            )
+            + ".\n"
+        )
     L.append("```bash")
-    L.append(f"python {' '.join(results['command'])}")
+    L.append(_command_line(results))
+    if merged:
+        L.append(_command_line(ft))
     L.append("```\n")
+    if results.get("redraw_command"):
+        L.append(
+            "The report was then assembled from the runs' `results.json` (statistics recomputed, nothing trained):\n"
+        )
+        L.append("```bash")
+        L.append(f"python {' '.join(results['redraw_command'])}")
+        L.append("```\n")
+    L += _run_lines(results, "findings 1 and 3: " if merged else "")
+    if merged:
+        L += _run_lines(ft, "finding 2: ")
+    ftc = ft["config"]
     L.append(
-        f"- Run finished {results['finished']}; total runtime **{results['runtime_seconds'] / 60:.1f} min** "
-        f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in results['phase_seconds'].items())}) on "
-        f"{env['machine']} with {env['cpu_count']} CPU cores (torch threads {env['torch_threads']}), "
-        f"device `{cfg['device']}`."
-    )
-    L.append(
-        "- Versions: "
-        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-        + f"; Python {env['python']} on {env['platform']}."
-    )
-    L.append(
-        f"- Seeds: checkpoint models, concept sampling and k-means use seed {cfg['seed']}; "
-        f"fine-tuning seeds {cfg['seeds']} (sweep seeds {cfg['sweep_seeds']}); bootstrap "
-        f"{cfg['bootstrap']} resamples, seed {cfg['seed']}, percentile 95% intervals."
+        f"- Seeds: checkpoint models, concept sampling and k-means use seed {cfg['seed']}; fine-tuning "
+        f"seeds {ftc['seeds']}"
+        + (
+            f" (transfer pre-training: seed {ftc['seed']})"
+            if any(TRANSFER in sc for sc in ftc.get("scenarios", []))
+            else ""
+        )
+        + f"; bootstrap {cfg['bootstrap']} resamples, seed {cfg['seed']}, percentile 95% intervals."
     )
     L.append(
         f"- Scoring: {cfg['num_concepts']} concepts from {cfg['images_per_class']} training images per class "
@@ -970,8 +1356,8 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
         L.append(f"  - `{name}`: {info['description']}; train {info['train']}, test {info['test']} images.")
     L.append("")
     L.append(
-        "Reproduce a reduced version (one dataset, three models, fewer epochs and seeds) in under ten "
-        "minutes with `python examples/reproduce_findings.py --quick --output-dir reproduce_quick`.\n"
+        "Reproduce a reduced version (digits only, three models, fewer epochs and seeds) in a few minutes "
+        "with `python examples/reproduce_findings.py --quick --output-dir reproduce_quick`.\n"
     )
 
     # ----- finding 1
@@ -998,54 +1384,7 @@ def write_report(results: dict, report_path: Path, output_dir: Path) -> None:
         f"{len(results['checkpoints'])} checkpoints.\n"
     )
     # ----- finding 2
-    L.append("## Finding 2: fine-tuning with interpretability maximization\n")
-    L.append(
-        f"Per seed, a ResNet (`resnet-s`, 0.3M parameters) is pre-trained for {cfg['pretrain_epochs']:g} epoch(s) "
-        f"with a plain `Trainer`, then fine-tuned for {cfg['finetune_epochs']:g} epochs twice from the same "
-        "weights, with the same arguments and data order: with `Trainer`, and with `IISTrainer` "
-        "(loss = CE + λ · CE of the interpretation heads at the ratios ρ, prototype concepts of the "
-        "pre-trained backbone). Accuracy is the fine-tuned model's own classifier on the test images; IIS "
-        "uses prototype concepts of the fine-tuned backbone. Δ = IISTrainer − Trainer over the same seeds; "
-        "p-values: paired t-test and Wilcoxon signed-rank (two-sided, uncorrected for the number of "
-        "settings). Verdict 'higher'/'lower' only when both tests give p < 0.05. With n pairs the "
-        "smallest possible two-sided Wilcoxon p is 2 / 2^n: "
-        + ", ".join(
-            f"{2 / 2**n:.3g} for {n} seeds" for n in sorted({len(cfg["seeds"]), len(cfg["sweep_seeds"])})
-        )
-        + ".\n"
-    )
-    for dataset, analysis in results["finding2"].items():
-        if not analysis["settings"]:
-            continue
-        L.append(f"### {dataset}\n")
-        L.append(f"![finding 2, {dataset}]({rel}/finding2_{dataset}.png)\n")
-        L.append(f"![finding 2 sweep, {dataset}]({rel}/finding2_sweep_{dataset}.png)\n")
-        L.append(
-            "| setting | seeds | accuracy (mean ± sd) | Δ accuracy | p (t / W) | verdict | "
-            "IIS (mean ± sd) | Δ IIS | p (t / W) | verdict |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
-        runs = [r for r in results["finetuning"] if r["dataset"] == dataset]
-        first = analysis["settings"][0]
-        plain_seeds = first["seeds"] if first["main"] else sorted({r["seed"] for r in runs})
-        plain = [r for r in runs if r["iis_weight"] is None and r["seed"] in plain_seeds]
-        L.append(
-            f"| Trainer | {len(plain)} | {_mean_sd(r['accuracy'] for r in plain)} | | | | "
-            f"{_mean_sd(r['iis'] for r in plain)} | | | |"
-        )
-        for s in analysis["settings"]:
-            a, i = s["accuracy"], s["iis"]
-            label = f"**{s['label']}** (main)" if s["main"] else s["label"]
-            L.append(
-                f"| {label} | {a['n']} | {a['mean_a']:.4f} ± {a['sd_a']:.4f} | {a['mean_difference']:+.4f} | "
-                f"{_p(a['t_p'])} / {_p(a['wilcoxon_p'])} | {a['verdict']} | {i['mean_a']:.4f} ± {i['sd_a']:.4f} | "
-                f"{i['mean_difference']:+.4f} | {_p(i['t_p'])} / {_p(i['wilcoxon_p'])} | {i['verdict']} |"
-            )
-        L.append("")
-        L.append(
-            "(The Trainer row is over the main comparison's seeds; each sweep row is compared with the "
-            "Trainer on its own seeds.)\n"
-        )
+    L += finding2_section(results, rel)
 
     # ----- finding 3
     L.append("## Finding 3: stronger representations lose less through the interpretation\n")
@@ -1092,10 +1431,10 @@ PRESETS = {
         grid_train_size={"digits": None, "animals": 2000},
         test_size={"digits": None, "animals": 1000},
         finetune_train_size={"digits": 600, "animals": 1000},
-        seeds=list(range(10)),
-        sweep_seeds=list(range(6)),
-        sweep_weights=[0.1, 0.5, 1.0, 2.0],
-        sweep_ratios=[[0.5], [0.98], [0.5, 0.9, 0.98]],
+        seeds=list(range(12)),
+        iis_weights=[0.1, 1.0],
+        head_learning_rates=[1e-3, 1e-2],
+        transfer_pretrain_epochs=8.0,
         num_concepts=200,
         images_per_class=10,
         head_epochs=30,
@@ -1109,9 +1448,9 @@ PRESETS = {
         test_size={"digits": None, "animals": 500},
         finetune_train_size={"digits": 600, "animals": 600},
         seeds=list(range(5)),
-        sweep_seeds=list(range(3)),
-        sweep_weights=[0.1, 0.5, 1.0, 2.0],
-        sweep_ratios=[[0.5]],
+        iis_weights=[0.1, 1.0],
+        head_learning_rates=[1e-3, 1e-2],
+        transfer_pretrain_epochs=8.0,
         num_concepts=200,
         images_per_class=10,
         head_epochs=30,
@@ -1125,9 +1464,9 @@ PRESETS = {
         test_size={"digits": 60, "animals": 60},
         finetune_train_size={"digits": 120, "animals": 120},
         seeds=[0, 1],
-        sweep_seeds=[0, 1],
-        sweep_weights=[0.5],
-        sweep_ratios=[],
+        iis_weights=[0.5],
+        head_learning_rates=[1e-3, 1e-2],
+        transfer_pretrain_epochs=1.0,
         num_concepts=20,
         images_per_class=2,
         head_epochs=2,
@@ -1141,7 +1480,7 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="reduced version, under 10 minutes on 2 CPU cores")
+    mode.add_argument("--quick", action="store_true", help="reduced version, a few minutes on 2 CPU cores")
     mode.add_argument("--smoke", action="store_true", help="a tiny slice in seconds (for tests)")
     parser.add_argument("--output-dir", default="reproduce_output")
     parser.add_argument(
@@ -1150,21 +1489,26 @@ def parse_args(argv=None):
     parser.add_argument("--datasets", nargs="+", choices=DATASETS)
     parser.add_argument("--models", nargs="+", choices=MODELS + LARGE_MODELS)
     parser.add_argument("--epochs", type=int, nargs="+", help="checkpoint epochs (0 = initialisation)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (main comparison)")
-    parser.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds of the sweep settings")
-    parser.add_argument("--sweep-weights", type=float, nargs="+", help="iis_weight values at --iis-ratios")
+    parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (finding 2)")
     parser.add_argument(
-        "--sweep-ratios",
-        type=str,
-        nargs="*",
-        help="loss ratio sets at --sweep-ratio-weight, e.g. 0.5 0.5,0.9,0.98",
+        "--scenarios",
+        nargs="+",
+        help="finding 2's scenarios: a data set (in domain) or SOURCE-to-TARGET (transfer); default: every "
+        "data set of --datasets in domain, then every ordered pair",
     )
-    parser.add_argument("--sweep-ratio-weight", type=float, default=1.0)
+    parser.add_argument("--iis-weights", type=float, nargs="+", help="iis_weight values of the grid")
     parser.add_argument(
-        "--iis-weight", type=float, default=0.1, help="main setting (IISTrainingArguments' default)"
+        "--head-learning-rates",
+        type=float,
+        nargs="+",
+        help="iis_head_learning_rate values of the grid (the interpretation head's own learning rate)",
     )
-    parser.add_argument("--iis-ratios", type=float, nargs="+", default=[0.9])
-    parser.add_argument("--pretrain-epochs", type=float, default=1.0)
+    parser.add_argument("--head-weight-decay", type=float, default=HEAD_WEIGHT_DECAY)
+    parser.add_argument(
+        "--iis-ratios", type=float, nargs="+", default=[0.9], help="the loss's sparsity ratios"
+    )
+    parser.add_argument("--pretrain-epochs", type=float, default=1.0, help="in-domain pre-training epochs")
+    parser.add_argument("--transfer-pretrain-epochs", type=float, help="pre-training epochs on the source")
     parser.add_argument("--finetune-epochs", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of the checkpoint models")
     parser.add_argument("--num-concepts", type=int)
@@ -1182,6 +1526,12 @@ def parse_args(argv=None):
         help="redraw the figures and rewrite the report from a finished run's results.json (no training)",
     )
     parser.add_argument(
+        "--finetuning-results",
+        metavar="RESULTS_JSON",
+        help="with --from-results: take finding 2 (its runs and provenance) from this run's results.json "
+        "instead (e.g. a --skip-checkpoints run)",
+    )
+    parser.add_argument(
         "--extra-results",
         metavar="RESULTS_JSON",
         nargs="+",
@@ -1195,9 +1545,6 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    args.sweep_ratios = [
-        [float(x) for x in (r.split(",") if isinstance(r, str) else r)] for r in args.sweep_ratios
-    ]
     args.grid_train_size, args.test_size = preset["grid_train_size"], preset["test_size"]
     args.finetune_train_size = preset["finetune_train_size"]
     if args.device == "auto":
@@ -1206,9 +1553,17 @@ def parse_args(argv=None):
         parser.error("--extra-results needs --from-results (the main run they are reported beside)")
     if args.skip_finetuning and args.skip_checkpoints:
         parser.error("nothing to do: both --skip-finetuning and --skip-checkpoints")
-    missing = [s for s in args.sweep_seeds if s not in args.seeds]
-    if missing:
-        parser.error(f"--sweep-seeds {missing} are not among --seeds (the plain Trainer runs only those)")
+    if args.finetuning_results and not args.from_results:
+        parser.error("--finetuning-results needs --from-results (the run whose findings 1 and 3 it joins)")
+    if args.scenarios is None:
+        args.scenarios = default_scenarios(args.datasets)
+    for name in args.scenarios:
+        source, target = scenario_datasets(name)
+        if source not in DATASETS or target not in DATASETS:
+            parser.error(f"unknown scenario {name!r}: a data set of {DATASETS}, or SOURCE{TRANSFER}TARGET")
+        missing = {source, target} - set(args.datasets)
+        if missing and not args.from_results:
+            parser.error(f"scenario {name!r} needs --datasets to include {sorted(missing)}")
     return args
 
 
@@ -1240,14 +1595,38 @@ def environment() -> dict:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     return {
+        **code_revision(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "versions": versions,
     }
+
+
+def code_revision() -> dict:
+    """The checkout's commit, and whether tracked files differ from it (read-only git queries)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "git_dirty": bool(changes)}
 
 
 def dataset_description(name: str) -> str:
@@ -1260,22 +1639,54 @@ def dataset_description(name: str) -> str:
     )
 
 
-def redraw(results_path: Path, output_dir: Path, report: str | None, extra_results=()) -> dict:
+def redraw(
+    results_path: Path,
+    output_dir: Path,
+    report: str | None,
+    extra_results=(),
+    finetuning_results=None,
+    command: list[str] | None = None,
+) -> dict:
     """Statistics, figures (into output_dir) and, if asked, the report again from a run's results.json.
 
-    Nothing is trained or scored: the measurements (checkpoints, fine-tuning runs) are the run's own.
+    Nothing is trained or scored: the measurements (checkpoints, fine-tuning runs) are the runs' own.
+    With `finetuning_results`, finding 2 (runs, provenance) is taken from that run instead, and kept
+    in the written results as `finetuning_run`.
     """
     import types
 
     results = json.loads(results_path.read_text(encoding="utf-8"))
+    if finetuning_results:
+        other = json.loads(Path(finetuning_results).read_text(encoding="utf-8"))
+        if not other.get("finetuning"):
+            raise SystemExit(
+                f"{finetuning_results}: no fine-tuning runs (was it run with --skip-finetuning?)"
+            )
+        results["finetuning"] = other["finetuning"]
+        results["finetuning_run"] = {
+            key: other.get(key)
+            for key in (
+                "command",
+                "mode",
+                "config",
+                "environment",
+                "datasets",
+                "scenarios",
+                "phase_seconds",
+                "runtime_seconds",
+                "finished",
+            )
+        }
     saved = types.SimpleNamespace(**results["config"])
     # The statistics are recomputed from the stored measurements, so they follow this code.
     results["finding1_3"] = (
         analyse_checkpoints(results["checkpoints"], saved) if results["checkpoints"] else {}
     )
-    results["finding2"] = analyse_finetuning(results["finetuning"], saved) if results["finetuning"] else {}
+    results["finding2"] = analyse_finetuning(results["finetuning"]) if results["finetuning"] else {}
     results["figures"] = make_figures(results, output_dir, saved)
     results["extra_runs"] = extra_runs(extra_results)
+    if command:
+        results["redraw_command"] = command
     if report:
         write_report(results, Path(report), output_dir)
     return results
@@ -1319,7 +1730,14 @@ def main(argv=None) -> dict:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.from_results:
-        return redraw(Path(cfg.from_results), output_dir, cfg.write_report, cfg.extra_results)
+        return redraw(
+            Path(cfg.from_results),
+            output_dir,
+            cfg.write_report,
+            cfg.extra_results,
+            cfg.finetuning_results,
+            command=["examples/reproduce_findings.py", *(sys.argv[1:] if argv is None else argv)],
+        )
     started = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -1327,37 +1745,55 @@ def main(argv=None) -> dict:
         if not cfg.quiet:
             print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    checkpoints, runs, datasets = [], [], {}
+    checkpoints, runs, datasets, loaded, small, scenarios = [], [], {}, {}, {}, {}
     for dataset in cfg.datasets:
         t0 = time.perf_counter()
         data = load_named_dataset(
             dataset, cfg.grid_train_size[dataset], cfg.test_size[dataset], seed=cfg.seed
         )
+        loaded[dataset] = data
         datasets[dataset] = {
             "description": dataset_description(dataset),
             "train": len(data["train"]),
             "test": len(data["test"]),
             "finetune_train": min(cfg.finetune_train_size[dataset], len(data["train"])),
         }
+        small[dataset] = {
+            "train": data["train"].shuffle(seed=0).select(range(datasets[dataset]["finetune_train"])),
+            "test": data["test"],
+        }
         log(f"[{dataset}] train {len(data['train'])}, test {len(data['test'])}")
         if not cfg.skip_checkpoints:
             checkpoints += run_checkpoint_grid(data, dataset, cfg, log)
             phases[f"{dataset} checkpoints"] = time.perf_counter() - t0
-        if not cfg.skip_finetuning:
+    if not cfg.skip_finetuning:
+        for scenario in cfg.scenarios:
             t1 = time.perf_counter()
-            small = {
-                "train": data["train"].shuffle(seed=0).select(range(datasets[dataset]["finetune_train"])),
-                "test": data["test"],
-            }
-            runs += run_finetuning(small, dataset, cfg, log)
-            phases[f"{dataset} fine-tuning"] = time.perf_counter() - t1
+            source, target = scenario_datasets(scenario)
+            mine, info = run_finetuning(
+                small[target], scenario, cfg, log, source_data=loaded[source] if source != target else None
+            )
+            runs += mine
+            scenarios[scenario] = info
+            phases[f"fine-tuning {scenario}"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     config = {
         k: v
         for k, v in vars(cfg).items()
-        if k not in ("quick", "smoke", "quiet", "write_report", "output_dir", "from_results", "extra_results")
+        if k
+        not in (
+            "quick",
+            "smoke",
+            "quiet",
+            "write_report",
+            "output_dir",
+            "from_results",
+            "extra_results",
+            "finetuning_results",
+        )
     }
+    config["iis_refit_head"] = False  # finetune_run's IISTrainer runs: the backbone is what is compared
     results = {
         "command": ["examples/reproduce_findings.py", *(sys.argv[1:] if argv is None else argv)],
         "mode": cfg.mode,
@@ -1366,6 +1802,7 @@ def main(argv=None) -> dict:
         "datasets": datasets,
         "checkpoints": checkpoints,
         "finetuning": runs,
+        "scenarios": scenarios,
         "finding1_3": analyse_checkpoints(checkpoints, cfg) if checkpoints else {},
         "finding2": analyse_finetuning(runs, cfg) if runs else {},
     }

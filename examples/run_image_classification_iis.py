@@ -72,16 +72,13 @@ from Python.
 import os
 import sys
 
-from transformers import HfArgumentParser
-
-from iis_hf import IISTrainingArguments
-from iis_hf.training.finetune import DataTrainingArguments, ModelArguments, run
+from iis_hf.training.finetune import build_parser, run
 
 
 def main():
-    # See all possible arguments in transformers' TrainingArguments and iis_hf.IISTrainingArguments,
-    # or pass --help to this script.
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, IISTrainingArguments))
+    # transformers' HfArgumentParser over ModelArguments, DataTrainingArguments and
+    # iis_hf.IISTrainingArguments (TrainingArguments plus the --iis_* options); pass --help to see them.
+    parser = build_parser()
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         # A single argument ending in .json is a file holding all the arguments.
         model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
@@ -89,7 +86,7 @@ def main():
         model_args, data_args, training_args = parser.parse_args_into_dataclasses()
 
     # Load the data and the model, fine-tune with IISTrainer, evaluate (accuracy and IIS),
-    # save metrics and the model card or push everything to the Hub; see iis_hf/finetune.py.
+    # save metrics and the model card or push everything to the Hub; see iis_hf/training/finetune.py.
     metrics = run(model_args, data_args, training_args)
     return metrics
 

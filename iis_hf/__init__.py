@@ -21,7 +21,11 @@ _EXPORTS = {
     # the pipeline and its stages
     "score_model": "pipeline",
     "score_representations": "pipeline",
+    "score_models": "pipeline",
+    "compare_models": "compare",
+    "Leaderboard": "compare",
     "extract_features": "features",
+    "extract_features_of_models": "features",
     "ExtractedFeatures": "features",
     "ConceptBank": "concepts",
     "LearnedConcepts": "concepts",
@@ -47,11 +51,13 @@ _EXPORTS = {
     "load_image": "images",
     "metric_path": "metric_install",
     "install_metric": "metric_install",
+    "load_metric": "metric_install",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from .compare import Leaderboard, compare_models
     from .concepts import ConceptBank, LearnedConcepts, read_concept_words
     from .config import DEFAULT_SPARSITY_RATIOS, ConceptsConfig, ExtractionConfig, HeadsConfig, ScoringConfig
     from .data import load_digits_dataset
@@ -62,12 +68,12 @@ if TYPE_CHECKING:
         explain_prediction,
         iis_model_from_heads,
     )
-    from .features import ExtractedFeatures, extract_features
+    from .features import ExtractedFeatures, extract_features, extract_features_of_models
     from .heads import InterpretationHead, InterpretationHeads
     from .images import load_image
-    from .metric_install import install_metric, metric_path
+    from .metric_install import install_metric, load_metric, metric_path
     from .modeling import IISHeadConfig, IISModelForImageClassification
-    from .pipeline import score_model, score_representations
+    from .pipeline import score_model, score_models, score_representations
     from .score import IISResult, WeakProbeWarning, compute_iis, inherent_interpretability_score
     from .training import IISTrainer, IISTrainingArguments
 

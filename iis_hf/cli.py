@@ -1,4 +1,4 @@
-"""The `iis-hf` command: score, demo, explain, finetune, app, install-metric.
+"""The `iis-hf` command: score, compare, demo, explain, finetune, app, install-metric.
 
 The command line only parses: each subcommand maps its flags onto the settings of
 `iis_hf.config` and calls the library (`iis_hf.pipeline` for every score). Bad input ends with one
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -30,10 +31,29 @@ from .config import (
     HeadsConfig,
     ScoringConfig,
 )
+from .progress import bars_enabled, verbosity
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
-HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default ("(default: 30)"), except where the help already says
+    what the default is, and for on/off switches and options without a value by default (their help
+    says what happens without them). `tests/test_cli_help.py` holds every option to this."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or any(action.default is value for value in (None, False, argparse.SUPPRESS))  # `0 in (False,)`
+            or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        ):
+            return text
+        return super()._get_help_string(action)
+
+
+HELP_FORMAT = HelpFormatter
 
 
 class UsageError(ValueError):
@@ -46,15 +66,52 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    from .files import COMMITTED
+
+    written_before = len(COMMITTED)
     try:
-        return args.func(args) or 0
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        with verbosity(getattr(args, "verbosity", None) or args.global_verbosity or "normal"):
+            return args.func(args) or 0
+    except KeyboardInterrupt:
+        written = COMMITTED[written_before:]
+        outcome = f"{written[-1]} was written whole" if written else "no output was written"
+        print(f"iis-hf {args.command}: interrupted; {outcome}", file=sys.stderr)
+        return 130
+    except Exception as err:  # the error boundary: every expected failure is one line and exit code 2
+        message = error_message(err)
+        if message is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
         print(f"iis-hf {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"iis-hf {args.command}: interrupted; no output was written", file=sys.stderr)
-        return 130
+
+
+# Failures of bad input or of the machine (names, as some are not importable here: safetensors'
+# SafetensorError, pickle's UnpicklingError); anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (
+    "ValueError",
+    "KeyError",
+    "OSError",
+    "SafetensorError",
+    "UnpicklingError",
+    "RecursionError",
+)
+
+
+def error_message(err: BaseException) -> str | None:
+    """The one line an expected failure is reported with (None: not an expected failure)."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if not names & set(EXPECTED_ERRORS):
+        return None
+    if isinstance(err, RecursionError):
+        return "an input is nested too deeply to be read (a damaged or hostile JSON file?); re-create it"
+    if isinstance(err, OSError) and (err.errno is not None or err.filename is not None):
+        from .files import describe_os_error
+
+        return describe_os_error(err)
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ---------------------------------------------------------------------------- the parser
@@ -64,8 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the inherent interpretability (IIS) of Hugging Face vision models.",
     )
     parser.add_argument("--version", action="version", version=f"iis-hf {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show its full traceback above the one-line message"
+    )
+    add_verbosity_arguments(parser, dest="global_verbosity")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_score_command(commands)
+    add_compare_command(commands)
     add_explain_command(commands)
     add_install_metric_command(commands)
     add_demo_command(commands)
@@ -89,9 +151,34 @@ def add_score_command(commands) -> None:
         help="Hub dataset id, a save_to_disk folder, or a folder of images (imagefolder)",
     )
     add_output_dir_argument(score, required=True, help="folder for iis.json, iis_curve.png, concept_bank/")
+    add_overwrite_argument(score)
     add_data_arguments(score)
     add_scoring_arguments(score)
+    add_verbosity_arguments(score)
     score.set_defaults(func=cmd_score)
+
+
+def add_verbosity_arguments(parser, dest: str = "verbosity") -> None:
+    """`--quiet` / `--verbose` (`iis_hf.progress`): on every subcommand, and before it for all of them
+    (``iis-hf --quiet finetune ...``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest=dest,
+        action="store_const",
+        const="quiet",
+        help="no progress bars (iis-hf's, the Hub's, datasets', Trainer's) and only errors from the Hugging "
+        "Face libraries (default: bars shown; HF_HUB_DISABLE_PROGRESS_BARS=1 also hides them)",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest=dest,
+        action="store_const",
+        const="verbose",
+        help="info logs from transformers, datasets and evaluate (default: their own levels)",
+    )
 
 
 def add_output_dir_argument(parser, *, required: bool, help: str, default: str | None = None) -> None:
@@ -103,7 +190,9 @@ def add_output_dir_argument(parser, *, required: bool, help: str, default: str |
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset-config", default=None, help="dataset configuration name (Hub datasets)")
+    data.add_argument(
+        "--dataset-config", default=None, help="dataset configuration name (Hub datasets; default: none)"
+    )
     data.add_argument("--train-split", default="train", help="the split the heads and concepts are fitted on")
     data.add_argument(
         "--eval-split",
@@ -116,8 +205,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--image-column", default=None, help="default: detected (the datasets.Image column)")
     data.add_argument("--label-column", default=None, help="default: detected (the ClassLabel column)")
-    data.add_argument("--max-train-samples", type=int, default=None, help="a random subset (seeded) of train")
-    data.add_argument("--max-eval-samples", type=int, default=None, help="a random subset (seeded) of eval")
+    data.add_argument(
+        "--max-train-samples", type=int, default=None, help="a random subset (seeded) of train (default: all)"
+    )
+    data.add_argument(
+        "--max-eval-samples", type=int, default=None, help="a random subset (seeded) of eval (default: all)"
+    )
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -146,7 +239,7 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     concepts.add_argument(
         "--concept-bank",
         default=None,
-        help="use an existing ConceptBank (folder or Hub id) instead of building one",
+        help="use an existing ConceptBank (folder or Hub id) instead of building one (default: build one)",
     )
     concepts.add_argument(
         "--num-concepts", type=int, default=ConceptsConfig.num_concepts, help="C, the number of concepts"
@@ -218,19 +311,7 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
         default=HeadsConfig.model_selection,
         help="'eval': best eval epoch (published); 'holdout': chosen on part of train; 'last': the last epoch",
     )
-    heads.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=HeadsConfig.protocol,
-        help="'converged': a standardised probe trained to convergence (iis-hf's default); 'paper': the "
-        "published code's probe, initialisation and threshold gradient (comparable with the paper's tables)",
-    )
-    heads.add_argument(
-        "--seeds",
-        type=int,
-        default=HeadsConfig.num_seeds,
-        help="train probe and heads with this many seeds; IIS is their mean, reported with its sd",
-    )
+    add_protocol_arguments(heads)
     heads.add_argument(
         "--allow-chance",
         action="store_true",
@@ -254,7 +335,9 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--pooling", choices=POOLINGS, default="default", help="how a hidden state becomes one vector"
     )
-    run.add_argument("--cache-dir", default=None, help="reuse extracted features across runs")
+    run.add_argument(
+        "--cache-dir", default=None, help="reuse extracted features across runs (default: no cache)"
+    )
     run.add_argument(
         "--chunk-size",
         type=int,
@@ -263,7 +346,9 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     run.add_argument("--seed", type=int, default=0, help="seeds data subsets, prototypes and head training")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument(
+        "--no-progress", action="store_true", help="hide iis-hf's progress bars (--quiet: all bars)"
+    )
 
 
 # Which flag sets which setting, so a setting's error names the flag the user typed.
@@ -297,11 +382,16 @@ def scoring_config(args: argparse.Namespace) -> ScoringConfig:
     try:
         return _scoring_config(args)
     except ValueError as err:
-        message = str(err)
-        for setting, flag in FLAGS.items():
-            if message.startswith(setting + " "):
-                raise UsageError(flag + message[len(setting) :]) from err
-        raise
+        raise flag_error(err) from err
+
+
+def flag_error(err: ValueError) -> ValueError:
+    """A setting's error (``HeadsConfig.epochs must be ...``) as the flag the user typed (``--epochs ...``)."""
+    message = str(err)
+    for setting, flag in FLAGS.items():
+        if message.startswith(setting + " "):
+            return UsageError(flag + message[len(setting) :])
+    return err
 
 
 def _scoring_config(args: argparse.Namespace) -> ScoringConfig:
@@ -337,30 +427,16 @@ def _scoring_config(args: argparse.Namespace) -> ScoringConfig:
         ),
         seed=args.seed,
         device=args.device,
-        progress=not args.no_progress,
+        progress=not args.no_progress and bars_enabled(),
     )
 
 
 # ---------------------------------------------------------------------------- score
-def cmd_score(args: argparse.Namespace) -> int:
+def scoring_splits(args: argparse.Namespace, seed: int):
+    """The train and eval images the data flags of `score` and `compare` name (`ScoringSplits`)."""
     from .data import load_scoring_splits
-    from .devices import resolve_device
-    from .features import load_image_processor, load_vision_model
-    from .features.distributed import process_layout
-    from .outputs import write_scoring_outputs
-    from .pipeline import score_model
 
-    started = time.time()
-    config = scoring_config(args)
-    resolve_device(config.device)
-    if config.concepts.is_text and config.concepts.concept_file:
-        from .concepts import read_concept_words
-
-        read_concept_words(config.concepts.concept_file)  # a missing or empty file fails before any work
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
-    splits = load_scoring_splits(
+    return load_scoring_splits(
         args.dataset,
         config_name=args.dataset_config,
         train_split=args.train_split,
@@ -370,17 +446,45 @@ def cmd_score(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
-        seed=config.seed,
+        seed=seed,
     )
-    model = load_vision_model(args.model)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .features import load_image_processor, load_vision_model
+    from .features.distributed import process_layout
+    from .outputs import write_scoring_outputs
+    from .pipeline import score_model
+    from .preflight import model_loading
+
+    started = time.time()
+    config = scoring_config(args)
+    preflight_score(args, config)  # paths, device and model folder: before any work
+    if config.concepts.is_text and config.concepts.concept_file:
+        from .concepts import read_concept_words
+
+        read_concept_words(config.concepts.concept_file)  # a missing or empty file fails before any work
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    with model_loading(args.model):  # a damaged model fails before the dataset is read
+        model = load_vision_model(args.model)
+        image_processor = load_image_processor(model)
+    bank = None
+    if args.concept_bank:
+        from .concepts import ConceptBank
+
+        bank = ConceptBank.from_pretrained(args.concept_bank)  # a damaged bank too
+    splits = scoring_splits(args, config.seed)
     result = score_model(
         model,
         splits.train,
         splits.eval,
         config,
-        image_processor=load_image_processor(model),
+        image_processor=image_processor,
         image_column=splits.image_column,
         label_column=splits.label_column,
+        concept_bank=bank,
     )
     result.settings["data"].update(splits.settings())
     result.metadata.update(
@@ -394,7 +498,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         return 0
     if result.iis is None and not args.allow_chance:
         raise UsageError(f"{result.undefined_reason} (nothing written; --allow-chance writes the outputs)")
-    write_scoring_outputs(args.output_dir, {"": result}, result.concept_bank, title=f"IIS of {args.model}")
+    title = f"IIS of {args.model} on {args.dataset}"  # a figure must say which model, on which data
+    write_scoring_outputs(
+        args.output_dir, {"": result}, result.concept_bank, title=title, overwrite=args.overwrite
+    )
     kind = "learned" if "learned_concepts" in result.metadata else result.concept_bank.kind
     print(
         f"IIS of {args.model} on {args.dataset} ({result.num_concepts} {kind} concepts, "
@@ -403,6 +510,163 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(result.table())
     print(f"wrote {Path(args.output_dir) / 'iis.json'} and {Path(args.output_dir) / 'iis_curve.png'}")
     return 0
+
+
+def preflight_score(args: argparse.Namespace, config: ScoringConfig) -> None:
+    """Everything `iis-hf score` can check before it reads an image: the device, the output folder
+    (creatable or replaceable, writable, not full, none of the inputs), the cache folder, the model
+    folder's config and weights. Nothing is written."""
+    from .outputs import is_output_entry
+    from .preflight import (
+        check_cache_dir,
+        check_device,
+        check_model_folder,
+        check_not_an_input,
+        check_output_folder,
+    )
+
+    for flag, value in (("--model", args.model), ("--dataset", args.dataset)):
+        if not str(value).strip():
+            raise UsageError(f"{flag} is empty; give a Hub id or a local folder")
+    check_device(config.device)
+    inputs = {
+        "--model": args.model,
+        "--dataset": args.dataset,
+        "--concept-bank": args.concept_bank,
+        "--concept-file": args.concept_file,
+    }
+    cache = check_cache_dir(args.cache_dir)
+    if cache is not None:
+        check_not_an_input(cache, "--cache-dir", inputs, "folder")
+    check_output_folder(
+        args.output_dir,
+        "--output-dir",
+        inputs={**inputs, "--cache-dir": cache},
+        overwrite=args.overwrite,
+        ours=is_output_entry,
+    )
+    check_model_folder(args.model)
+
+
+def add_overwrite_argument(parser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output folder (only one holding iis-hf's outputs); without it an existing "
+        "folder is kept and the command stops before any work",
+    )
+
+
+# ---------------------------------------------------------------------------- compare
+def add_compare_command(commands) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="rank several models by IIS on one dataset, with one setting (a leaderboard)",
+        description="Score several models on one dataset with one concept/heads setting (each image "
+        "decoded once for all of them), read others' IIS from their model cards, refuse scores measured "
+        "with other settings, and write OUTPUT_DIR/leaderboard.md, .csv, .json, iis_vs_accuracy.png "
+        "and iis_curves.png.",
+        formatter_class=HELP_FORMAT,
+    )
+    compare.add_argument(
+        "--model",
+        "--models",
+        dest="models",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="MODEL",
+        help="the models to rank: Hub ids or save_pretrained folders (scored here), or card:<Hub id or "
+        "folder> (the IIS its model card reports); name one with NAME=MODEL, e.g. trained=out/model",
+    )
+    compare.add_argument(
+        "--dataset",
+        default=None,
+        help="Hub dataset id, save_to_disk folder or image folder (default: none, allowed when every "
+        "model is a card:)",
+    )
+    add_output_dir_argument(
+        compare, required=True, help="folder for the leaderboard (.md, .csv, .json) and its figures"
+    )
+    add_overwrite_argument(compare)
+    add_data_arguments(compare)
+    add_scoring_arguments(compare)
+    add_verbosity_arguments(compare)
+    compare.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_models, model_specs
+    from .devices import resolve_device
+    from .features.distributed import process_layout
+
+    started = time.time()
+    if args.concept_bank:
+        raise UsageError(
+            "--concept-bank fits one model's representation; compare builds each model's own concepts"
+        )
+    config = scoring_config(args)
+    specs = model_specs(args.models)  # bad names fail before any work
+    preflight_compare(args, config, specs)  # paths, device and model folders: before any work
+    resolve_device(config.device)
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    scored = [s.name for s in specs if not s.from_card]
+    splits, data = None, {"dataset": args.dataset} if args.dataset else {}
+    if scored:
+        if args.dataset is None:
+            raise UsageError(
+                f"--dataset is needed to score {', '.join(scored)} (only card: models need none)"
+            )
+        splits = scoring_splits(args, config.seed)
+        data = splits.settings()
+    leaderboard = compare_models(
+        specs,
+        splits.train if splits else None,
+        splits.eval if splits else None,
+        config,
+        image_column=splits.image_column if splits else None,
+        label_column=splits.label_column if splits else None,
+        data_settings=data,
+    )
+    if process_layout()[1] != 0:  # under torchrun / accelerate launch every rank scored; one writes
+        return 0
+    out = leaderboard.save(args.output_dir, overwrite=args.overwrite)
+    print(leaderboard.table())
+    print(
+        f"\nwrote {out}/: {', '.join(sorted(p.name for p in out.iterdir()))} ({time.time() - started:.0f} s)"
+    )
+    return 0
+
+
+def preflight_compare(args: argparse.Namespace, config: ScoringConfig, specs) -> None:
+    """What `iis-hf compare` can check before it reads an image (as `preflight_score`): the device,
+    the output and cache folders, and the config and weights of each model folder to score."""
+    from .compare import is_leaderboard_entry
+    from .preflight import (
+        check_cache_dir,
+        check_device,
+        check_model_folder,
+        check_not_an_input,
+        check_output_folder,
+    )
+
+    check_device(config.device)
+    inputs = {"--dataset": args.dataset, **{f"--model {s.name}": s.target for s in specs}}
+    cache = check_cache_dir(args.cache_dir)
+    if cache is not None:
+        check_not_an_input(cache, "--cache-dir", inputs, "folder")
+    check_output_folder(
+        args.output_dir,
+        "--output-dir",
+        inputs={**inputs, "--cache-dir": cache},
+        overwrite=args.overwrite,
+        ours=is_leaderboard_entry,
+    )
+    for spec in specs:
+        if not spec.from_card:
+            check_model_folder(spec.target, f"--model {spec.name}")
 
 
 # ---------------------------------------------------------------------------- explain
@@ -425,6 +689,7 @@ def add_explain_command(commands) -> None:
     )
     explain.add_argument("--top-k", type=int, default=8, help="how many concepts to show")
     explain.add_argument("--json", action="store_true", help="print the explanation as JSON instead of text")
+    add_verbosity_arguments(explain)
     explain.set_defaults(func=cmd_explain)
 
 
@@ -434,11 +699,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .images import load_image
     from .modeling import IISModelForImageClassification
+    from .preflight import check_model_folder, check_output_file, model_loading
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if not str(args.model).strip():
+        raise UsageError("--model is empty; give an IIS model folder or Hub id")
+    # The figure must be writable, a PNG, and none of the inputs (never the image it explains).
+    check_output_file(args.output, "--output", inputs={"--image": args.image, "--model": args.model})
+    check_model_folder(args.model)
     image = load_image(args.image)  # a bad image fails before the model is loaded
-    model = IISModelForImageClassification.from_pretrained(args.model)
+    with model_loading(args.model):
+        model = IISModelForImageClassification.from_pretrained(args.model)
     explanation = explain(model, image, sparsity_ratio=args.sparsity_ratio, top_k=args.top_k)
     if args.json:
         report = json.dumps({**explanation.to_dict(), "model": args.model, "image": args.image}, indent=2)
@@ -459,6 +731,7 @@ def add_install_metric_command(commands) -> None:
     install.add_argument(
         "--modules-cache", default=None, help="evaluate's modules cache (default: HF_MODULES_CACHE)"
     )
+    add_verbosity_arguments(install)
     install.set_defaults(func=cmd_install_metric)
 
 
@@ -468,9 +741,28 @@ def cmd_install_metric(args: argparse.Namespace) -> int:
     path = install_metric(args.modules_cache)
     print(f"installed the IIS metric at {path}")
     print(
-        "use it offline from any folder: HF_EVALUATE_OFFLINE=1 python -c \"import evaluate; evaluate.load('iis')\""
+        "use it offline from any folder: HF_EVALUATE_OFFLINE=1 python -c \"import evaluate; evaluate.load('iis')\"\n"
+        "(evaluate then logs that it uses its cached copy; iis_hf.load_metric() loads the module by its path, "
+        "with no network and no such warning)"
     )
     return 0
+
+
+def add_protocol_arguments(parser) -> None:
+    """`--protocol` and `--seeds`: how probe and heads are trained (`score`, `compare`, `demo`)."""
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=HeadsConfig.protocol,
+        help="'converged': a standardised probe trained to convergence (iis-hf's default); 'paper': the "
+        "published code's probe, initialisation and threshold gradient (comparable with the paper's tables)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=HeadsConfig.num_seeds,
+        help="train probe and heads with this many seeds; IIS is their mean, reported with its sd",
+    )
 
 
 # ---------------------------------------------------------------------------- demo
@@ -483,6 +775,7 @@ def add_demo_command(commands) -> None:
     add_output_dir_argument(
         demo, required=False, default="demo_output", help="where the model, iis.json and plot go"
     )
+    add_overwrite_argument(demo)
     demo.add_argument(
         "--train-epochs", type=float, default=3.0, help="epochs of plain fine-tuning before scoring"
     )
@@ -492,26 +785,44 @@ def add_demo_command(commands) -> None:
     demo.add_argument(
         "--num-concepts", type=int, default=ConceptsConfig.num_concepts, help="C, the number of concepts"
     )
+    add_protocol_arguments(demo)
     demo.add_argument("--seed", type=int, default=0, help="seeds the model, its training and the scoring")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument(
+        "--no-progress", action="store_true", help="hide iis-hf's progress bars (--quiet: all bars)"
+    )
+    add_verbosity_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import math
+
     from .demo import run_demo
-    from .outputs import comparison_table
+    from .outputs import comparison_table, is_output_entry
+    from .preflight import check_output_folder
 
     started = time.time()
-    config = ScoringConfig(
-        extraction=ExtractionConfig(batch_size=128),
-        concepts=ConceptsConfig(num_concepts=args.num_concepts),
-        heads=HeadsConfig(epochs=args.epochs),
-        seed=args.seed,
-        progress=not args.no_progress,
+    try:
+        config = ScoringConfig(
+            extraction=ExtractionConfig(batch_size=128),
+            concepts=ConceptsConfig(num_concepts=args.num_concepts),
+            heads=HeadsConfig(epochs=args.epochs, protocol=args.protocol, num_seeds=args.seeds),
+            seed=args.seed,
+            progress=not args.no_progress and bars_enabled(),
+        )
+    except ValueError as err:
+        raise flag_error(err) from err
+    if not (math.isfinite(args.train_epochs) and args.train_epochs > 0):
+        raise UsageError(f"--train-epochs must be a finite number > 0, got {args.train_epochs}")
+    # Before the training: a run that cannot write its output stops now, not after minutes of work.
+    check_output_folder(args.output_dir, "--output-dir", overwrite=args.overwrite, ours=is_output_entry)
+    results = run_demo(
+        args.output_dir,
+        args.train_epochs,
+        config,
+        log=lambda line: print(line, flush=True),
+        overwrite=args.overwrite,
     )
-    if not args.train_epochs > 0:
-        raise UsageError(f"--train-epochs must be a number > 0, got {args.train_epochs}")
-    results = run_demo(args.output_dir, args.train_epochs, config, log=lambda line: print(line, flush=True))
     print()
     print(comparison_table(results))
     print(

@@ -31,6 +31,17 @@ MODEL_SELECTIONS = ("eval", "holdout", "last")
 PROTOCOLS = ("converged", "paper")
 CHANCE_ALPHA = 0.05  # A0 must beat the majority-class rate at this one-sided level, else IIS is undefined
 
+# What a concept bank's provenance says about how it was built, recorded with every result (not the
+# bank's fingerprint: two models' banks built the same way are comparable, yet never equal).
+CONCEPT_RECIPE_KEYS = (
+    "parts",
+    "grid",
+    "images_per_class",
+    "clip_model",
+    "clip_cutoff",
+    "interpretability_cutoff",
+)
+
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_CLIP_CUTOFF = 0.25  # text concepts: drop words CLIP scores <= this (mean top-5 similarity)
 DEFAULT_INTERPRETABILITY_CUTOFF = 0.45  # text concepts: drop words the backbone matches <= this
@@ -196,7 +207,13 @@ class ConceptsConfig(_Config):
     def __post_init__(self):
         owner = "ConceptsConfig"
         _check_choice(owner, "kind", self.kind, CONCEPT_KINDS)
-        _check_int(owner, "num_concepts", self.num_concepts, 1)
+        # A head at ratio rho drops int(C * rho) + 1 concepts: with C = 1, all of them at every ratio.
+        if type(self.num_concepts) is int and self.num_concepts == 1:
+            raise ValueError(
+                f"{owner}.num_concepts must be an int >= 2, got 1: every head drops at least one concept "
+                "(int(C * rho) + 1 at ratio rho), so with 1 concept nothing is left to predict from"
+            )
+        _check_int(owner, "num_concepts", self.num_concepts, 2)
         _check_int(owner, "images_per_class", self.images_per_class, 1)
         _check_int(owner, "projection_epochs", self.projection_epochs, 1)
         _check_finite(owner, "clip_cutoff", self.clip_cutoff)

@@ -76,6 +76,15 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
 
     from datasets import load_dataset, load_from_disk
 
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(
+            f"the dataset name is empty ({source!r}); give a Hub dataset id, a save_to_disk folder or a folder of images"
+        )
+    if os.path.isfile(source):
+        raise ValueError(
+            f"dataset {source} is a file, not a folder: give a folder of images (one sub-folder per class), a "
+            "save_to_disk folder, or a Hub dataset id"
+        )
     if os.path.isdir(source):
         saved = any(os.path.exists(os.path.join(source, f)) for f in ("dataset_dict.json", "state.json"))
         if saved:
@@ -92,6 +101,47 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
         return load_dataset(source, config_name, **kwargs)
     except Exception as err:
         raise ValueError(f"could not load dataset {source!r} from the Hub: {err}") from err
+
+
+def image_folder_problem(source: str) -> str | None:
+    """Why an image folder (datasets' `imagefolder`) gave no labels, or None when it is not one.
+
+    `imagefolder` takes each image's class from the name of the folder holding it, and adds labels only
+    when there are at least two such names: all images in one class folder, or class folders holding
+    further sub-folders (whose names are then all alike), give none.
+    """
+    from pathlib import Path
+
+    root = Path(source)
+    if not root.is_dir() or any((root / f).exists() for f in ("dataset_dict.json", "state.json")):
+        return None
+    folders = sorted(
+        {
+            p.parent.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+    )
+    if not folders:
+        return None
+    if folders == ["."]:
+        return (
+            f"dataset folder {source} holds its images directly, not in class folders: put the images of each "
+            "class in its own sub-folder (e.g. cats/, dogs/)"
+        )
+    nested = [f for f in folders if f != "." and "/" in f]
+    if nested:
+        return (
+            f"dataset folder {source} has images in nested folders (e.g. {nested[0]}/): the class of an image is "
+            "the folder that directly holds it, so put the images of each class directly in one sub-folder "
+            f"per class (e.g. {nested[0].split('/')[0]}/)"
+        )
+    if len(folders) == 1:
+        return (
+            f"dataset folder {source} holds one class only ({folders[0]}/): IIS compares classes, so it needs at "
+            "least 2 class folders"
+        )
+    return None
 
 
 def check_saved_dataset_not_empty(folder: str) -> None:
@@ -165,6 +215,16 @@ def limit_rows(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
     return dataset.select(random_subset(len(dataset), max_samples, seed), keep_in_memory=True)
 
 
+def undecoded(dataset, image_column: str):
+    """`dataset` with its `datasets.Image` column left as stored ({"bytes", "path"}), so that every image
+    is decoded by `iis_hf.images.load_image` (errors naming the file, the decompression-bomb limit, the
+    same pixels as everywhere else) rather than by `datasets` first."""
+    feature = (getattr(dataset, "features", None) or {}).get(image_column)
+    if isinstance(feature, Image) and feature.decode and hasattr(dataset, "cast_column"):
+        return dataset.cast_column(image_column, Image(decode=False))
+    return dataset
+
+
 @dataclass
 class ScoringSplits:
     """The train and eval images of a scoring run, their columns, and where they came from."""
@@ -199,14 +259,15 @@ def load_scoring_splits(
     image_column, label_column = detect_columns(first, image_column, label_column)
     if label_column is None:
         raise ValueError(
-            f"dataset {dataset} has no label column (columns: {first.column_names}); pass --label-column"
+            image_folder_problem(dataset)
+            or f"dataset {dataset} has no label column (columns: {first.column_names}); pass --label-column"
         )
     train, evaluation, eval_source = train_eval_splits(
         data, train_split, eval_split, eval_fraction, label_column, seed
     )
     train, evaluation = (
-        limit_rows(train, max_train_samples, seed),
-        limit_rows(evaluation, max_eval_samples, seed),
+        undecoded(limit_rows(train, max_train_samples, seed), image_column),
+        undecoded(limit_rows(evaluation, max_eval_samples, seed), image_column),
     )
     return ScoringSplits(
         train=train,

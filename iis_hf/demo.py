@@ -16,11 +16,20 @@ DEMO_IMAGE_SIZE = 32
 
 
 def demo_image_processor():
-    """A ViT-style processor (resize to 32 x 32, scale, normalise to [-1, 1]) for the digits."""
-    from transformers import ViTImageProcessor
+    """A ViT-style processor (resize to 32 x 32, scale, normalise to [-1, 1]) for the digits.
 
+    Without torchvision, transformers' PIL backend directly (`ViTImageProcessor` would fall back to it
+    with a warning on every run)."""
+    import importlib.util
+
+    import transformers
+
+    name = "ViTImageProcessor" if importlib.util.find_spec("torchvision") else "ViTImageProcessorPil"
+    if not hasattr(transformers, name):  # transformers releases before the PIL backend's own class
+        name = "ViTImageProcessor"
+    processor_class = getattr(transformers, name)
     size = {"height": DEMO_IMAGE_SIZE, "width": DEMO_IMAGE_SIZE}
-    return ViTImageProcessor(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return processor_class(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
 def demo_model(num_labels: int = 10, seed: int = 0, id2label: dict[int, str] | None = None):
@@ -44,8 +53,10 @@ def demo_model(num_labels: int = 10, seed: int = 0, id2label: dict[int, str] | N
 def image_classification_collator(image_processor, image_column: str = "image", label_column: str = "label"):
     """Turn raw dataset rows into `{"pixel_values", "labels"}` with the model's own processor."""
 
+    from .images import load_image
+
     def collate(rows):
-        images = [row[image_column].convert("RGB") for row in rows]
+        images = [load_image(row[image_column], what=f"a value of column {image_column!r}") for row in rows]
         batch = {"pixel_values": image_processor(images=images, return_tensors="pt")["pixel_values"]}
         batch["labels"] = torch.tensor([int(row[label_column]) for row in rows])
         return batch
@@ -93,14 +104,19 @@ def train_demo_model(
     return model, processor
 
 
-def run_demo(output_dir: str | os.PathLike, train_epochs: float, config, log=print) -> dict[str, IISResult]:
+def run_demo(
+    output_dir: str | os.PathLike, train_epochs: float, config, log=print, *, overwrite: bool = True
+) -> dict[str, IISResult]:
     """The embedded default job: train the demo ResNet on digits, score it and its random init.
 
     Writes `output_dir/` (iis.json for the trained model, iis_random-init.json, iis_curve.png,
-    concept_bank/ and model/) and returns both results, trained first.
+    concept_bank/ and model/) and returns both results, trained first. Everything, the trained model
+    included, is written into a temporary folder beside `output_dir` that replaces it at the end
+    (an existing folder with content only when `overwrite`): a failed or killed run leaves no `model/`.
     """
     from .data import load_digits_dataset
-    from .outputs import write_scoring_outputs
+    from .files import atomic_directory
+    from .outputs import MODEL_FOLDER, write_scoring_files
     from .pipeline import score_model
 
     output_dir = Path(output_dir)
@@ -108,21 +124,22 @@ def run_demo(output_dir: str | os.PathLike, train_epochs: float, config, log=pri
     log(f"[1/3] scikit-learn digits: {len(data['train'])} train / {len(data['test'])} test images")
     random_model = demo_model(10, config.seed).eval()
     size = sum(p.numel() for p in random_model.parameters()) / 1e6
-    log(f"[2/3] training a {size:.2f}M-parameter ResNet for {train_epochs:g} epochs")
-    trained_model, _processor = train_demo_model(
-        data, output_dir / "model", train_epochs, config.seed, config.progress
-    )
-    log("[3/3] scoring the random-init and the trained model")
-    results: dict[str, IISResult] = {}
-    for name, model in (("trained", trained_model), ("random-init", random_model)):
-        results[name] = score_model(
-            model, data["train"], data["test"], config, image_processor=demo_image_processor()
+    with atomic_directory(output_dir, overwrite=overwrite) as folder:
+        log(f"[2/3] training a {size:.2f}M-parameter ResNet for {train_epochs:g} epochs")
+        trained_model, _processor = train_demo_model(
+            data, folder / MODEL_FOLDER, train_epochs, config.seed, config.progress
         )
-        results[name].metadata.update(model=f"demo ResNet ({name})", dataset="scikit-learn digits")
-        results[name].settings["data"].update(
-            dataset="scikit-learn digits", train_split="train", eval_split="test"
+        log("[3/3] scoring the random-init and the trained model")
+        results: dict[str, IISResult] = {}
+        for name, model in (("trained", trained_model), ("random-init", random_model)):
+            results[name] = score_model(
+                model, data["train"], data["test"], config, image_processor=demo_image_processor()
+            )
+            results[name].metadata.update(model=f"demo ResNet ({name})", dataset="scikit-learn digits")
+            results[name].settings["data"].update(
+                dataset="scikit-learn digits", train_split="train", eval_split="test"
+            )
+        write_scoring_files(
+            folder, results, results["trained"].concept_bank, title="IIS on scikit-learn digits (demo)"
         )
-    write_scoring_outputs(
-        output_dir, results, results["trained"].concept_bank, title="IIS on scikit-learn digits (demo)"
-    )
     return results

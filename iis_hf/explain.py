@@ -31,6 +31,15 @@ from .images import load_image
 IMAGE_TYPES_HELP = "a PIL image, an image file path, a numpy array, a list of those, or a datasets.Dataset"
 
 
+def check_png_name(path: str | os.PathLike) -> None:
+    """Figures are written as PNG: refuse a name that says otherwise (``figure.jpg``)."""
+    suffix = os.path.splitext(os.fspath(path))[1]
+    if suffix.lower() not in ("", ".png"):
+        raise ValueError(
+            f"{os.fspath(path)!r}: figures are written as PNG, so the file name must end in .png (got {suffix!r})"
+        )
+
+
 # ---------------------------------------------------------------------------- images
 def _is_single_image(images) -> bool:
     from PIL import Image
@@ -124,6 +133,8 @@ class ConceptClassifier:
             raise TypeError(f"heads must be InterpretationHeads or an IISResult, got {type(heads).__name__}")
         if isinstance(backbone, (str, os.PathLike)):
             backbone = load_vision_model(str(backbone))
+        if id2label is None:  # as documented: the backbone's class names
+            id2label = getattr(getattr(backbone, "config", None), "id2label", None)
         self = cls.__new__(cls)
         self._setup(backbone, heads, concepts, image_processor, id2label, layer, pooling)
         return self
@@ -381,9 +392,13 @@ class Explanation:
         return self.summary()
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
-        """Save a PNG: the image, and the top concepts as signed bars (with source thumbnails if any)."""
+        """Save a PNG: the image, and the top concepts as signed bars (with source thumbnails if any).
+
+        The file name must end in .png (or have no extension): the figure is PNG, never mislabelled.
+        """
         from .plotting import plot_explanation
 
+        check_png_name(path)
         plot_explanation(self, path, title=title)
 
 

@@ -78,6 +78,10 @@ _FLOAT_FIX = "scale the values to [0, 1] (e.g. divide 0-255 values by 255) or pa
 _INT_FIX = "cast to uint8 (values 0-255) or uint16 (values 0-65535), or pass floats in [0, 1]"
 
 
+class DecompressionBombRefused(ValueError):
+    """An image with more pixels than the limit (`max_image_pixels`): refused before it is decoded."""
+
+
 # ---------------------------------------------------------------------------- public API
 def load_image(source: Any, *, what: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """An RGB PIL image from any accepted input (see `IMAGE_TYPES_HELP`), or a one-line ValueError.
@@ -147,7 +151,9 @@ def _decode_dict(value: dict, what: str | None, max_pixels: int | None) -> Image
     """A `datasets` raw image dict: its bytes if present, else its path (as `datasets` decodes)."""
     data, path = value.get("bytes"), value.get("path")
     if data:
-        label = what or (f"image {path!r}" if path else "the image")
+        label = what or "the image"
+        if path:
+            label = f"{what} (image {path!r})" if what else f"image {path!r}"
         return _decode_bytes(bytes(data), label, max_pixels)
     if path:
         return open_image_file(path, max_pixels=max_pixels, what=what)
@@ -191,6 +197,8 @@ def _open_header(file: Any, label: str, limit: int) -> ImageFile.ImageFile:
     """`Image.open` (reads the header only), turning Pillow's errors into one-line ValueErrors."""
     try:
         return _open_with_pil_bomb_check(file, label, limit)
+    except DecompressionBombRefused:
+        raise  # already one line naming the file and the fix
     except Image.UnidentifiedImageError:
         file.seek(0)
         start = file.read(16)
@@ -209,11 +217,13 @@ def _open_with_pil_bomb_check(file: Any, label: str, limit: int) -> ImageFile.Im
     try:
         return Image.open(file)
     except Image.DecompressionBombError as err:
-        raise ValueError(_bomb_message(label, _pixels_in(err), limit, pil_refused=True)) from err
+        raise DecompressionBombRefused(
+            _bomb_message(label, _pixels_in(err), limit, pil_refused=True)
+        ) from err
     except Image.DecompressionBombWarning as err:
         pixels = _pixels_in(err)
         if pixels is None or pixels > limit:
-            raise ValueError(_bomb_message(label, pixels, limit)) from err
+            raise DecompressionBombRefused(_bomb_message(label, pixels, limit)) from err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         file.seek(0)
@@ -223,7 +233,7 @@ def _open_with_pil_bomb_check(file: Any, label: str, limit: int) -> ImageFile.Im
 def _check_pixels(size: tuple[int, int], label: str, limit: int) -> None:
     width, height = size
     if width * height > limit:
-        raise ValueError(_bomb_message(label, width * height, limit, size=size))
+        raise DecompressionBombRefused(_bomb_message(label, width * height, limit, size=size))
 
 
 def _bomb_message(
@@ -262,7 +272,9 @@ def _load(image: Image.Image, label: str, limit: int) -> None:
     try:
         image.load()
     except Image.DecompressionBombError as err:  # raised by some formats (GIF frames, TIFF tiles)
-        raise ValueError(_bomb_message(label, _pixels_in(err), limit, pil_refused=True)) from err
+        raise DecompressionBombRefused(
+            _bomb_message(label, _pixels_in(err), limit, pil_refused=True)
+        ) from err
     except _DECODE_ERRORS as err:
         raise ValueError(
             f"{label} is truncated or corrupt ({_first_line(err)}); re-create or re-download it, "

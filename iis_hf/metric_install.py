@@ -48,6 +48,20 @@ def metric_path() -> Path:
     )
 
 
+def load_metric(config_name: str | None = None, **kwargs):
+    """``evaluate.load`` of this installation's IIS module, by its path: no network, no cache, no warning.
+
+    Loading by path is the one way evaluate neither asks the Hub nor logs "Using the latest cached
+    version of the module ... since it couldn't be found locally at evaluate-metric--iis, or remotely on
+    the Hugging Face Hub" (what ``evaluate.load("iis")`` logs offline after `install_metric`, at
+    WARNING level, whatever ``HF_EVALUATE_OFFLINE`` says). `config_name` is "default", "classifier" or
+    "representations"; `kwargs` go to ``evaluate.load`` (``sparsity_ratios=``, ``cache_dir=``, ...).
+    """
+    import evaluate
+
+    return evaluate.load(str(metric_path() / f"{METRIC_NAME}.py"), config_name, **kwargs)
+
+
 def _module_hash(script: Path) -> str:
     """The folder name evaluate gives this script: sha256 of its lines without comments."""
     from evaluate.loading import files_to_hash

@@ -15,6 +15,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .config import CONCEPT_RECIPE_KEYS
+
 IIS_METRIC_TYPE = "iis"
 TASK = {"task_type": "image-classification", "task_name": "Image Classification"}
 CARD_TEMPLATE = """---
@@ -147,8 +149,18 @@ def iis_metric_args(result) -> dict[str, Any]:
     }
     args.update({k: v for k, v in heads.items() if k != "sparsity_ratios"})
     args.update({k: v for k, v in settings.items() if k not in ("data",)})
+    recipe = {k: concepts[k] for k in CONCEPT_RECIPE_KEYS if concepts.get(k) is not None}
+    if recipe:
+        args["concepts_recipe"] = recipe  # how the concepts were built (not the bank's fingerprint)
     data = settings.get("data") or {}
-    args.update({k: data[k] for k in ("num_train", "num_eval") if k in data})
+    args.update({k: data[k] for k in ("num_train", "num_eval", "train_split", "eval_split") if k in data})
+    # The curve and the interval, so a leaderboard can show them (`iis_hf.compare`).
+    args["accuracies"] = list(result.accuracies)
+    uncertainty = result.uncertainty or {}
+    if uncertainty.get("ci") is not None:
+        args["iis_ci"] = list(uncertainty["ci"])
+    if uncertainty.get("sd") is not None:
+        args["iis_sd"] = uncertainty["sd"]
     return json.loads(json.dumps(args, default=str))  # plain YAML-able values
 
 

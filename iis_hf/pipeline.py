@@ -7,6 +7,7 @@ asked for, and every result records the settings it was measured with
 (`IISResult.settings`, which is `ScoringConfig.comparable()` plus the data's sizes).
 
 - `score_model(model, train, eval, config)`: the whole chain from images.
+- `score_models(models, train, eval, config)`: the same for several models, each image decoded once.
 - `build_concepts(model, train, config)`: the concept bank the config asks for.
 - `score_representations(train_x, train_y, eval_x, eval_y, concepts, config)`: from features on
   (the Trainer and the metric already have them).
@@ -21,14 +22,13 @@ import numpy as np
 import torch
 
 from .concepts import ConceptBank, LearnedConcepts, as_concept_projection
-from .config import ScoringConfig
+from .config import CONCEPT_RECIPE_KEYS, ScoringConfig
 from .data import detect_columns
-from .features import extract_features, load_image_processor, load_vision_model
+from .features import extract_features_of_models, load_image_processor, load_vision_model
 from .score import IISResult, compute_iis
 from .splits import stratified_split
 
-# What a bank's provenance says about how it was built, recorded with every result.
-RECIPE_KEYS = ("parts", "grid", "images_per_class", "clip_model", "clip_cutoff", "interpretability_cutoff")
+RECIPE_KEYS = CONCEPT_RECIPE_KEYS  # what a bank's provenance says about how it was built
 
 
 def score_model(
@@ -56,67 +56,112 @@ def score_model(
     Returns:
         The `IISResult`; `result.concept_bank` is the bank it used (not serialised).
     """
+    return score_models(
+        [model],
+        train_data,
+        eval_data,
+        config,
+        image_processors=[image_processor],
+        image_column=image_column,
+        label_column=label_column,
+        concept_banks=[concept_bank],
+        num_classes=num_classes,
+    )[0]
+
+
+def score_models(
+    models,
+    train_data,
+    eval_data,
+    config: ScoringConfig | None = None,
+    *,
+    image_processors=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    concept_banks=None,
+    num_classes: int | None = None,
+) -> list[IISResult]:
+    """Score several models on the same images with one config (`score_model` for each, in one pass).
+
+    Every image is decoded once per split and fed to every model through its own image processor
+    (`iis_hf.features.extract_features_of_models`; `config.extraction.cache_dir` keeps one feature
+    cache per model). Then each model gets its own concepts (built from its own representation, as
+    `score_model` builds them) and its own heads, with the same settings and seed. Returns one
+    `IISResult` per model, in order, each equal to what `score_model` gives that model alone.
+    """
     config = config or ScoringConfig()
-    if isinstance(model, (str, os.PathLike)):
-        model = load_vision_model(str(model))
-    image_processor = load_image_processor(model, image_processor)
+    models = [load_vision_model(str(m)) if isinstance(m, (str, os.PathLike)) else m for m in models]
+    processors = list(image_processors) if image_processors is not None else [None] * len(models)
+    banks = list(concept_banks) if concept_banks is not None else [None] * len(models)
+    if not len(processors) == len(banks) == len(models):
+        raise ValueError(
+            f"got {len(models)} models, {len(processors)} image processors and {len(banks)} concept banks"
+        )
+    processors = [load_image_processor(m, p) for m, p in zip(models, processors)]
     image_column, label_column = detect_columns(train_data, image_column, label_column)
     if label_column is None:
         raise ValueError(
             f"the dataset has no label column (columns: {train_data.column_names}); pass label_column="
         )
-    train = _extract(model, train_data, config, image_processor, image_column, label_column, "train")
-    evaluation = _extract(model, eval_data, config, image_processor, image_column, label_column, "eval")
-    bank = concept_bank or build_concepts(
-        model,
-        train_data,
-        config,
-        features=train.features,
-        image_processor=image_processor,
-        image_column=image_column,
-        label_column=label_column,
-    )
-    if bank.dim != train.features.shape[1]:
-        raise ValueError(
-            f"the concept bank has dimension {bank.dim} but the model gives {train.features.shape[1]}-dimensional "
-            "representations: the bank was built for another model or layer"
-        )
+    train = _extract(models, train_data, config, processors, image_column, label_column, "train")
+    evaluation = _extract(models, eval_data, config, processors, image_column, label_column, "eval")
     if num_classes is None:
         num_classes = len(getattr(train_data.features[label_column], "names", None) or []) or None
-    result = score_representations(
-        train.features,
-        train.labels,
-        evaluation.features,
-        evaluation.labels,
-        bank,
-        config,
-        num_classes=num_classes,
-    )
-    result.metadata.update(
-        model=getattr(model, "name_or_path", "") or type(model).__name__,
-        image_column=image_column,
-        label_column=label_column,
-    )
-    return result
+    results = []
+    for model, processor, bank, train_part, eval_part in zip(models, processors, banks, train, evaluation):
+        bank = bank or build_concepts(
+            model,
+            train_data,
+            config,
+            features=train_part.features,
+            image_processor=processor,
+            image_column=image_column,
+            label_column=label_column,
+        )
+        if bank.dim != train_part.features.shape[1]:
+            raise ValueError(
+                f"the concept bank has dimension {bank.dim} but the model gives "
+                f"{train_part.features.shape[1]}-dimensional representations: the bank was built for another "
+                "model or layer"
+            )
+        result = score_representations(
+            train_part.features,
+            train_part.labels,
+            eval_part.features,
+            eval_part.labels,
+            bank,
+            config,
+            num_classes=num_classes,
+        )
+        result.metadata.update(model=_model_name(model), image_column=image_column, label_column=label_column)
+        results.append(result)
+    return results
 
 
-def _extract(model, data, config: ScoringConfig, image_processor, image_column, label_column, split: str):
-    extracted = extract_features(
-        model,
+def _model_name(model) -> str:
+    return getattr(model, "name_or_path", "") or type(model).__name__
+
+
+def _extract(models, data, config: ScoringConfig, processors, image_column, label_column, split: str):
+    extracted = extract_features_of_models(
+        models,
         data,
         config=config.extraction,
-        image_processor=image_processor,
+        image_processors=processors,
         image_column=image_column,
         label_column=label_column,
         device=config.device,
         progress=config.progress,
     )
-    bad = int((~extracted.features.isfinite().all(dim=1)).sum())
-    if bad:  # say it here: the concepts, built from the same model, would fail less clearly
-        raise ValueError(
-            f"the model gives NaN or inf representations for {bad} of {len(extracted.features)} {split} images; "
-            f"check its weights, or extract in fp32 (precision {config.extraction.precision!r} was used)"
-        )
+    for model, features in zip(models, extracted):
+        bad = int((~features.features.isfinite().all(dim=1)).sum())
+        if bad:  # say it here: the concepts, built from the same model, would fail less clearly
+            who = "the model" if len(models) == 1 else f"the model {_model_name(model)}"
+            raise ValueError(
+                f"{who} gives NaN or inf representations for {bad} of {len(features.features)} {split} "
+                f"images; check its weights, or extract in fp32 (precision {config.extraction.precision!r} "
+                "was used)"
+            )
     return extracted
 
 

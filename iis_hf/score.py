@@ -163,8 +163,15 @@ class IISResult:
         return self.table()
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
-        """Save the curve ``A(rho)/A0`` against rho as a PNG; the shaded area is the IIS."""
+        """Save the curve ``A(rho)/A0`` against rho as a PNG (a name ending in .png, or no extension);
+        the shaded area is the IIS."""
         from .plotting import plot_iis_curve
+
+        suffix = os.path.splitext(os.fspath(path))[1]
+        if suffix.lower() not in ("", ".png"):
+            raise ValueError(
+                f"{os.fspath(path)!r}: the curve is written as PNG, so the name must end in .png"
+            )
 
         plot_iis_curve(self, path, title=title)
 
@@ -174,6 +181,49 @@ class WeakProbeWarning(UserWarning):
 
     Filter or catch it by class (``warnings.simplefilter("error", WeakProbeWarning)``), not by text.
     """
+
+
+class UnseenClassWarning(UserWarning):
+    """Some evaluation images belong to classes that have no training image: nothing can predict them,
+    so A0 and every A(rho) are capped below 1."""
+
+
+class EmptyHeadWarning(UserWarning):
+    """At some ratio the head drops every concept (``int(C * rho) + 1 >= C``): it predicts from its bias
+    alone, and its accuracy says nothing about the representation."""
+
+
+def warn_if_eval_classes_unseen(train_labels, eval_labels) -> None:
+    """Warn when evaluation labels hold classes the training labels never show."""
+    seen = set(np.unique(np.asarray(train_labels)).tolist())
+    eval_labels = np.asarray(eval_labels)
+    unseen = sorted(set(np.unique(eval_labels).tolist()) - seen)
+    if unseen:
+        rows = int(np.isin(eval_labels, unseen).sum())
+        warnings.warn(
+            f"{rows} of {len(eval_labels)} eval images belong to classes with no training image "
+            f"(class ids {unseen[:10]}{' ...' if len(unseen) > 10 else ''}): nothing can predict them, so A0 and "
+            f"every A(rho) are at most {1 - rows / len(eval_labels):.3f}; score on splits that share their classes",
+            UnseenClassWarning,
+            stacklevel=3,
+        )
+
+
+def warn_if_heads_keep_nothing(result: IISResult) -> None:
+    """Warn about ratios whose heads drop all C concepts (``int(C * rho) + 1 >= C``)."""
+    count = result.num_concepts
+    if not count:
+        return
+    empty = [r for r in result.sparsity_ratios if int(count * r) + 1 >= count]
+    if empty:
+        needed = next(c for c in range(count + 1, 10**7) if all(int(c * r) + 1 < c for r in empty))
+        warnings.warn(
+            f"with {count} concepts the heads at sparsity ratio(s) {empty} drop every concept "
+            f"(int(C * rho) + 1 of C are dropped), so they predict from their bias alone; use at least "
+            f"{needed} concepts for this grid",
+            EmptyHeadWarning,
+            stacklevel=3,
+        )
 
 
 def warn_if_probe_is_weak(result: IISResult) -> None:
@@ -243,6 +293,7 @@ def compute_iis(
         _as_labels(eval_labels, eval_features, "eval_labels"),
     )
     num_classes = _check_data(train_x, train_y, eval_x, eval_y, num_classes)
+    warn_if_eval_classes_unseen(train_y.numpy(), eval_y.numpy())
     fits = [
         fit_heads(
             train_x,
@@ -263,6 +314,7 @@ def compute_iis(
     result.settings["data"] = {"num_train": int(train_y.shape[0]), "num_eval": int(eval_y.shape[0])}
     if return_heads:
         result.heads, result.probe = fits[0].heads, fits[0].probe
+    warn_if_heads_keep_nothing(result)
     if result.iis is not None:
         warn_if_probe_is_weak(result)
     return result

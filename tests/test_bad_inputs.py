@@ -290,6 +290,11 @@ PYTHON_CASES = {
         ValueError,
         "BertModel is not an image-classification model",
     ),
+    "api: one concept": (
+        lambda ctx: lambda: __import__("iis_hf").ConceptsConfig(num_concepts=1),
+        ValueError,
+        r"num_concepts must be an int >= 2, got 1: every head drops at least one concept",
+    ),
     "api: an all-zero concept": (
         lambda ctx: lambda: ConceptBank(vectors=torch.zeros(2, 4), names=["a", "b"]),
         ValueError,
@@ -326,6 +331,60 @@ PYTHON_CASES = {
         ),
         ValueError,
         "same length",
+    ),
+    "metric: fractional predictions": (
+        lambda ctx: lambda: _metric().compute(
+            predictions=[[0, 0.5], [1, 1]], references=[0, 1], standard_accuracy=1.0, sparsity_ratios=[0, 0.5]
+        ),
+        ValueError,
+        r"predictions must be integer class ids, found fractional values like \[0\.5\]",
+    ),
+    "metric: infinite predictions": (
+        lambda ctx: lambda: _metric().compute(
+            predictions=[[0, float("inf")], [1, 1]], references=[0, 1], standard_accuracy=1.0, sparsity_ratios=[0, 0.5]
+        ),
+        ValueError,
+        r"predictions contain NaN or inf",
+    ),
+    "metric: infinite standard_predictions": (
+        lambda ctx: lambda: _metric().compute(
+            predictions=[[0, 0], [1, 1]], references=[0, 1], standard_predictions=[0, float("inf")], sparsity_ratios=[0, 0.5]
+        ),
+        ValueError,
+        r"standard_predictions contain NaN or inf",
+    ),
+    "metric: empty input": (
+        lambda ctx: lambda: _metric().compute(predictions=[], references=[], standard_accuracy=1.0, sparsity_ratios=[0, 0.5]),
+        ValueError,
+        r"predictions is empty: give at least one sample",
+    ),
+    "metric: string references": (
+        lambda ctx: lambda: _metric().compute(
+            predictions=[[0, 0], [1, 1]], references=["cat", "dog"], standard_accuracy=1.0, sparsity_ratios=[0, 0.5]
+        ),
+        ValueError,
+        r"references must be integer class ids, found strings like \['cat', 'dog'\]",
+    ),
+    "metric: fractional references": (
+        lambda ctx: lambda: _metric().compute(
+            predictions=[[0, 0], [1, 1]], references=[0.5, 1], standard_accuracy=1.0, sparsity_ratios=[0, 0.5]
+        ),
+        ValueError,
+        r"references must be integer class ids, found fractional values",
+    ),
+    "metric: infinite representations": (
+        lambda ctx: lambda: _metric("representations").compute(
+            predictions=[[0.0, float("inf")], [1.0, 0.0]], references=[0, 1], concepts=np.eye(2)
+        ),
+        ValueError,
+        r"predictions \(representation vectors\) contain NaN or inf",
+    ),
+    "metric: string references for representations": (
+        lambda ctx: lambda: _metric("representations").compute(
+            predictions=[[0.0, 1.0], [1.0, 0.0]], references=["a", "b"], concepts=np.eye(2)
+        ),
+        ValueError,
+        r"references must be integer class ids, found strings",
     ),
     "metric: NaN representations": (
         lambda ctx: lambda: _metric("representations").compute(

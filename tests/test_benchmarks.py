@@ -47,6 +47,22 @@ CASES = {  # script and arguments, the keys its JSON line must carry
         "bench_trainer_overhead.py --steps 3 --warmup 1 --repeats 1 --batch-size 4 --num-concepts 8",
         {"plain_step_s", "iis_step_s", "overhead"},
     ),
+    "command-line startup": (
+        "bench_cli_startup.py --repeats 1",
+        {"help_s_median", "help_s_runs", "import_cli_us", "heavy_modules"},
+    ),
+    "IIS evaluation cost": (
+        "bench_trainer_eval.py --arch demo-resnet --eval-images 32 --batch-size 16 --repeats 1",
+        {"plain_s", "iis_s", "ratio", "eval_images"},
+    ),
+    "saved head accuracy": (
+        "saved_head_accuracy.py --seeds 0 --epochs 0.05 --pretrain-epochs 0.05",
+        {"runs", "seeds"},
+    ),
+    "IIS uncertainty": (
+        "iis_uncertainty.py --cases digits_random --seeds 2 --eval-sizes 60",
+        {"rows"},
+    ),
     "digits fine-tuning": (
         "finetune_digits.py --seeds 0 --pretrain-epochs 0.2 --finetune-epochs 0.2 --train-size 64",
         {"runs"},

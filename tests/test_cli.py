@@ -252,6 +252,7 @@ def test_existing_output_is_kept_when_a_rerun_fails(tiny_models, saved_dataset, 
             str(out_dir),
             "--concept-bank",
             corrupted_bank(tmp_path),
+            "--overwrite",
             *FAST,
         ],
         capsys,
@@ -274,6 +275,23 @@ def test_demo_trains_then_scores_and_the_trained_model_is_more_interpretable(tmp
     assert "IIS" in out and "random-init" in out
     assert (out_dir / "model" / "config.json").exists() and (out_dir / "iis_curve.png").exists()
     assert not list((out_dir / "model").glob("*.bin"))  # nothing pickled
+
+
+def test_demo_passes_protocol_and_seeds_to_the_scoring(tmp_path, capsys, monkeypatch):
+    import iis_hf.demo
+
+    seen = {}
+
+    def fake_run_demo(output_dir, train_epochs, config, log=print, *, overwrite=True):
+        seen["heads"] = config.heads
+        return {}
+
+    monkeypatch.setattr(iis_hf.demo, "run_demo", fake_run_demo)
+    monkeypatch.setattr("iis_hf.outputs.comparison_table", lambda results: "")
+    argv = ["demo", "--output-dir", str(tmp_path / "d"), "--protocol", "paper", "--seeds", "2"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert seen["heads"].protocol == "paper" and seen["heads"].num_seeds == 2
 
 
 def test_console_script_reports_usage_errors_with_exit_2(tmp_path):

@@ -137,7 +137,7 @@ def test_capture_classifier_input_gives_logits_and_representation_from_one_forwa
     holder.value.sum().backward()  # gradients flow through the captured representation
     assert model.dinov2.embeddings.cls_token.grad is not None
     with (
-        pytest.raises(ValueError, match="no `classifier`"),
+        pytest.raises(ValueError, match="has no classifier layer iis-hf recognises"),
         capture_classifier_input(build("vit", head=False)),
     ):
         pass

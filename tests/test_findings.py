@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from iis_hf.stats import (
     bootstrap_ci,
@@ -191,27 +192,44 @@ def test_smoke_run_writes_strict_json_with_every_part(smoke_run):
             assert 0 < kind["probe_accuracy"] <= 1 and set(kind["interpretation_accuracy"]) == {
                 str(r) for r in script.SCORE_RATIOS
             }
-    # seeds 0, 1 x (Trainer, main IISTrainer, one sweep weight)
-    settings = {(r["iis_weight"], tuple(r["ratios"])) for r in results["finetuning"]}
-    assert settings == {(None, (0.9,)), (0.1, (0.9,)), (0.5, (0.9,))}
+    # seeds 0, 1 x (Trainer, IISTrainer at each head learning rate of the grid)
+    settings = {(r["iis_weight"], r["head_learning_rate"], tuple(r["ratios"])) for r in results["finetuning"]}
+    assert settings == {(None, None, (0.9,)), (0.5, 1e-3, (0.9,)), (0.5, 1e-2, (0.9,))}
     assert len(results["finetuning"]) == 6
+    assert {r["scenario"] for r in results["finetuning"]} == {"digits"}
+    for run in results["finetuning"]:  # the loss head's own test accuracy: only IISTrainer has one
+        head = run["trained_head_accuracy"]
+        assert (head is None) == (run["iis_weight"] is None)
+        assert head is None or (set(head) == {"0.9"} and 0 <= head["0.9"] <= 1)
+    assert results["config"]["iis_refit_head"] is False and results["config"]["head_weight_decay"] == 0.0
+    assert results["scenarios"]["digits"]["pretraining"]["epochs"] == 1.0
     digits = results["finding1_3"]["digits"]
     assert set(digits) == {"prototype", "cluster"}
     assert set(digits["prototype"]["finding1"]["all_checkpoints"]) >= {"spearman", "spearman_ci", "pearson_p"}
     assert digits["prototype"]["finding1"]["all_checkpoints"]["n"] == 3
-    main = [s for s in results["finding2"]["digits"]["settings"] if s["main"]]
-    assert len(main) == 1 and main[0]["accuracy"]["n"] == 2 and "wilcoxon_p" in main[0]["iis"]
+    finding2 = results["finding2"]["digits"]
+    assert (finding2["source"], finding2["target"], finding2["trainer"]["seeds"]) == (
+        "digits",
+        "digits",
+        [0, 1],
+    )
+    assert [s["head_learning_rate"] for s in finding2["settings"]] == [1e-3, 1e-2]
+    for setting in finding2["settings"]:
+        assert setting["accuracy"]["n"] == 2 and setting["seeds"] == [0, 1]
+        assert setting["finding2"].startswith(("reproduced", "not reproduced"))
+        for metric in ("accuracy", "iis"):
+            test = setting[metric]
+            assert {"wilcoxon_p", "t_p_holm", "wilcoxon_p_holm", "verdict", "verdict_uncorrected"} <= set(
+                test
+            )
+            if test["t_p"] is not None and math.isfinite(test["t_p"]):  # Holm never lowers a p-value
+                assert test["t_p"] <= test["t_p_holm"] <= 1
     assert returned["checkpoints"] == results["checkpoints"]
 
 
 def test_smoke_run_writes_png_figures_and_a_report_that_links_them(smoke_run):
     _, results, output, report = smoke_run
-    expected = {
-        "finding1_digits.png",
-        "finding3_digits.png",
-        "finding2_digits.png",
-        "finding2_sweep_digits.png",
-    }
+    expected = {"finding1_digits.png", "finding3_digits.png", "finding2_digits.png"}
     assert set(results["figures"]) == expected
     for name in expected:
         for folder in (output, report.parent / "figures"):
@@ -223,6 +241,9 @@ def test_smoke_run_writes_png_figures_and_a_report_that_links_them(smoke_run):
     for name in expected:
         assert f"(figures/{name})" in text
     assert "--smoke" in text and "torch" in text
+    finding2 = text.split("## Finding 2")[1].split("## Finding 3")[0]
+    assert "Holm" in finding2 and "| digits, pre-trained on digits | 0.5 | 0.001 | 2 |" in finding2
+    assert "| IISTrainer λ=0.5 | 0.01 | 2 |" in finding2  # the head learning rate is stated per row
 
 
 def test_report_keeps_a_hand_written_reading(smoke_run, tmp_path):
@@ -302,6 +323,115 @@ def test_verdict_needs_both_tests():
         verdict({"t_p": float("nan"), "wilcoxon_p": 0.01, "mean_difference": 0.1})
         == "no detectable difference"
     )
+    corrected = {
+        "t_p": 0.01,
+        "wilcoxon_p": 0.02,
+        "t_p_holm": 0.04,
+        "wilcoxon_p_holm": 0.08,
+        "mean_difference": 1,
+    }
+    assert verdict(corrected) == "higher"
+    assert verdict(corrected, corrected=True) == "no detectable difference"
+
+
+def test_holm_matches_hand_computed_values():
+    holm = load_script().holm
+    # sorted 0.01, 0.02, 0.03, 0.04 times 4, 3, 2, 1: 0.04, 0.06, 0.06 (kept non-decreasing), 0.06
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.2]) == pytest.approx([0.2])
+    # an undefined test counts as p = 1 in the family and stays undefined
+    assert holm([0.01, float("nan"), None]) == [pytest.approx(0.03), None, None]
+
+
+def _run(scenario, seed, weight, accuracy, iis, head_lr=1e-2):
+    return {
+        "scenario": scenario,
+        "source": scenario.split("-to-")[0],
+        "dataset": scenario.split("-to-")[-1],
+        "seed": seed,
+        "iis_weight": weight,
+        "head_learning_rate": None if weight is None else head_lr,
+        "ratios": [0.9],
+        "accuracy": accuracy,
+        "iis": iis,
+        "trained_head_accuracy": None if weight is None else {"0.9": 0.9},
+    }
+
+
+def test_finding2_is_corrected_over_every_setting_of_every_scenario():
+    script = load_script()
+    runs = []
+    for seed in range(8):
+        for scenario in ("digits", "animals-to-digits"):
+            runs.append(_run(scenario, seed, None, 0.90, 0.9))
+            # +1 point on every seed at lr 1e-2 (both raw p-values small); nothing at lr 1e-3
+            runs.append(_run(scenario, seed, 1.0, 0.91 + 0.001 * seed, 0.9, head_lr=1e-2))
+            runs.append(_run(scenario, seed, 1.0, 0.90 + 0.01 * (-1) ** seed, 0.9, head_lr=1e-3))
+    out = script.analyse_finetuning(runs)
+    assert list(out) == ["digits", "animals-to-digits"]
+    assert out["animals-to-digits"]["source"] == "animals" and out["animals-to-digits"]["target"] == "digits"
+    tests = [s["accuracy"] for entry in out.values() for s in entry["settings"]]
+    for name in ("t_p", "wilcoxon_p"):
+        assert [t[f"{name}_holm"] for t in tests] == pytest.approx(script.holm([t[name] for t in tests]))
+    verdicts = {
+        (scenario, s["head_learning_rate"]): s["finding2"]
+        for scenario, e in out.items()
+        for s in e["settings"]
+    }
+    assert verdicts[("digits", 1e-2)] == verdicts[("animals-to-digits", 1e-2)] == "reproduced"
+    assert verdicts[("digits", 1e-3)] == "not reproduced (no detectable difference)"
+    # Wilcoxon with 8 pairs all positive: raw 2 / 2^8, times 4 settings after Holm (the largest factor)
+    assert tests[0]["wilcoxon_p"] == pytest.approx(2 / 256)
+    assert tests[0]["wilcoxon_p_holm"] == pytest.approx(4 * 2 / 256)
+
+
+def test_finding2_of_an_older_results_file_is_still_analysed():
+    """Runs written before scenarios and head learning rates (dataset, iis_weight and ratios only)."""
+    script = load_script()
+    runs = []
+    for seed in range(3):
+        for weight, accuracy in ((None, 0.9), (0.1, 0.91), (0.5, 0.89)):
+            run = {"dataset": "digits", "seed": seed, "iis_weight": weight, "ratios": [0.9]}
+            runs.append({**run, "accuracy": accuracy + 0.001 * seed, "iis": 0.95})
+    out = script.analyse_finetuning(runs)
+    labels = [s["label"] for s in out["digits"]["settings"]]
+    assert labels == ["IISTrainer λ=0.1", "IISTrainer λ=0.5"]
+    assert out["digits"]["settings"][0]["head_learning_rate"] is None
+
+
+def test_a_new_classifier_keeps_every_other_pretrained_weight():
+    script = load_script()
+    source = script.build_model("resnet-s", [f"s{i}" for i in range(10)], seed=5)
+    names = [f"t{i}" for i in range(10)]
+    moved = script.with_new_classifier(source, names, seed=3)
+    fresh = script.build_model("resnet-s", names, seed=3)
+    assert moved.config.id2label == dict(enumerate(names))
+    for key, value in moved.state_dict().items():
+        expected = (fresh if key.startswith("classifier.") else source).state_dict()[key]
+        assert torch.equal(value, expected), key
+    assert not torch.equal(moved.classifier[1].weight, source.classifier[1].weight)
+    again = script.with_new_classifier(source, names, seed=3)  # seeded: the same head again
+    assert torch.equal(again.classifier[1].weight, moved.classifier[1].weight)
+
+
+def test_scenarios_and_their_data_sets():
+    script = load_script()
+    assert script.default_scenarios(["digits", "animals"]) == [
+        "digits",
+        "animals",
+        "digits-to-animals",
+        "animals-to-digits",
+    ]
+    assert script.scenario_datasets("animals-to-digits") == ("animals", "digits")
+    assert script.scenario_datasets("digits") == ("digits", "digits")
+    assert script.parse_args(["--smoke"]).scenarios == ["digits"]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--smoke", "--scenarios", "animals-to-digits"])  # animals not in --datasets
+    with pytest.raises(SystemExit):
+        script.parse_args(["--smoke", "--scenarios", "cifar-to-digits"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--finetuning-results", "x.json"])  # needs --from-results
 
 
 # ------------------------------------------------------------------------------- the second data set
@@ -333,6 +463,51 @@ def test_animal_shapes_load_offline_without_duplicates_across_splits():
     train = {np.asarray(im).tobytes() for im in data["train"]["image"]}
     test = {np.asarray(im).tobytes() for im in data["test"]["image"]}
     assert not train & test
+
+
+@pytest.mark.skipif(
+    not _has_animal_shapes(), reason="animal-shape-mnist is not installed (extra 'reproduce')"
+)
+def test_transfer_finetuning_run_merges_into_a_report(smoke_run, tmp_path):
+    """Finding 2 alone (--skip-checkpoints) in a transfer scenario, then merged into the smoke run's report."""
+    script, results, output, _ = smoke_run
+    argv = ["--smoke", "--datasets", "digits", "animals", "--skip-checkpoints"]
+    argv += ["--scenarios", "animals-to-digits", "--head-learning-rates", "0.01", "--quiet"]
+    transfer = script.main([*argv, "--output-dir", str(tmp_path / "transfer")])
+    assert not transfer["checkpoints"] and len(transfer["finetuning"]) == 4  # 2 seeds x (Trainer, 1 setting)
+    assert {(r["scenario"], r["source"], r["dataset"]) for r in transfer["finetuning"]} == {
+        ("animals-to-digits", "animals", "digits")
+    }
+    pretraining = transfer["scenarios"]["animals-to-digits"]["pretraining"]
+    assert pretraining["epochs"] == 1.0 and 0 <= pretraining["source_test_accuracy"] <= 1
+    assert transfer["figures"] == ["finding2_animals-to-digits.png"]
+    merged = script.main(
+        [
+            "--from-results",
+            str(output / "results.json"),
+            "--finetuning-results",
+            str(tmp_path / "transfer" / "results.json"),
+            "--output-dir",
+            str(tmp_path / "figs"),
+            "--write-report",
+            str(tmp_path / "RESULTS.md"),
+            "--quiet",
+        ]
+    )
+    assert merged["checkpoints"] == results["checkpoints"]  # findings 1 and 3 from the first run
+    assert list(merged["finding2"]) == ["animals-to-digits"]  # finding 2 from the second
+    assert merged["finetuning_run"]["config"]["scenarios"] == ["animals-to-digits"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "--skip-checkpoints" in text.split("## Finding 1")[0]  # both commands are given
+    assert "### digits, pre-trained on animals" in text and "finding2_animals-to-digits.png" in text
+    assert "animals test images:" in text  # the starting model's accuracy on its own data
+    saved = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert "--skip-checkpoints" in saved["finetuning_run"]["command"]
+    # a later redraw of the merged file keeps finding 2's provenance without being told again
+    again = script.main(
+        ["--from-results", str(tmp_path / "RESULTS.json"), "--output-dir", str(tmp_path / "f2"), "--quiet"]
+    )
+    assert again["finding2"] == merged["finding2"]
 
 
 def test_array_unpickler_refuses_anything_but_numpy_arrays(tmp_path):

@@ -98,6 +98,12 @@ def test_save_to_disk_dataset_trains_evaluates_and_writes_everything(tmp_path, t
     results = check_output_folder(output_dir)
     assert metrics["eval_iis"] == results["eval_iis"] and metrics["train_samples"] == 21  # 24 - 15 % held out
     assert results["eval_samples"] == 3
+    # the saved (refitted) head's accuracy and the trained head's, in train_results.json and the card
+    saved = json.loads((output_dir / "train_results.json").read_text())
+    assert (
+        0.0 <= saved["iis_head_accuracy_0.9"] <= 1.0 and 0.0 <= saved["iis_trained_head_accuracy_0.9"] <= 1.0
+    )
+    assert f"{saved['iis_head_accuracy_0.9']:.4f}" in (output_dir / "README.md").read_text()
     # 21 images in batches of 8: 3 steps in one process
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
     config = json.loads((output_dir / "config.json").read_text())

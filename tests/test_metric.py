@@ -60,7 +60,12 @@ def _subprocess_env(**extra):
 def test_hand_computed_example(iis):
     out = iis.compute(predictions=P, references=Y, standard_predictions=S, sparsity_ratios=[0.0, 0.5])
     ci = {k: out.pop(k) for k in ("iis_ci_low", "iis_ci_high")}
-    assert out == {"iis": 0.3125, "iis_standard_accuracy": 1.0, "iis_accuracy_0": 0.75, "iis_accuracy_0.5": 0.5}
+    assert out == {
+        "iis": 0.3125,
+        "iis_standard_accuracy": 1.0,
+        "iis_accuracy_0": 0.75,
+        "iis_accuracy_0.5": 0.5,
+    }
     assert ci["iis_ci_low"] <= 0.3125 <= ci["iis_ci_high"]  # a bootstrap interval over the 4 rows
     assert all(type(v) is float for v in [*out.values(), *ci.values()])  # scalars: a Trainer logs every one
 
@@ -231,7 +236,9 @@ def test_error_on_mismatched_lengths_and_unknown_inputs(iis):
 
 
 def test_unknown_config():
-    with pytest.raises(ValueError, match=r"unknown config 'multilabel'.*\['default', 'representations'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown config 'multilabel'.*\['default', 'representations', 'classifier'\]"
+    ):
         load("multilabel")
 
 

@@ -138,6 +138,13 @@ def test_seeds_give_a_mean_an_sd_and_an_interval_holding_every_seed(tmp_path):
         x[:90], y[:90], x[90:], y[90:], concepts, sparsity_ratios=RATIOS, epochs=5, progress=False
     )
     assert single.iis == pytest.approx(u["iis_per_seed"][0]) and single.uncertainty["sd"] is None
+    # the side-by-side table (`iis-hf demo`) shows both too
+    from iis_hf.outputs import comparison_table
+
+    table = comparison_table({"three seeds": result, "one seed": single}).splitlines()
+    sd_row, ci_row = table[-2].split(), table[-1]
+    assert sd_row == ["±", "sd", f"{u['sd']:.4f}", "–"]
+    assert ci_row.startswith("   95% CI") and ci_row.count(f"[{u['ci'][0]:.3f}, {u['ci'][1]:.3f}]") == 1
 
 
 def test_seeds_on_the_command_line(tiny_models, tmp_path, capsys):

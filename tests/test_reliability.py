@@ -193,6 +193,62 @@ def test_killed_score_leaves_whole_chunks_and_the_rerun_reuses_them(scoring, tmp
     assert not list(cache.glob("*/.*.tmp")), "stale temporary files were left behind"
 
 
+def output_snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_a_run_killed_while_replacing_an_existing_output_leaves_the_old_or_the_new_folder_whole(
+    scoring, tmp_path, sig
+):
+    """`iis-hf score --overwrite` into a folder holding an earlier run's output, stopped by a signal in the
+    middle of putting the new output in place (every rename and removal there is slowed, see
+    tests/scripts/slow_score.py): the folder is then the old output or the new one, file for file, never a
+    mix. With the file-by-file merge of the previous release (`os.replace` of each entry) this fails: the
+    new iis.json lands beside the old concept bank."""
+    reference = scoring["root"] / "reference"
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    shutil.copytree(reference, out)
+    old_report = json.loads((out / "iis.json").read_text())
+    (out / "iis.json").write_text(json.dumps({**old_report, "iis": 0.123, "metadata": {"run": "old"}}))
+    (out / "iis_curve.png").write_bytes((out / "iis_curve.png").read_bytes() + b"old")
+    bank_config = out / "concept_bank" / "concept_bank.json"
+    bank_config.write_text(json.dumps({**json.loads(bank_config.read_text()), "old": True}))
+    old = output_snapshot(out)
+    marker = tmp_path / "committing"
+    args = [*score_command(scoring["model"], scoring["dataset"], out, cache), "--overwrite"]
+    process = start_slow_score(args, delay=0.0, SLOW_SCORE_COMMIT=f"60,{marker}")
+    wait_for(marker.exists, 240, process, "the output folder being put in place")
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+
+    now = output_snapshot(out)
+    if now != old:  # then it must be the new output, whole: no file of the old one is left
+        assert sorted(p.name for p in out.iterdir()) == ["concept_bank", "iis.json", "iis_curve.png"]
+        assert result_of(out) == scoring["result"]
+        assert not [
+            name for name, data in now.items() if old.get(name) == data and name.endswith((".json", ".png"))
+        ]
+        bank = load_file(out / "concept_bank" / "concept_bank.safetensors")
+        assert all(torch.equal(bank[k], scoring["bank"][k]) for k in scoring["bank"])
+    if sig == signal.SIGINT:
+        assert process.returncode == 130, err[-3000:]
+        said = f"interrupted; {out} was written whole" if now != old else "interrupted; no output was written"
+        assert said in err.splitlines()[-1], err[-2000:]
+    else:
+        assert process.returncode == -signal.SIGKILL
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    # A rerun (same machine, the killed process gone) removes what the killed run left beside the folder.
+    rerun = run_score(args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert result_of(out) == scoring["result"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")], leftovers
+    if sig == signal.SIGKILL:
+        assert leftovers, (
+            "the kill should have left the old content beside the folder, for the rerun to remove"
+        )
+
+
 def test_a_damaged_chunk_is_recomputed_not_read(scoring, tmp_path):
     """A chunk that is not what it should be (truncated by a copy, say) is extracted again."""
     cache = tmp_path / "cache"

@@ -393,7 +393,11 @@ def test_a_text_bank_path_works_in_the_metric(tmp_path, probe, colour_bank):
         epochs=5,
     )
     assert 0.0 < scores["iis"] <= 0.5 + 1e-9
-    assert scores["iis_accuracy_0"] > 0 and "iis_accuracy_0.5" in scores and scores["iis_protocol"] == "converged"
+    assert (
+        scores["iis_accuracy_0"] > 0
+        and "iis_accuracy_0.5" in scores
+        and scores["iis_protocol"] == "converged"
+    )
 
 
 # ---------------------------------------------------------------------------- the tiny CLIP, end to end

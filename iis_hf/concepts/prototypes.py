@@ -43,7 +43,7 @@ def prototype_fields(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The fields of a prototype `ConceptBank` (see `ConceptBank.from_prototypes`)."""
-    from ..data import detect_columns
+    from ..data import detect_columns, undecoded
     from ..features import extract_features, load_image_processor, load_vision_model
     from ..images import load_image
 
@@ -61,8 +61,9 @@ def prototype_fields(
     label_names = class_names(dataset, label_column)
 
     crops, sources = [], []
+    stored = undecoded(dataset, image_column)  # decoded by iis_hf.images only, never by datasets first
     for row in rows:
-        example = dataset[int(row)]
+        example = stored[int(row)]
         image = load_image(example[image_column], what=f"row {int(row)} of column {image_column!r}")
         label = int(example[label_column])
         for crop, source in grid_patches(image, grid) if parts == "patches" else slic_segments(image):
@@ -78,7 +79,7 @@ def prototype_fields(
         batch_size=batch_size,
         precision=precision,
         device=device,
-        progress=progress,
+        progress=f"prototype {parts}" if progress else False,
     ).features
     return {
         "vectors": vectors,

@@ -42,6 +42,7 @@ import torch
 
 from ..config import DEFAULT_CLIP_CUTOFF, DEFAULT_CLIP_MODEL, DEFAULT_INTERPRETABILITY_CUTOFF
 from ..devices import resolve_device
+from ..progress import progress_bar
 from ..version import __version__
 
 DEFAULT_CONCEPT_FILE = Path(__file__).resolve().parent / "starter_vocabulary.txt"
@@ -203,8 +204,6 @@ def compute_clip_similarities(
     progress: bool = True,
 ) -> torch.Tensor:
     """(N_images, num_words) cosine similarities between CLIP's image and text embeddings."""
-    from tqdm.auto import tqdm
-
     from ..features.sources import prepare_source
 
     model, processor = load_clip(clip_model, clip_processor)
@@ -230,8 +229,8 @@ def compute_clip_similarities(
 
     source = prepare_source(probe_dataset, processor.image_processor, image_column, None)
     rows = []
-    bar = tqdm(
-        range(0, source.num_rows, batch_size), desc="CLIP similarities", unit="batch", disable=not progress
+    bar = progress_bar(
+        range(0, source.num_rows, batch_size), desc="CLIP similarities", unit="batch", enabled=progress
     )
     for start in bar:
         indices = list(range(start, min(start + batch_size, source.num_rows)))
@@ -276,8 +275,6 @@ def fit_text_projection(
 
     Returns the weight in raw-feature space (epoch with the best mean held-out match) and that epoch.
     """
-    from tqdm.auto import tqdm
-
     device = resolve_device(device)
     x_mean = train_features.mean(dim=0, keepdim=True)
     x_std = train_features.std(dim=0, keepdim=True)
@@ -302,27 +299,30 @@ def fit_text_projection(
 
     best_match, best_epoch, best_weight = holdout_match(), -1, weight.detach().clone()
     batch_size = max(2, min(batch_size, num_train))
-    bar = tqdm(range(epochs), desc="text concept projection", unit="epoch", disable=not progress, leave=False)
     full_batch = batch_size >= num_train  # then the order of the images does not matter
-    for epoch in bar:
-        order = None if full_batch else torch.randperm(num_train, generator=generator).to(device)
-        for start in range(0, num_train, batch_size):
-            if order is None:
-                x, t = train_x, train_t
-            else:
-                idx = order[start : start + batch_size]
-                if idx.numel() < 2:  # a cosine over one centred image is 0/0
-                    continue
-                x, t = train_x[idx], train_t[idx]
-            loss = -cubed_cosine_similarity(t, x @ weight.T).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        match = holdout_match()
-        if match > best_match:
-            best_match, best_epoch, best_weight = match, epoch, weight.detach().clone()
-        elif epoch - best_epoch >= EARLY_STOP_EPOCHS:
-            break
+    with progress_bar(total=epochs, desc="text concept projection", unit="epoch", enabled=progress) as bar:
+        for epoch in range(epochs):
+            order = None if full_batch else torch.randperm(num_train, generator=generator).to(device)
+            for start in range(0, num_train, batch_size):
+                if order is None:
+                    x, t = train_x, train_t
+                else:
+                    idx = order[start : start + batch_size]
+                    if idx.numel() < 2:  # a cosine over one centred image is 0/0
+                        continue
+                    x, t = train_x[idx], train_t[idx]
+                loss = -cubed_cosine_similarity(t, x @ weight.T).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            bar.update(1)
+            match = holdout_match()
+            if match > best_match:
+                best_match, best_epoch, best_weight = match, epoch, weight.detach().clone()
+            elif epoch - best_epoch >= EARLY_STOP_EPOCHS:
+                bar.total = epoch + 1  # done early: the bar ends full, saying why
+                bar.set_postfix_str(f"early-stopped, best epoch {best_epoch}", refresh=False)
+                break
     return (best_weight.cpu() / x_std), best_epoch
 
 
@@ -388,23 +388,18 @@ def text_concept_fields(
         projection_batch_size,
     )
     if features is None:  # step 0: the backbone's representations of the probe images
-        if backbone is None or probe_dataset is None:
-            raise ValueError("text concepts need backbone= and probe_dataset= (or precomputed features=)")
-        from ..features import extract_features
-
-        features = extract_features(
+        features = probe_features(
             backbone,
             probe_dataset,
             image_processor=image_processor,
             image_column=image_column,
-            label_column=None,
             layer=layer,
             pooling=pooling,
             batch_size=batch_size,
             precision=precision,
             device=device,
             progress=progress,
-        ).features
+        )
     features = _as_matrix(features, "features")
     clip_name = None
     if clip_similarities is None:  # step 1: CLIP's image-word similarities over the probe images
@@ -456,10 +451,7 @@ def text_concept_fields(
     weight = weight[keep].contiguous()
     mean, std = standardisation(features[train_idx] @ weight.T, [words[passed_clip[j]] for j in keep])
 
-    names = [words[passed_clip[j]] for j in keep]
-    clip_score_of = {w: round(float(clip_scores[i]), 6) for i, w in enumerate(words)}
-    match_of = {words[i]: round(float(matches[j]), 6) for j, i in enumerate(passed_clip)}
-    provenance: dict[str, Any] = {
+    recipe = {
         "model": _name(backbone),
         "clip_model": str(clip_name) if clip_name is not None else "given similarities",
         "dataset_fingerprint": getattr(probe_dataset, "_fingerprint", None),
@@ -478,6 +470,37 @@ def text_concept_fields(
         "learning_rate": learning_rate,
         "projection_batch_size": projection_batch_size,
         "seed": seed,
+    }
+    return text_bank_fields(
+        words, passed_clip, keep, clip_scores, matches, recipe, {"weight": weight, "mean": mean, "std": std}
+    )
+
+
+def probe_features(backbone, probe_dataset, **extraction) -> torch.Tensor:
+    """Step 0: the backbone's representations of the probe images (labels are not used)."""
+    if backbone is None or probe_dataset is None:
+        raise ValueError("text concepts need backbone= and probe_dataset= (or precomputed features=)")
+    from ..features import extract_features
+
+    return extract_features(backbone, probe_dataset, label_column=None, **extraction).features
+
+
+def text_bank_fields(
+    words: list[str],
+    passed_clip: list[int],
+    keep: list[int],
+    clip_scores: torch.Tensor,
+    matches: torch.Tensor,
+    recipe: dict[str, Any],
+    projection_state: dict[str, torch.Tensor],
+) -> dict[str, Any]:
+    """The bank's fields from the two cutoffs' outcome: the kept words with their scores, and a
+    provenance that records every setting and why each dropped word was dropped."""
+    names = [words[passed_clip[j]] for j in keep]
+    clip_score_of = {w: round(float(clip_scores[i]), 6) for i, w in enumerate(words)}
+    match_of = {words[i]: round(float(matches[j]), 6) for j, i in enumerate(passed_clip)}
+    provenance: dict[str, Any] = {
+        **recipe,
         "num_words": len(words),
         "clip_scores": clip_score_of,
         "holdout_matches": match_of,
@@ -486,20 +509,20 @@ def text_concept_fields(
         "iis_hf_version": __version__,
     }
     return {
-        "vectors": weight,
+        "vectors": projection_state["weight"],
         "names": names,
         "kind": "text",
         "sources": [
             {
                 "word": w,
-                "prompt": prompt.format(w),
+                "prompt": recipe["prompt"].format(w),
                 "clip_score": clip_score_of[w],
                 "holdout_match": match_of[w],
             }
             for w in names
         ],
         "provenance": provenance,
-        "projection_state": {"weight": weight, "mean": mean, "std": std},
+        "projection_state": projection_state,
     }
 
 

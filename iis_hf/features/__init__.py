@@ -12,7 +12,7 @@ from .backbones import (
     load_vision_model,
     pooled_representation,
 )
-from .extract import ExtractedFeatures, extract_features
+from .extract import ExtractedFeatures, extract_features, extract_features_of_models
 from .store import FeatureStore, write_feature_store
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "as_vision_model",
     "capture_classifier_input",
     "extract_features",
+    "extract_features_of_models",
     "load_image_processor",
     "load_vision_model",
     "pooled_representation",

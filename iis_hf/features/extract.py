@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..config import ExtractionConfig
+from ..progress import progress_bar
 from .backbones import (
     as_vision_model,
     load_image_processor,
@@ -30,7 +31,7 @@ from .backbones import (
 )
 from .cache import FeatureCache, processor_config
 from .distributed import all_gather_chunks, process_layout
-from .sources import Source, prepare_source
+from .sources import ImageProcessors, Source, prepare_source
 
 DEFAULT_CHUNK_SIZE = ExtractionConfig().chunk_size
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,7 +51,7 @@ def extract_features(
     image_column: str | None = None,
     label_column: str | None = None,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     **settings,
 ) -> ExtractedFeatures:
     """Pooled representations (N, D) of every image of `dataset`, in order, plus its labels.
@@ -78,43 +79,98 @@ def extract_features(
         image_column: defaults to the column whose feature is `datasets.Image`, else "image" / "img".
         label_column: defaults to the `ClassLabel` column, else "label" / "labels"; none found -> labels None.
         device: defaults to accelerate's ``PartialState().device`` (each process's own device).
-        progress: show a tqdm bar on the main process.
+        progress: show a progress bar on the main process (`iis_hf.progress`); a string labels it.
 
     Returns:
         ExtractedFeatures(features (N, D) float32 CPU, labels (N,) int64 or None). Under ``accelerate
         launch`` / ``torchrun`` each process extracts its share and every process returns the whole.
+    """
+    return extract_features_of_models(
+        [model],
+        dataset,
+        config=config,
+        image_processors=[image_processor],
+        image_column=image_column,
+        label_column=label_column,
+        device=device,
+        progress=progress,
+        **settings,
+    )[0]
+
+
+def extract_features_of_models(
+    models,
+    dataset,
+    *,
+    config: ExtractionConfig | None = None,
+    image_processors=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    device: str | torch.device | None = None,
+    progress: bool | str = True,
+    **settings,
+) -> list[ExtractedFeatures]:
+    """`extract_features` for several models over one dataset, decoding each image once.
+
+    Each batch of images is decoded once, turned into pixel values by every model's own image
+    processor (identical processors run once), and fed to every model that still needs it: a model
+    whose features for a chunk are already in its cache (`cache_dir`; one cache per model, keyed as
+    in `extract_features`) skips that chunk. All models sit on `device` together. Returns one
+    `ExtractedFeatures` per model, in order; each equals what `extract_features` gives that model.
+    `progress` may be a string: the bar's label.
     """
     config = (
         dataclasses.replace(config or ExtractionConfig(), **settings)
         if settings
         else (config or ExtractionConfig())
     )
-    model = _as_model(model)
-    image_processor = load_image_processor(model, image_processor)
-    source = prepare_source(dataset, image_processor, image_column, label_column)
+    models = [_as_model(model) for model in models]
+    if not models:
+        raise ValueError("no models to extract features with")
+    processors = list(image_processors) if image_processors is not None else [None] * len(models)
+    if len(processors) != len(models):
+        raise ValueError(f"got {len(processors)} image processors for {len(models)} models")
+    processors = [load_image_processor(model, p) for model, p in zip(models, processors)]
+    every = ImageProcessors(processors)
+    source = prepare_source(dataset, every, image_column, label_column)
     world, rank, default_device = process_layout()
     plan = _ChunkPlan(source.num_rows, config.chunk_size, world, rank)
-    cache = _open_cache(config, model, source, image_processor, plan, is_main=rank == 0)
-
-    todo = (
+    caches = [
+        _open_cache(config, model, source, processor, plan, is_main=rank == 0)
+        for model, processor in zip(models, processors)
+    ]
+    todo = [
         plan.mine
         if cache is None
         else [c for c in plan.mine if cache.read(c, plan.bounds[c], source.has_labels) is None]
-    )
-    # Every process runs the model when anything is left to do, even with no chunk of its own: a bad
-    # argument then fails on all ranks alike (no rank waits forever at a barrier), and the feature
+        for cache in caches
+    ]
+    # Every process runs a model when anything is left to do for it, even with no chunk of its own: a
+    # bad argument then fails on all ranks alike (no rank waits forever at a barrier), and the feature
     # width is known for the all-gather.
-    computed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    width = None
-    if todo or cache is None or not cache.complete(plan.num_chunks):
-        width = _extract_chunks(
-            model, source, todo, plan, config, device if device is not None else default_device, cache, computed,
-            progress and rank == 0,
+    running = [
+        m for m, cache in enumerate(caches) if todo[m] or cache is None or not cache.complete(plan.num_chunks)
+    ]
+    computed: list[dict[int, tuple[torch.Tensor, torch.Tensor | None]]] = [{} for _ in models]
+    widths: dict[int, int] = {}
+    if running:
+        label = progress if isinstance(progress, str) else _bar_label(len(models))
+        widths = _extract_chunks(
+            models, processors, every, dataset, (image_column, label_column), source, running, todo, plan, config,
+            device if device is not None else default_device, caches, computed, bool(progress) and rank == 0,
+            label,
         )  # fmt: skip
-    parts = _collect_chunks(plan, cache, computed, source.has_labels, width)
-    features = torch.cat([p[0] for p in parts]).float()
-    labels = torch.cat([p[1] for p in parts]) if source.has_labels else None
-    return ExtractedFeatures(features, labels)
+    results = []
+    for m, cache in enumerate(caches):
+        parts = _collect_chunks(plan, cache, computed[m], source.has_labels, widths.get(m))
+        features = torch.cat([p[0] for p in parts]).float()
+        labels = torch.cat([p[1] for p in parts]) if source.has_labels else None
+        results.append(ExtractedFeatures(features, labels))
+    return results
+
+
+def _bar_label(num_models: int) -> str:
+    return "extracting features" + (f" ({num_models} models)" if num_models > 1 else "")
 
 
 def _as_model(model) -> nn.Module:
@@ -167,27 +223,62 @@ def _open_cache(
 
 
 def _extract_chunks(
-    model, source: Source, todo, plan: _ChunkPlan, config: ExtractionConfig, device, cache, computed, bar
-) -> int:
-    """Run the model over the `todo` chunks (into the cache, or `computed`); returns the feature width."""
+    models, processors, every: ImageProcessors, dataset, columns, source: Source, running, todo, plan: _ChunkPlan,
+    config: ExtractionConfig, device, caches, computed, bar: bool, label: str,
+) -> dict[int, int]:  # fmt: skip
+    """Run the `running` models over their `todo` chunks (into their caches, or `computed`).
+
+    Chunks are grouped by the set of models that need them; each group is read once, with exactly
+    those models' image processors. Returns each running model's feature width.
+    """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    if getattr(model, "hf_device_map", None) is None:
-        model.to(device)
-    else:  # dispatched over devices by accelerate (device_map=...): inputs go where it starts
-        device = next(model.parameters()).device
+    devices, was_training = {}, {}
+    for m in running:
+        model = models[m]
+        was_training[m] = model.training
+        model.eval()
+        if getattr(model, "hf_device_map", None) is None:
+            model.to(device)
+            devices[m] = device
+        else:  # dispatched over devices by accelerate (device_map=...): inputs go where it starts
+            devices[m] = next(model.parameters()).device
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for c in plan.mine:
+        needing = tuple(m for m in running if c in todo[m])
+        if needing:
+            groups.setdefault(needing, []).append(c)
+    total = sum(plan.bounds[c][1] - plan.bounds[c][0] for chunks in groups.values() for c in chunks)
+    widths = {}
     try:
-        with torch.inference_mode():
-            width = _forward(model, source.batches[[0]]["pixel_values"], device, config).shape[1]
-            for c, features, labels in _run_chunks(model, source, todo, plan.bounds, config, device, bar):
-                if cache is not None:
-                    cache.write(c, features, labels, plan.bounds[c])
-                else:
-                    computed[c] = (features, labels)
+        with (
+            torch.inference_mode(),
+            progress_bar(total=total, desc=label, unit="img", enabled=bar and total > 0) as pbar,
+        ):
+            first = source.batches[[0]]["pixel_values"]
+            for m in running:
+                pixels = first[every.slots[m]] if isinstance(first, list) else first
+                widths[m] = _forward(models[m], pixels, devices[m], config).shape[1]
+            for group, chunks in groups.items():
+                if len(group) == len(models):
+                    group_source, group_processors = source, every
+                else:  # read these chunks with the processors of the models that need them only
+                    group_processors = ImageProcessors([processors[m] for m in group])
+                    group_source = prepare_source(dataset, group_processors, *columns)
+                group_models = {
+                    m: (models[m], devices[m], group_processors.slots[i]) for i, m in enumerate(group)
+                }
+                for c, features, labels in _run_chunks(
+                    group_models, group_source, chunks, plan.bounds, config, pbar
+                ):
+                    for m, values in features.items():
+                        if caches[m] is not None:
+                            caches[m].write(c, values, labels, plan.bounds[c])
+                        else:
+                            computed[m][c] = (values, labels)
     finally:
-        model.train(was_training)
-    return width
+        for m in running:
+            models[m].train(was_training[m])
+    return widths
 
 
 def _collect_chunks(plan: _ChunkPlan, cache, computed, has_labels: bool, width) -> list[Any]:
@@ -229,10 +320,13 @@ def _forward(model, pixel_values, device, config: ExtractionConfig) -> torch.Ten
     return pooled.float()
 
 
-def _run_chunks(model, source: Source, chunks, bounds, config: ExtractionConfig, device, bar):
-    """Yield (chunk, features (n, D) float32 CPU, labels or None) for each chunk, in order."""
+def _run_chunks(group_models, source: Source, chunks, bounds, config: ExtractionConfig, pbar):
+    """Yield (chunk, {model index: features (n, D) float32 CPU}, labels or None) for each chunk, in order.
+
+    `group_models` maps a model's index to (model, device, where its pixel values sit in a batch's
+    list of them: identical processors share one).
+    """
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     batches, owners = [], []
     for c in chunks:
@@ -247,19 +341,23 @@ def _run_chunks(model, source: Source, chunks, bounds, config: ExtractionConfig,
         batch_size=None,
         sampler=batches,
         num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=any(device.type == "cuda" for _, device, _ in group_models.values()),
         persistent_workers=False,
     )
-    total = sum(len(b) for b in batches)
-    pending: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    with tqdm(total=total, desc="extracting features", unit="img", disable=not bar) as pbar:
-        for i, batch in enumerate(loader):
-            # Features stay on the device until the chunk is complete: no host sync per batch, so
-            # the accelerator keeps working while the next batch is loaded.
-            features = _forward(model, batch["pixel_values"], device, config)
-            pending.append((features, batch.get("labels")))
-            pbar.update(features.shape[0])
-            if i + 1 == len(batches) or owners[i + 1] != owners[i]:
-                labels = torch.cat([p[1] for p in pending]) if source.has_labels else None
-                yield owners[i], torch.cat([p[0] for p in pending]).cpu(), labels
-                pending = []
+    pending: dict[int, list[torch.Tensor]] = {m: [] for m in group_models}
+    pending_labels: list[torch.Tensor] = []
+    for i, batch in enumerate(loader):
+        # Features stay on the device until the chunk is complete: no host sync per batch, so
+        # the accelerator keeps working while the next batch is loaded.
+        pixel_values = batch["pixel_values"]
+        for m, (model, device, slot) in group_models.items():
+            pixels = pixel_values[slot] if isinstance(pixel_values, list) else pixel_values
+            pending[m].append(_forward(model, pixels, device, config))
+        if source.has_labels:
+            pending_labels.append(batch["labels"])
+        pbar.update(len(batches[i]))
+        if i + 1 == len(batches) or owners[i + 1] != owners[i]:
+            labels = torch.cat(pending_labels) if source.has_labels else None
+            yield owners[i], {m: torch.cat(p).cpu() for m, p in pending.items()}, labels
+            pending = {m: [] for m in group_models}
+            pending_labels = []

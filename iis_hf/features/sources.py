@@ -8,12 +8,13 @@ the model's own image processor), with its number of rows and a fingerprint for 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 
-from ..data import detect_columns
+from ..data import detect_columns, undecoded
 from ..images import load_image
 
 
@@ -22,12 +23,19 @@ def to_rgb(image: Any, where: str, columns: Sequence[str], image_column: str | N
     try:
         return load_image(image, what=where)
     except ValueError as err:
-        if image_column is None:
-            raise
+        if image_column is None or _is_stored_image(image):
+            raise  # an image file or its bytes that will not decode: the column is right, the file is bad
         raise ValueError(
             f"{err}; if this is not the image column, pass image_column= naming the column that holds the "
             f"images (columns: {list(columns)})"
         ) from err
+
+
+def _is_stored_image(value: Any) -> bool:
+    """A `datasets` image as stored ({"bytes", "path"}) or a PIL image: certainly meant as an image."""
+    from PIL import Image
+
+    return isinstance(value, Image.Image) or (isinstance(value, dict) and {"bytes", "path"} <= set(value))
 
 
 class _Preprocess:
@@ -50,7 +58,40 @@ class _Preprocess:
         return out
 
 
-def _pixel_values(image_processor, images) -> torch.Tensor:
+class ImageProcessors:
+    """Several models' image processors applied to the same decoded images (`extract_features_of_models`).
+
+    A batch is decoded once; its "pixel_values" is then a list with one tensor per distinct processor
+    (identical processors, e.g. of two checkpoints of one family, run once), and `slots[i]` is the
+    position of the i-th processor's tensor in that list.
+    """
+
+    def __init__(self, processors: Sequence):
+        self.unique: list = []
+        self.slots: list[int] = []
+        keys: list[str] = []
+        for processor in processors:
+            key = _processor_key(processor)
+            if key not in keys:
+                keys.append(key)
+                self.unique.append(processor)
+            self.slots.append(keys.index(key))
+
+    def __call__(self, images) -> list[torch.Tensor]:
+        return [_pixel_values(processor, images) for processor in self.unique]
+
+
+def _processor_key(processor) -> str:
+    to_dict = getattr(processor, "to_dict", None)
+    if callable(to_dict):
+        settings = json.dumps(to_dict(), sort_keys=True, default=str)
+        return f"{type(processor).__module__}.{type(processor).__qualname__}:{settings}"
+    return f"id:{id(processor)}"
+
+
+def _pixel_values(image_processor, images) -> torch.Tensor | list[torch.Tensor]:
+    if isinstance(image_processor, ImageProcessors):
+        return image_processor(images)
     encoded = image_processor(images=images, return_tensors="pt")
     pixel_values = encoded["pixel_values"] if hasattr(encoded, "__getitem__") else encoded
     return torch.as_tensor(pixel_values)
@@ -123,11 +164,12 @@ def prepare_source(dataset, image_processor, image_column, label_column) -> Sour
         columns = list(dataset.column_names)
         if len(dataset) == 0:
             raise ValueError(f"the dataset is empty (columns: {columns}); nothing to extract")
-        first = dataset.select_columns([image_column])[0][image_column]
+        stored = undecoded(dataset, image_column)  # decoded by iis_hf.images only, never by datasets first
+        first = stored.select_columns([image_column])[0][image_column]
         to_rgb(first, f"row 0 of column {image_column!r}", columns, image_column)
         keep = [image_column] + ([label_column] if label_column else [])
         transform = _Preprocess(image_processor, image_column, label_column, columns)
-        transformed = dataset.select_columns(keep).with_transform(transform)
+        transformed = stored.select_columns(keep).with_transform(transform)
         return Source(
             batches=transformed,
             num_rows=len(dataset),

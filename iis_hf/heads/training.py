@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..config import HEAD_PRECISIONS, HeadsConfig
 from ..devices import resolve_device
+from ..progress import progress_bar
 from ..splits import stratified_split
 from .graphed_step import WARMUP_STEPS, GraphedStep
 from .modules import InterpretationHeads, LinearProbe
@@ -33,6 +33,8 @@ from .rows import Rows, feature_moments, project
 EVAL_CHUNK = 2048  # small enough for the per-ratio working set to stay in cache
 RELEASE_EVERY = 16  # batches between releases of a memory-mapped store's pages
 PROBE_EVALUATIONS = 50  # the probe's extra epochs (small data sets) are evaluated about this often
+HEADS_BAR = "IIS heads"
+PROBE_BAR = "IIS heads done; linear probe converging"
 
 
 @dataclass
@@ -142,7 +144,7 @@ class _HeadTraining:
             device,
         )
         self.learning_rates = config.learning_rates
-        self.matmul_dtype = head_matmul_dtype(config.precision, device)
+        self.matmul_dtype = head_matmul_dtype(config.precision, device, len(data.train))
         self.autocast = torch.autocast(
             device.type,
             dtype=self.matmul_dtype or torch.bfloat16,
@@ -175,6 +177,7 @@ class _HeadTraining:
             t.to(device) for t in (data.train_labels, data.eval_labels, data.select_labels)
         )
         self.n = len(data.train)
+        self.per_model_order = paper and not self.learned
         self.steps_per_epoch = -(-self.n // config.batch_size)
         self.num_ratios = len(config.sparsity_ratios)
         self._build_optimizers(cuda_graphs)
@@ -218,12 +221,22 @@ class _HeadTraining:
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor, heads_train: bool = True) -> None:
-        """One Adam step of every probe (and, while `heads_train`, every stack of heads)."""
-        device, y = self.device, self.train_y[idx.to(self.device)]
-        x = self.train_x.gather(idx).to(device, non_blocking=True)
+        """One Adam step of every probe (and, while `heads_train`, every stack of heads).
+
+        `idx` is one batch of row indices shared by all models, or (1 + R, B): the probe's batch and
+        each ratio's own batch (the "paper" protocol's one data order per model).
+        """
+        probe_idx, head_idx = (idx, idx) if idx.dim() == 1 else (idx[0], idx[1:])
+        device, y = self.device, self.train_y[probe_idx.to(self.device)]
+        head_y = (
+            y.repeat(self.num_ratios)
+            if idx.dim() == 1
+            else self.train_y[head_idx.to(self.device)].reshape(-1)
+        )
+        x = self.train_x.gather(probe_idx).to(device, non_blocking=True)
         z = None
         if heads_train and not self.learned:
-            z = self.train_z[idx.to(self.train_z.device)].to(device, non_blocking=True)
+            z = self.train_z[head_idx.to(self.train_z.device)].to(device, non_blocking=True)
         for probe, stack, optimizer in zip(self.probes, self.stacks, self.optimizers):
             with self.autocast:
                 loss = F.cross_entropy(probe(x), y)
@@ -231,9 +244,7 @@ class _HeadTraining:
                     logits = stack.forward_normalized(stack.normalize(x) if self.learned else z)
                     # Sum over ratios of each ratio's mean loss: each head gets exactly its own gradient.
                     heads_loss = F.cross_entropy(
-                        logits.float().reshape(-1, self.num_classes),
-                        y.repeat(self.num_ratios),
-                        reduction="sum",
+                        logits.float().reshape(-1, self.num_classes), head_y, reduction="sum"
                     )
                     loss = loss + heads_loss / y.shape[0]
             optimizer.zero_grad(set_to_none=True)
@@ -250,15 +261,22 @@ class _HeadTraining:
         shuffle = torch.Generator().manual_seed(self.seed)
         probe_epochs = max(config.epochs, -(-self.probe_min_steps // self.steps_per_epoch))
         probe_eval_every = max(1, (probe_epochs - config.epochs) // PROBE_EVALUATIONS)
-        bar = tqdm(range(probe_epochs), desc="IIS heads", unit="epoch", disable=not progress, leave=False)
-        for epoch in bar:
-            heads_train = epoch < config.epochs
-            self.train_epoch(torch.randperm(self.n, generator=shuffle), heads_train)
-            self.check_finite(epoch)
-            last_epoch = epoch == probe_epochs - 1
-            if not heads_train and not last_epoch and (epoch - config.epochs + 1) % probe_eval_every:
-                continue
-            bar.set_postfix(self.evaluate_epoch(epoch, heads_train, last_epoch, probe_epochs))
+        # One bar over every epoch, counted after each one and left at its total when done (a bar
+        # erased on close showed its last refresh, e.g. 992/1000, in logs). When the probe trains on
+        # alone after the heads (small data sets: `probe_min_steps`), the label says so.
+        with progress_bar(total=probe_epochs, desc=HEADS_BAR, unit="epoch", enabled=progress) as bar:
+            for epoch in range(probe_epochs):
+                heads_train = epoch < config.epochs
+                if epoch == config.epochs:
+                    bar.set_description(PROBE_BAR, refresh=False)
+                self.train_epoch(self.draw_order(shuffle), heads_train)
+                self.check_finite(epoch)
+                last_epoch = epoch == probe_epochs - 1
+                if heads_train or last_epoch or not (epoch - config.epochs + 1) % probe_eval_every:
+                    bar.set_postfix(
+                        self.evaluate_epoch(epoch, heads_train, last_epoch, probe_epochs), refresh=False
+                    )
+                bar.update(1)
         self.train_x.release()
         fit = self.best.result(
             self.stacks, self.probes, self.best_heads, self.best_probes, self.learning_rates, self.history
@@ -282,15 +300,25 @@ class _HeadTraining:
                     "lower the learning rate, or check the features (rescale them, or extract in fp32)"
                 )
 
+    def draw_order(self, shuffle: torch.Generator) -> torch.Tensor:
+        """This epoch's order of the train rows (drawn on the CPU: the same on every device).
+
+        One permutation shared by the probe and every head; under the "paper" protocol one per model
+        (the probe, then each ratio), as the published code trains each model with its own shuffles.
+        """
+        if not self.per_model_order:
+            return torch.randperm(self.n, generator=shuffle)
+        return torch.stack([torch.randperm(self.n, generator=shuffle) for _ in range(1 + self.num_ratios)])
+
     def train_epoch(self, order: torch.Tensor, heads_train: bool) -> None:
-        """One pass over the train rows in `order` (drawn on the CPU: the same on every device)."""
+        """One pass over the train rows in `order` ((n,), or (1 + R, n) with one order per model)."""
         if self.train_x.on(self.device):
             # One copy per epoch: a per-batch copy from pageable host memory would sync the stream
             # and stop the host from queueing the next batch's kernels while the device works.
             order = order.to(self.device)
         batch_size = self.config.batch_size
         for step, start in enumerate(range(0, self.n, batch_size)):
-            idx = order[start : start + batch_size]
+            idx = order[..., start : start + batch_size]
             if self.graphed is not None and heads_train and idx.numel() == batch_size:
                 self.graphed(idx)
             else:
@@ -439,11 +467,17 @@ def correct_rows(
     return torch.cat(probe_rows), heads
 
 
-def head_matmul_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 for the heads' and the probe's matrix products where the hardware runs it natively
-    ("auto": CUDA with bf16, or a CPU with AVX512-BF16/AMX, where the heads' batched products
-    measured 3x faster than in float32); None means float32. Elementwise work, sparsification
-    thresholds, losses and optimizer state stay in float32."""
+CPU_BF16_MIN_ROWS = 50_000  # below this, bf16 autocast on the CPU costs more than it saves
+
+
+def head_matmul_dtype(
+    precision: str, device: torch.device, num_rows: int | None = None
+) -> torch.dtype | None:
+    """bfloat16 for the heads' and the probe's matrix products where it pays ("auto"): on CUDA with
+    bf16, or on a CPU with AVX512-BF16/AMX for at least `CPU_BF16_MIN_ROWS` training rows (there the
+    heads' batched products measured 3x faster than in float32; on a few thousand rows the CPU's
+    bf16 kernels were slower, up to 5x for a probe on 225 rows); None means float32. Elementwise
+    work, sparsification thresholds, losses and optimizer state stay in float32."""
     if precision not in HEAD_PRECISIONS:
         raise ValueError(f"precision must be one of {HEAD_PRECISIONS}, got {precision!r}")
     if precision == "fp32":
@@ -455,5 +489,6 @@ def head_matmul_dtype(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         fast = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-        return torch.bfloat16 if fast else None
+        large = num_rows is None or num_rows >= CPU_BF16_MIN_ROWS
+        return torch.bfloat16 if fast and large else None
     return None

@@ -29,7 +29,7 @@ from ..concepts import ConceptBank
 from ..config import ratio_index
 from ..features import capture_classifier_input
 from ..features.backbones import classifier_input_dim, has_classifier
-from ..files import read_safetensors, save_safetensors_atomic
+from ..files import FILE_MODE, read_safetensors, save_safetensors_atomic
 from ..heads import InterpretationHeads
 from ..hub import ArtefactHubMixin
 from .head_config import DEFAULT_IIS_WEIGHT, IIS_HEAD_NAME, IISHeadConfig, head_folder
@@ -228,6 +228,8 @@ class IISModelForImageClassification(
                 k[len(HEAD_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(HEAD_PREFIX)
             }
         self.backbone.save_pretrained(save_directory, state_dict=backbone_state)
+        for weights in Path(save_directory).glob("*.safetensors"):  # safetensors writes them 0600
+            os.chmod(weights, FILE_MODE)
         self.save_head(save_directory, head_state)
 
     def generate_model_card(self, *args, repo_id: str | None = None, result=None, **kwargs) -> ModelCard:

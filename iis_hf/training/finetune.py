@@ -17,6 +17,7 @@ would hold out too.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..concepts import ConceptBank
-from ..data import limit_rows
+from ..data import limit_rows, undecoded
 from ..hub import looks_like_hub_id
 from ..modeling import IISHeadConfig, IISModelForImageClassification, has_head
 from ..splits import stratified_split
@@ -353,6 +354,8 @@ def run(
         data[next(iter(data))], data_args.image_column_name, data_args.label_column_name
     )
     data = encode_labels(data, label_column)
+    # images stay encoded until iis_hf.images.load_image decodes them (errors name the file)
+    data = type(data)({name: undecoded(split, image_column) for name, split in data.items()})
     # before any selection: on a split without an indices mapping the column costs no cache file
     data["train"] = with_row_index(data["train"])
     train, evaluation = split_train_validation(data, data_args, label_column, training_args.seed)
@@ -391,7 +394,7 @@ def run(
         checkpoint = training_args.resume_from_checkpoint or last_checkpoint
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
-        train_metrics = {**train_result.metrics, "train_samples": len(train)}
+        train_metrics = {**train_result.metrics, "train_samples": len(train), **saved_head_metrics(trainer)}
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
@@ -441,16 +444,62 @@ def model_card_arguments(
     return card
 
 
+def saved_head_metrics(trainer: IISTrainer) -> dict[str, float]:
+    """The saved interpretation head's accuracy at each loss ratio (`iis_head_accuracy_<rho>`), and the
+    accuracy of the head as trained before it was refitted (`iis_trained_head_accuracy_<rho>`)."""
+    record = trainer.saved_head_accuracy or {}
+    metrics = {f"iis_head_accuracy_{r}": a for r, a in record.get("accuracies", {}).items()}
+    trained = record.get("trained_head_accuracies") or {}
+    metrics.update({f"iis_trained_head_accuracy_{r}": a for r, a in trained.items()})
+    return metrics
+
+
 def local_dataset_name(folder: str) -> str:
     """A local dataset's name: its folder's, or its parent's when the folder is a split (`data/train`)."""
     path = Path(folder).resolve()
     return path.parent.name if path.name.lower() in ("train", "training", "training_set") else path.name
 
 
+# What the --no_<field> switches HfArgumentParser adds for the True-by-default booleans do (it gives
+# them the field's own help, which describes the opposite).
+NO_SWITCH_HELP = {
+    "iis_eval": "skip the IIS measurement at each evaluation: no eval_iis, eval_iis_accuracy_<rho> "
+    "(sets iis_eval to False; the measurement is on by default)",
+    "iis_refit_head": "keep the interpretation head as trained, without refitting it on the final backbone "
+    "(sets iis_refit_head to False; refitting is on by default)",
+}
+
+
 def build_parser(prog: str | None = None):
+    """transformers' HfArgumentParser over the three argument dataclasses, arranged for `--help`: the
+    IIS options first, in their own group (702 lines of Trainer options would bury them), and each
+    --no_iis_* switch with help of its own."""
     from transformers import HfArgumentParser
 
-    return HfArgumentParser((ModelArguments, DataTrainingArguments, IISTrainingArguments), prog=prog)
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, IISTrainingArguments), prog=prog)
+    iis = [a for a in parser._actions if a.dest.startswith("iis_")]
+    for action in iis:
+        if any(o.startswith(("--no_", "--no-")) for o in action.option_strings):
+            action.help = NO_SWITCH_HELP.get(
+                action.dest, f"sets {action.dest} to False (on by default; see --{action.dest})"
+            )
+            action.default = argparse.SUPPRESS  # help only: "(default: False)" would read as "off by default"
+    group = parser.add_argument_group(
+        "IIS options (IISTrainingArguments)",
+        "The interpretability loss, its concepts, and the IIS measured at each evaluation. The "
+        "model, data and Trainer arguments of transformers' run_image_classification.py follow.",
+    )
+    for action in iis:
+        for other in parser._action_groups:
+            if action in other._group_actions and other is not group:
+                other._group_actions.remove(action)
+        group._group_actions.append(action)
+    parser._action_groups.remove(group)
+    parser._action_groups.insert(0, group)
+    help_actions = [a for a in parser._actions if isinstance(a, argparse._HelpAction)]
+    rest = [a for a in parser._actions if a not in iis and a not in help_actions]
+    parser._actions[:] = [*help_actions, *iis, *rest]  # the usage line follows this order
+    return parser
 
 
 def parse_arguments(argv: list[str] | None = None, prog: str | None = None):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import Trainer
 
 from ..concepts import ConceptBank
@@ -25,6 +24,7 @@ from ..heads import fit_heads
 from ..modeling import IIS_FILES, IISModelForImageClassification
 from ..outputs import CURVE_NAME, RESULT_NAME
 from ..pipeline import build_concepts, score_representations
+from ..progress import progress_bar
 from ..score import IISResult
 from ..splits import random_subset
 from .arguments import IISTrainingArguments
@@ -263,8 +263,8 @@ class IISTrainer(Trainer):
         model.eval()
         dataloader = self.get_eval_dataloader(dataset)
         try:
-            for inputs in tqdm(
-                dataloader, desc="IIS features", unit="batch", disable=not self.show_progress(), leave=False
+            for inputs in progress_bar(
+                dataloader, desc="IIS features", unit="batch", enabled=self.show_progress()
             ):
                 inputs = self._prepare_inputs(inputs)
                 with torch.no_grad():

@@ -33,9 +33,13 @@ A(r) the accuracy of that head and A0 the accuracy of a linear probe on the raw 
 (the trapezoid rule, not renormalised by the span of the grid). With the published ratio grid
 0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98 a representation that loses no accuracy scores 0.98.
 
-Two configurations:
+Three configurations:
 - "default": you trained the heads yourself. `predictions` holds, for every sample, one predicted
   label per sparsity ratio; the metric computes A(r) and A0 and integrates.
+- "classifier": the same, with `predictions` the labels of a linear classifier on the
+  representation (A0 is their accuracy: a fine-tuned model's own classifier is such a probe) and
+  the heads' labels in `head_predictions`, so it shares `predictions` with "accuracy" in
+  `evaluate.combine`.
 - "representations": `predictions` are representation vectors. The metric splits them into a
   stratified train/eval split, trains the probe and the interpretation heads on the concepts you give,
   and integrates: `iis_hf.pipeline.score_labelled_representations`, the pipeline every iis-hf
@@ -54,9 +58,15 @@ Args:
         given to `add_batch` too.
     standard_accuracy (`float`, *optional*, "default" only): A0 in (0, 1], given directly instead of
         `standard_predictions`. Exactly one of the two is required.
+    head_predictions (`list` of `list` of `int`, "classifier" only): N rows of len(sparsity_ratios) labels
+        predicted by the interpretation heads (column j: the head at sparsity_ratios[j]); `predictions`
+        are then the classifier's N labels and A0 is their accuracy. An input column: with
+        `evaluate.combine`, give it to `add_batch` / `add`, then call `compute()`.
     sparsity_ratios (`list` of `float`, *optional*): the ratios in [0, 1), each once, in any order.
-        Defaults to the published grid [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98]; in the "default"
-        config that default needs predictions with exactly 8 columns.
+        Defaults to the published grid [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98], or to the ratios given
+        when loading (`evaluate.load(..., sparsity_ratios=[...])`, the way to set them under
+        `evaluate.combine`, whose `compute` passes its arguments to every module); with the published
+        grid the predictions per ratio need exactly 8 columns.
     concepts ("representations" only): the concept vectors, a C x D array (list, numpy or torch), an
         `iis_hf.ConceptBank`, or the folder / Hub id of a saved ConceptBank.
     eval_fraction (`float`, *optional*, "representations" only): fraction of each class held out for
@@ -115,7 +125,15 @@ Examples:
         >>> print(round(results["iis_standard_accuracy"], 4), round(results["iis"], 4))
         1.0 0.75
 
-    Example 4 - the "representations" config trains the heads itself:
+    Example 4 - the "classifier" config, as combined with accuracy (A0 is the classifier's accuracy):
+        >>> iis_metric = evaluate.load("iis", "classifier", sparsity_ratios=[0.0, 0.5])
+        >>> results = iis_metric.compute(
+        ...     predictions=[0, 1, 2, 2], references=[0, 1, 2, 2], head_predictions=[[0, 0], [1, 1], [2, 0], [1, 1]]
+        ... )
+        >>> print(results["iis"], results["iis_standard_accuracy"])
+        0.3125 1.0
+
+    Example 5 - the "representations" config trains the heads itself:
         >>> iis_metric = evaluate.load("iis", "representations")  # doctest: +SKIP
         >>> results = iis_metric.compute(  # doctest: +SKIP
         ...     predictions=features, references=labels, concepts="path/to/concept_bank", epochs=30
@@ -132,12 +150,17 @@ _CITATION = """
 }
 """
 
-CONFIGS = ("default", "representations")
+CONFIGS = ("default", "representations", "classifier")
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Iis(evaluate.Metric):
     """Inherent Interpretability Score: area under A(r)/A0 over the sparsity ratios r."""
+
+    def __init__(self, *args, sparsity_ratios=None, **kwargs):
+        # The default ratio grid of `compute` (evaluate.load passes its extra keyword arguments here).
+        self.default_sparsity_ratios = None if sparsity_ratios is None else list(sparsity_ratios)
+        super().__init__(*args, **kwargs)
 
     def _info(self):
         if self.config_name not in CONFIGS:
@@ -149,6 +172,14 @@ class Iis(evaluate.Metric):
                 {
                     "predictions": datasets.Sequence(datasets.Value("float32")),
                     "references": datasets.Value("int64"),
+                }
+            )
+        elif self.config_name == "classifier":
+            features = datasets.Features(
+                {
+                    "predictions": datasets.Value("int64"),
+                    "references": datasets.Value("int64"),
+                    "head_predictions": datasets.Sequence(datasets.Value("int64")),
                 }
             )
         else:
@@ -185,23 +216,45 @@ class Iis(evaluate.Metric):
             kwargs = {**kwargs, "standard_predictions": [None] * n}
         return kwargs
 
-    def _check_inputs(self, predictions, references):
-        """Refuse what `datasets` would silently cast (floats truncated to int) before it is stored."""
+    def _check_inputs(self, predictions, references, standard_predictions=None):
+        """Refuse what `datasets` would silently cast (floats truncated to int, inf) before it is stored."""
         if self.config_name == "default" and predictions is not None:
             class_ids(predictions, "predictions", ndim=2)
         if references is not None:
             class_ids(references, "references", ndim=1)
+        given = standard_predictions is not None and not (
+            isinstance(standard_predictions, (list, tuple)) and all(v is None for v in standard_predictions)
+        )  # all None: not given (`_fill_standard_predictions`)
+        if self.config_name == "default" and given:
+            class_ids(standard_predictions, "standard_predictions", ndim=1)
+
+    def _check_classifier_inputs(self, predictions, head_predictions):
+        """The "classifier" config: one label per sample, and one per ratio from the heads."""
+        if self.config_name != "classifier":
+            return
+        if predictions is not None:
+            class_ids(predictions, "predictions", ndim=1)
+        if head_predictions is not None:
+            class_ids(head_predictions, "head_predictions", ndim=2)
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Add a batch of predictions, references and (optionally) standard_predictions."""
-        self._check_inputs(predictions, references)
+        self._check_classifier_inputs(predictions, kwargs.get("head_predictions"))
+        self._check_inputs(predictions, references, kwargs.get("standard_predictions"))
         kwargs = self._fill_standard_predictions(predictions, kwargs)
         return super().add_batch(predictions=predictions, references=references, **kwargs)
 
     def add(self, *, prediction=None, reference=None, **kwargs):
         """Add one sample: prediction (one label per ratio), reference and optionally standard_prediction."""
+        heads = kwargs.get("head_predictions")
+        self._check_classifier_inputs(
+            [prediction] if prediction is not None else None, [heads] if heads is not None else None
+        )
+        single = kwargs.get("standard_prediction")
         self._check_inputs(
-            [prediction] if prediction is not None else None, [reference] if reference is not None else None
+            [prediction] if prediction is not None else None,
+            [reference] if reference is not None else None,
+            [single] if single is not None else None,
         )
         if self.config_name == "default":
             single = kwargs.pop("standard_prediction", None)
@@ -211,7 +264,8 @@ class Iis(evaluate.Metric):
 
     def compute(self, *, predictions=None, references=None, **kwargs):
         """Compute the IIS over the given inputs and everything added before."""
-        self._check_inputs(predictions, references)
+        self._check_classifier_inputs(predictions, kwargs.get("head_predictions"))
+        self._check_inputs(predictions, references, kwargs.get("standard_predictions"))
         kwargs = self._fill_standard_predictions(predictions, kwargs)
         return super().compute(predictions=predictions, references=references, **kwargs)
 
@@ -221,6 +275,7 @@ class Iis(evaluate.Metric):
         references,
         standard_predictions=None,
         standard_accuracy=None,
+        head_predictions=None,
         sparsity_ratios=None,
         concepts=None,
         eval_fraction=None,
@@ -232,6 +287,12 @@ class Iis(evaluate.Metric):
         seeds=None,
     ):
         """Returns the IIS, the standard accuracy and the accuracy at each ratio, as scalars."""
+        if sparsity_ratios is None:
+            sparsity_ratios = self.default_sparsity_ratios
+        if head_predictions is not None and self.config_name != "classifier":
+            raise ValueError(
+                "head_predictions= applies to the 'classifier' config: load it with evaluate.load('iis', 'classifier')"
+            )
         options = {
             "concepts": concepts,
             "eval_fraction": eval_fraction,
@@ -250,6 +311,18 @@ class Iis(evaluate.Metric):
                 )
             return self._compute_from_representations(predictions, references, sparsity_ratios, **options)
         given = sorted(k for k, v in options.items() if v is not None)
+        if self.config_name == "classifier":
+            if given or standard_accuracy is not None or standard_predictions is not None:
+                raise ValueError(
+                    f"{given or ['standard_accuracy/standard_predictions']} do not apply to the 'classifier' config: "
+                    "A0 is the accuracy of `predictions` (the classifier's labels)"
+                )
+            return iis_from_predictions(
+                head_predictions,
+                references,
+                standard_predictions=predictions,
+                sparsity_ratios=sparsity_ratios,
+            ).to_metrics()
         if given:
             raise ValueError(
                 f"{given} only apply to the 'representations' config: "

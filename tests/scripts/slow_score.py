@@ -8,6 +8,11 @@ signal sent while the run is extracting therefore lands, almost always, in the m
 chunk: the worst moment for a cache. With atomic writes the half-written file is a temporary one.
 With SLOW_SCORE_RENDEZVOUS=FOLDER,COUNT set, the first chunk write waits (its file half-written)
 until COUNT processes have reached theirs, so concurrent runs really write at the same time.
+With SLOW_SCORE_COMMIT=DELAY_S,MARKER set, putting the output folder in place is slowed instead: the
+first `os.replace`, `os.rename` or `shutil.rmtree` that touches OUTPUT_DIR, something inside it, or a
+temporary folder beside it (``.OUTPUT_DIR-NAME.*``) creates the file MARKER and waits DELAY_S seconds
+(after the operation for paths inside OUTPUT_DIR, before it for a folder beside it), so a signal sent
+once MARKER exists lands in the middle of replacing the output folder.
 """
 
 from __future__ import annotations
@@ -52,6 +57,42 @@ def slow_down_chunk_writes(delay: float) -> None:
     files.save_file = slow_save_file
 
 
+def slow_down_the_commit(output_dir: str, delay: float, marker: str) -> None:
+    import shutil
+
+    out = Path(output_dir).absolute()
+    state = {"slowed": False}
+
+    def where(path) -> str | None:
+        path = Path(os.fsdecode(path)).absolute()
+        if path == out or path.is_relative_to(out):
+            return "inside"
+        if path.parent == out.parent and path.name.startswith(f".{out.name}."):
+            return "beside"
+        return None
+
+    def slowed(function):
+        def run(*args, **kwargs):
+            places = [where(a) for a in args[:2] if isinstance(a, (str, os.PathLike))]
+            if state["slowed"] or not any(places):
+                return function(*args, **kwargs)
+            state["slowed"] = True
+            Path(marker).touch()
+            if "inside" in places:
+                done = function(*args, **kwargs)
+                time.sleep(delay)
+                return done
+            time.sleep(delay)
+            return function(*args, **kwargs)
+
+        return run
+
+    os.replace, os.rename, shutil.rmtree = slowed(os.replace), slowed(os.rename), slowed(shutil.rmtree)
+
+
 if __name__ == "__main__":
     slow_down_chunk_writes(float(sys.argv[1]))
+    if os.environ.get("SLOW_SCORE_COMMIT"):
+        commit_delay, commit_marker = os.environ["SLOW_SCORE_COMMIT"].split(",", 1)
+        slow_down_the_commit(sys.argv[sys.argv.index("--output-dir") + 1], float(commit_delay), commit_marker)
     sys.exit(main(["score", *sys.argv[2:]]))
