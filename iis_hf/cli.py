@@ -352,6 +352,23 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Which flag sets which setting, so a setting's error names the flag the user typed.
+def add_protocol_arguments(parser) -> None:
+    """`--protocol` and `--seeds`: how probe and heads are trained (`score`, `compare`, `demo`)."""
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=HeadsConfig.protocol,
+        help="'converged': a standardised probe trained to convergence (iis-hf's default); 'paper': the "
+        "published code's probe, initialisation and threshold gradient (comparable with the paper's tables)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=HeadsConfig.num_seeds,
+        help="train probe and heads with this many seeds; IIS is their mean, reported with its sd",
+    )
+
+
 FLAGS = {
     "ExtractionConfig.layer": "--layer",
     "ExtractionConfig.pooling": "--pooling",
@@ -746,23 +763,6 @@ def cmd_install_metric(args: argparse.Namespace) -> int:
         "with no network and no such warning)"
     )
     return 0
-
-
-def add_protocol_arguments(parser) -> None:
-    """`--protocol` and `--seeds`: how probe and heads are trained (`score`, `compare`, `demo`)."""
-    parser.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=HeadsConfig.protocol,
-        help="'converged': a standardised probe trained to convergence (iis-hf's default); 'paper': the "
-        "published code's probe, initialisation and threshold gradient (comparable with the paper's tables)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=HeadsConfig.num_seeds,
-        help="train probe and heads with this many seeds; IIS is their mean, reported with its sd",
-    )
 
 
 # ---------------------------------------------------------------------------- demo
