@@ -52,6 +52,8 @@ _EXPORTS = {
     "metric_path": "metric_install",
     "install_metric": "metric_install",
     "load_metric": "metric_install",
+    # the error raised for input the user can fix
+    "IISError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from .concepts import ConceptBank, LearnedConcepts, read_concept_words
     from .config import DEFAULT_SPARSITY_RATIOS, ConceptsConfig, ExtractionConfig, HeadsConfig, ScoringConfig
     from .data import load_digits_dataset
+    from .errors import IISError
     from .explain import (
         ConceptClassifier,
         ConceptContribution,

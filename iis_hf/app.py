@@ -3,11 +3,19 @@
     iis-hf app --model out/finetuned          # or: python -m iis_hf.app --model out/finetuned
     IIS_HF_MODEL=<user>/<model> python app.py # as a Hugging Face Space's app.py
 
-Load an IIS model (a folder or Hub id saved by `IISModelForImageClassification` / `IISTrainer`),
-upload an image, and the page shows the prediction the interpretation head makes from concepts,
-the concepts that support and oppose it (contribution = activation x class weight, with each
-concept's source patch when the concept bank has thumbnails), a choice of the heads' sparsity
-ratios, and the model's IIS curve when its folder holds `iis.json` or `iis_curve.png`.
+The person who starts the app names the model(s) it serves (`--model`, repeatable; a folder or Hub id
+saved by `IISModelForImageClassification` / `IISTrainer`); a visitor picks one of those, uploads an
+image, and the page shows the prediction the interpretation head makes from concepts, the backbone's
+own prediction beside it, the concepts that support and oppose it (contribution = activation x class
+weight, with each concept's source patch when the concept bank has thumbnails), a choice of the
+heads' sparsity ratios, and the model's IIS curve when its folder holds `iis.json` or `iis_curve.png`.
+
+What a visitor can reach is only what they send: an image input accepts a file uploaded through
+this page (a file in Gradio's upload folder, checked after resolving links), never a server path
+named in the request; uploads over `MAX_UPLOAD_BYTES` or `MAX_UPLOAD_PIXELS` are refused; each upload
+is decoded into the session and deleted from disk at once; outputs are sent inline (no files); a
+model that cannot be opened gives one message whatever exists on disk; visitors type their own
+model folder or Hub id only when the app was started with `--allow-any-model`.
 
 Gradio is imported only inside functions: `import iis_hf.app` needs nothing beyond iis-hf, and a
 missing gradio is a ValueError that says how to install it. The project is used only through its
@@ -22,7 +30,9 @@ import base64
 import html
 import io
 import json
+import logging
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -31,7 +41,17 @@ from typing import Any
 
 import iis_hf
 
+logger = logging.getLogger(__name__)
+
 MODEL_ENV = "IIS_HF_MODEL"
+# What one upload may be: 10 MB on disk (Gradio refuses larger uploads before they are stored) and
+# 16.8 megapixels decoded (4096 x 4096), far above what a model looks at and far below a decompression bomb.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 4096 * 4096
+# Gradio's own clean-up of the files this app's Blocks created (every 10 min, those older than 10 min);
+# uploads are deleted as soon as they are decoded, this catches anything a killed request left behind.
+DELETE_CACHE = (600, 600)
+NOT_UPLOADED = "the image did not come from an upload to this page; upload the image again"
 INSTALL_HINT = 'the web app needs gradio: pip install "iis-hf[app]"'
 DEFAULT_TOP_K = 8
 MAX_TOP_K = 32
@@ -127,7 +147,9 @@ def model_key(model: str) -> str:
 def load_model(model: str) -> LoadedModel:
     """Load an IIS model folder or Hub id once; later calls with the same folder reuse it.
 
-    Raises a ValueError (with a readable message) when the folder or Hub id holds no IIS model.
+    For the person who starts the app (its errors say what is wrong with the folder); what a visitor
+    asks for goes through `ModelPolicy.load`, which hides those details. Raises a ValueError (with a
+    readable message) when the folder or Hub id holds no IIS model.
     """
     key = model_key(model)
     with _MODELS_LOCK:  # one load per folder, even when two sessions ask at once
@@ -139,6 +161,43 @@ def load_model(model: str) -> LoadedModel:
             iis_result, curve_path = find_iis_curve(key)
             _MODELS[key] = LoadedModel(key, classifier, iis_result, curve_path)
         return _MODELS[key]
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Which models a visitor may open: those the person who started the app named, or (only when
+    they said so with --allow-any-model) any folder or Hub id the visitor types.
+
+    Whatever the visitor asks for, a model that cannot be opened gives the same message, so the page
+    never tells which server paths exist (the reason is logged on the server).
+    """
+
+    models: tuple[str, ...] = ()
+    allow_any: bool = False
+
+    @property
+    def default(self) -> str | None:
+        """The model a session without a choice of its own gets (the page opens with it)."""
+        return self.models[0] if self.models else None
+
+    def unavailable(self, name: str) -> ValueError:
+        if self.allow_any:
+            return ValueError(f"no IIS model could be opened from {name!r}")
+        served = ", ".join(repr(m) for m in self.models) or "none"
+        return ValueError(f"{name!r} is not a model this app serves (it serves: {served})")
+
+    def load(self, name: str | None) -> LoadedModel:
+        """The visitor's choice, loaded, or a ValueError that says nothing about the server's files."""
+        name = str(name or "").strip()
+        if not name:
+            raise ValueError("choose a model first")
+        if not self.allow_any and name not in self.models:
+            raise self.unavailable(name)
+        try:
+            return load_model(name)
+        except Exception:  # the reason stays in the server's log; the page gets one message
+            logger.warning("the app could not open model %r", name, exc_info=True)
+            raise self.unavailable(name) from None
 
 
 def _report_file(model: str, name: str) -> Path | None:
@@ -181,24 +240,71 @@ def find_iis_curve(model: str):
     return result, str(path)
 
 
+# ---------------------------------------------------------------------------- uploads
+def upload_folder() -> Path:
+    """Gradio's upload folder (where its upload route stores what a browser sends), resolved."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def uploaded_file(payload: Any) -> Path:
+    """The file a Gradio image payload names, when it is an upload to this page; else a ValueError.
+
+    A payload is only a name (`{"path": ...}`), and a client can put any name in it: the file must lie
+    inside Gradio's upload folder once links are resolved, so no server file is ever opened for a visitor.
+    """
+    if isinstance(payload, dict):
+        name = payload.get("path")
+    elif hasattr(payload, "path") and not isinstance(payload, (str, os.PathLike)):  # a FileData
+        name = payload.path
+    elif isinstance(payload, (str, os.PathLike)):
+        name = payload
+    else:
+        name = None
+    if not name or not isinstance(name, (str, os.PathLike)):
+        raise ValueError(NOT_UPLOADED)
+    path = Path(name).resolve()
+    folder = upload_folder()
+    if path == folder or not path.is_relative_to(folder) or not path.is_file():
+        raise ValueError(NOT_UPLOADED)
+    return path
+
+
+def discard_upload(path: Path) -> None:
+    """Delete an upload and the folder Gradio made for it (never the upload folder itself)."""
+    path.unlink(missing_ok=True)
+    parent, folder = path.parent, upload_folder()
+    if parent != folder and parent.is_relative_to(folder):
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def read_upload(payload: Any):
+    """The uploaded image as an RGB PIL image, its file deleted; a one-line ValueError when it is not
+    an upload to this page, over `MAX_UPLOAD_BYTES` or `MAX_UPLOAD_PIXELS`, or not an image."""
+    path = uploaded_file(payload)
+    try:
+        size = path.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise ValueError(
+                f"the image is {size / 2**20:.1f} MB; this app takes images up to {MAX_UPLOAD_BYTES / 2**20:.0f} MB"
+            )
+        data = path.read_bytes()
+    finally:
+        discard_upload(path)
+    from iis_hf.images import DecompressionBombRefused
+
+    try:
+        return iis_hf.load_image(data, what="the uploaded image", max_pixels=MAX_UPLOAD_PIXELS)
+    except DecompressionBombRefused:
+        raise ValueError(
+            f"the image has too many pixels: this app takes images up to {MAX_UPLOAD_PIXELS:,} pixels "
+            "(4096 x 4096); resize it and upload it again"
+        ) from None
+
+
 # ---------------------------------------------------------------------------- explaining
-def image_path(image) -> Any:
-    """What `explain_prediction` takes, from a Gradio image payload (a dict with a path), a file
-    path, a PIL image or an array."""
-    if image is None:
-        return None
-    if isinstance(image, dict):  # the raw payload of gr.Image (the event is not preprocessed)
-        path = image.get("path")
-        if not path:
-            raise ValueError("the uploaded image did not reach the server; upload it again")
-        return str(path)
-    if hasattr(image, "path") and not isinstance(image, (str, os.PathLike)):  # a FileData
-        return str(image.path)
-    return image
-
-
 def explain_image(model: str, image, sparsity_ratio: float | None = None, top_k: int = DEFAULT_TOP_K):
-    """(the loaded model, the `iis_hf.Explanation`) of `image` by the model's head at `sparsity_ratio`."""
+    """(the loaded model, the `iis_hf.Explanation`) of `image` (a PIL image, array or file path) by the
+    model's head at `sparsity_ratio`."""
     loaded = load_model(model)
     if sparsity_ratio is not None and sparsity_ratio != "":
         sparsity_ratio = float(sparsity_ratio)
@@ -210,7 +316,7 @@ def explain_image(model: str, image, sparsity_ratio: float | None = None, top_k:
         raise ValueError(f"top-k must be a number, got {top_k!r}") from None
     top_k = max(1, min(top_k, MAX_TOP_K))
     explanation = iis_hf.explain_prediction(
-        loaded.classifier, image_path(image), sparsity_ratio=sparsity_ratio, top_k=top_k
+        loaded.classifier, image, sparsity_ratio=sparsity_ratio, top_k=top_k
     )
     return loaded, explanation
 
@@ -218,7 +324,9 @@ def explain_image(model: str, image, sparsity_ratio: float | None = None, top_k:
 def explain_callback(model: str | None, image, sparsity_ratio=None, top_k=DEFAULT_TOP_K):
     """The page's explain event: (status markdown, {label: probability}, explanation HTML, JSON).
 
-    Never raises: a bad model, ratio or image gives an error message in the status and empty results.
+    `model` is the session's loaded model (set only by `load_callback`, after the policy allowed it) and
+    `image` the session's decoded upload (set only by `upload_callback`). Never raises: a bad ratio or
+    image gives an error message in the status and empty results.
     """
     empty = (None, "", None)
     if not model:
@@ -237,35 +345,53 @@ def explain_callback(model: str | None, image, sparsity_ratio=None, top_k=DEFAUL
     return status, labels, explanation_html(explanation, loaded), explanation.to_dict()
 
 
-def load_callback(model: str | None, current: str | None = None):
+def upload_callback(model: str | None, payload, sparsity_ratio=None, top_k=DEFAULT_TOP_K):
+    """The page's upload event: (the decoded image for the session, then what `explain_callback` gives).
+
+    The payload is Gradio's raw one (the event is not preprocessed): `read_upload` decides whether it is
+    an upload at all, so an undecodable or oversized file gets iis-hf's one-line message.
+    """
+    try:
+        image = read_upload(payload)
+    except Exception as err:  # shown in the page; never a traceback
+        return None, error_message(err), None, "", None
+    return (image, *explain_callback(model, image, sparsity_ratio, top_k))
+
+
+def load_callback(model: str | None, current: str | None = None, policy: ModelPolicy | None = None):
     """The page's load event: (status, ratio choices and value, curve, model summary, loaded model).
 
-    A model that fails to load leaves the current one in place and says why in the status.
+    A model that fails to load leaves the current one in place and says why in the status. `policy`
+    (the app's) decides which names a visitor may load; without one, the name is loaded as given.
     """
     gr = import_gradio()
     try:
-        loaded = load_model(model or "")
+        loaded = policy.load(model) if policy is not None else load_model(model or "")
     except Exception as err:
         return error_message(err), gr.skip(), gr.skip(), gr.skip(), current
     ratios = gr.Radio(
         choices=[(f"{r:g}", r) for r in loaded.sparsity_ratios], value=loaded.default_ratio, interactive=True
     )
-    curve = None
-    if loaded.curve_path is not None:
-        from PIL import Image
-
-        try:  # as pixels: the folder may be outside the paths Gradio serves files from
-            with Image.open(loaded.curve_path) as picture:
-                curve = picture.convert("RGB")
-        except (OSError, ValueError):
-            curve = None  # an unreadable iis_curve.png is left out
     shown = str(model).strip()  # as typed; the cache key is the resolved path
-    return f"Loaded {_md(shown)}.", ratios, curve, loaded.summary(shown), loaded.name
+    return f"Loaded {_md(shown)}.", ratios, curve_html(loaded), loaded.summary(shown), loaded.name
+
+
+def curve_html(loaded: LoadedModel) -> str:
+    """The model's IIS curve as an inline image (no file for Gradio to serve), or nothing."""
+    if loaded.curve_path is None:
+        return ""
+    try:
+        data = Path(loaded.curve_path).read_bytes()
+    except OSError:
+        return ""  # an unreadable iis_curve.png is left out
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<img class="iis-curve-image" src="{uri}" alt="IIS curve" style="max-width: 100%">'
 
 
 def error_message(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"**Error:** {_md(text)}"
+    from iis_hf.errors import first_line
+
+    return f"**Error:** {_md(first_line(err))}"
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -397,116 +523,172 @@ def explanation_html(explanation, loaded: LoadedModel | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------- the page
-def build_app(model: str | None = None):
-    """The Gradio Blocks of the app; `model` (a folder or Hub id) is loaded when the page opens.
+def as_policy(models: str | list[str] | tuple[str, ...] | None, allow_any_model: bool) -> ModelPolicy:
+    """The `ModelPolicy` of a model name (or names) given by whoever starts the app."""
+    if models is None:
+        names: tuple[str, ...] = ()
+    elif isinstance(models, (str, os.PathLike)):
+        names = (str(models),)
+    else:
+        names = tuple(str(m) for m in models)
+    return ModelPolicy(tuple(dict.fromkeys(n.strip() for n in names if n.strip())), allow_any_model)
 
-    Serve it with ``build_app(model).launch(css=APP_CSS)`` (what `main` does). Raises a ValueError
+
+def _model_chooser(gr, policy: ModelPolicy):
+    """A dropdown of the served models; a visitor types a name only under --allow-any-model."""
+    if policy.allow_any:
+        label, placeholder = "Model folder or Hub id", "out/finetuned or <user>/<model>"
+    else:
+        label, placeholder = "Model", None
+    return gr.Dropdown(
+        choices=list(policy.models),
+        value=policy.models[0] if policy.models else None,
+        allow_custom_value=policy.allow_any,
+        interactive=policy.allow_any or len(policy.models) > 1,
+        label=label,
+        info=placeholder,
+        scale=5,
+        elem_id=IDS["model"],
+    )
+
+
+def _page(gr, policy: ModelPolicy) -> dict[str, Any]:
+    """The page's components, by name (the `IDS` keys, plus the session's state)."""
+    c: dict[str, Any] = {"loaded_model": gr.State(None), "image_state": gr.State(None)}
+    with gr.Row(equal_height=True):
+        c["model"] = _model_chooser(gr, policy)
+        c["load"] = gr.Button("Load", variant="secondary", scale=1, elem_id=IDS["load"])
+    c["status"] = gr.Markdown(
+        "Loading the model…" if policy.models else "Enter a model folder or Hub id and press Load.",
+        elem_id=IDS["status"],
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            c["image"] = gr.Image(
+                type="filepath",
+                label=f"Image (up to {MAX_UPLOAD_BYTES // 2**20} MB and 4096 x 4096 pixels)",
+                sources=["upload", "clipboard"],
+                height=280,
+                elem_id=IDS["image"],
+            )
+            c["ratio"] = gr.Radio(
+                choices=[],
+                label="Sparsity ratio (which interpretation head)",
+                info="the share of concepts each head drops",
+                elem_id=IDS["ratio"],
+            )
+            c["top_k"] = gr.Slider(
+                1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label="Concepts to list", elem_id=IDS["top_k"]
+            )
+            c["explain"] = gr.Button("Explain", variant="primary", elem_id=IDS["explain"])
+        with gr.Column(scale=3):
+            c["explain_status"] = gr.Markdown("Upload an image to explain.", elem_id=IDS["explain_status"])
+            c["prediction"] = gr.Label(
+                label="Prediction from concepts (top classes)", num_top_classes=5, elem_id=IDS["prediction"]
+            )
+            c["explanation"] = gr.HTML(
+                "", label="Explanation", css_template=CSS, elem_id=IDS["explanation"], padding=True
+            )
+    with gr.Row():
+        with gr.Column(scale=3):
+            c["curve"] = gr.HTML("", label="IIS curve", elem_id=IDS["curve"])
+        with gr.Column(scale=2):
+            c["model_info"] = gr.Markdown(elem_id=IDS["model_info"])
+    with gr.Accordion("Explanation as JSON", open=False):
+        c["json"] = gr.JSON(elem_id=IDS["json"])
+    return c
+
+
+PRIVATE = {"api_visibility": "private"}  # events a client has no reason to call on their own
+
+
+def _wire(demo, c: dict[str, Any], policy: ModelPolicy) -> None:
+    """The page's events. Each has an `api_name`: whatever a client posts there meets the same checks."""
+    explain_outputs = [c["explain_status"], c["prediction"], c["explanation"], c["json"]]
+    explain_event = {
+        "fn": explain_callback,
+        "inputs": [c["loaded_model"], c["image_state"], c["ratio"], c["top_k"]],
+        "outputs": explain_outputs,
+    }
+    load_event = {
+        "fn": lambda model, current: load_callback(model, current, policy),
+        "inputs": [c["model"], c["loaded_model"]],
+        "outputs": [c["status"], c["ratio"], c["curve"], c["model_info"], c["loaded_model"]],
+    }
+    c["load"].click(**load_event, api_name="load_model").then(**explain_event, **PRIVATE)
+    c["model"].select(**load_event, **PRIVATE).then(**explain_event, **PRIVATE)
+    if policy.models:
+        demo.load(**load_event, **PRIVATE).then(**explain_event, **PRIVATE)
+    c["explain"].click(**explain_event, api_name="explain")
+    # preprocess=False: the raw payload reaches `upload_callback`, which accepts only this page's uploads.
+    c["image"].upload(
+        lambda model, payload, ratio, top_k: upload_callback(model or policy.default, payload, ratio, top_k),
+        [c["loaded_model"], c["image"], c["ratio"], c["top_k"]],
+        [c["image_state"], *explain_outputs],
+        preprocess=False,
+        api_name="upload",
+    )
+    c["ratio"].input(**explain_event, **PRIVATE)
+    c["top_k"].release(**explain_event, **PRIVATE)
+    c["image"].clear(
+        lambda: (None, "Upload an image to explain.", None, "", None),
+        None,
+        [c["image_state"], *explain_outputs],
+        **PRIVATE,
+    )
+
+
+def build_app(models: str | list[str] | None = None, *, allow_any_model: bool = False):
+    """The Gradio Blocks of the app, serving `models` (a folder or Hub id, or a list of them; the first
+    is loaded when the page opens). `allow_any_model=True` lets a visitor type any folder or Hub id the
+    server can open: only for a page nobody else can reach.
+
+    Serve it with ``build_app(model).launch(**LAUNCH_SETTINGS)`` (what `main` does). Raises a ValueError
     when gradio is not installed.
     """
     gr = import_gradio()
-
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    policy = as_policy(models, allow_any_model)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             f"## {TITLE}\n"
             "The interpretation head predicts from concept activations; each concept's "
             "*contribution* to the predicted class is its activation × the class weight, and the "
             "contributions add up to the class logit minus the bias."
         )
-        loaded_model = gr.State(None)
-        with gr.Row(equal_height=True):
-            model_box = gr.Textbox(
-                value=model or "",
-                label="Model folder or Hub id",
-                placeholder="out/finetuned or <user>/<model>",
-                scale=5,
-                elem_id=IDS["model"],
-            )
-            load_button = gr.Button("Load", variant="secondary", scale=1, elem_id=IDS["load"])
-        status = gr.Markdown(
-            "Enter a model folder or Hub id and press Load." if not model else "Loading the model…",
-            elem_id=IDS["status"],
-        )
-        with gr.Row():
-            with gr.Column(scale=2):
-                image = gr.Image(
-                    type="filepath",
-                    label="Image",
-                    sources=["upload", "clipboard"],
-                    height=280,
-                    elem_id=IDS["image"],
-                )
-                ratio = gr.Radio(
-                    choices=[],
-                    label="Sparsity ratio (which interpretation head)",
-                    info="the share of concepts each head drops",
-                    elem_id=IDS["ratio"],
-                )
-                top_k = gr.Slider(
-                    1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label="Concepts to list", elem_id=IDS["top_k"]
-                )
-                explain_button = gr.Button("Explain", variant="primary", elem_id=IDS["explain"])
-            with gr.Column(scale=3):
-                explain_status = gr.Markdown("Upload an image to explain.", elem_id=IDS["explain_status"])
-                prediction = gr.Label(
-                    label="Prediction from concepts (top classes)",
-                    num_top_classes=5,
-                    elem_id=IDS["prediction"],
-                )
-                explanation = gr.HTML(
-                    "", label="Explanation", css_template=CSS, elem_id=IDS["explanation"], padding=True
-                )
-        with gr.Row():
-            with gr.Column(scale=3):
-                curve = gr.Image(
-                    type="pil", label="IIS curve", interactive=False, elem_id=IDS["curve"], height=360
-                )
-            with gr.Column(scale=2):
-                model_info = gr.Markdown(elem_id=IDS["model_info"])
-        with gr.Accordion("Explanation as JSON", open=False):
-            raw = gr.JSON(elem_id=IDS["json"])
-
-        explain_inputs = [loaded_model, image, ratio, top_k]
-        explain_outputs = [explain_status, prediction, explanation, raw]
-        # preprocess=False: the callback decodes the upload itself, so that an undecodable file
-        # gives iis-hf's readable message instead of an error from Gradio's preprocessing.
-        explain_event = {
-            "fn": explain_callback,
-            "inputs": explain_inputs,
-            "outputs": explain_outputs,
-            "preprocess": False,
-        }
-        load_event = {
-            "fn": load_callback,
-            "inputs": [model_box, loaded_model],
-            "outputs": [status, ratio, curve, model_info, loaded_model],
-        }
-        for trigger in (load_button.click, model_box.submit):
-            trigger(**load_event).then(**explain_event)
-        if model:
-            demo.load(**load_event).then(**explain_event)
-        explain_button.click(**explain_event)
-        image.upload(**explain_event)
-        ratio.input(**explain_event)
-        top_k.release(**explain_event)
-        image.clear(lambda: ("Upload an image to explain.", None, "", None), None, explain_outputs)
+        _wire(demo, _page(gr, policy), policy)
     return demo
+
+
+# What `launch` gets besides host and port: uploads capped at MAX_UPLOAD_BYTES, no paths served
+# beyond Gradio's own upload folder (no `allowed_paths`), exceptions' text never sent to the page.
+LAUNCH_SETTINGS = {"max_file_size": MAX_UPLOAD_BYTES, "show_error": False, "css": APP_CSS}
 
 
 # ---------------------------------------------------------------------------- the command line
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iis-hf app",
-        description="A web app to explore the explanations of an IIS model's predictions.",
+        description="A web app to explore the explanations of an IIS model's predictions. Visitors "
+        "see only the models named here, and the images they upload.",
     )
+    env_model = os.environ.get(MODEL_ENV) or None
     parser.add_argument(
         "--model",
-        default=os.environ.get(MODEL_ENV) or None,
-        help=f"the IIS model folder or Hub id to open with (default: ${MODEL_ENV}, else none)",
+        action="append",
+        default=None,
+        help=f"an IIS model folder or Hub id to serve; repeat it to offer several, the first opens with the "
+        f"page (default: ${MODEL_ENV}{f', now {env_model!r}' if env_model else ''})",
+    )
+    parser.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        help="let visitors type any model folder or Hub id, which makes the server's model folders "
+        "readable to anyone who reaches the page: only for a page nobody else can reach (off by default)",
     )
     parser.add_argument(
         "--host",
         default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
-        help="address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)",
+        help="address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1: this machine only)",
     )
     parser.add_argument(
         "--port",
@@ -520,16 +702,27 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def served_models(args: argparse.Namespace) -> list[str]:
+    """The models `main` serves: --model's, else $IIS_HF_MODEL; a ValueError when there is none to serve."""
+    models = args.model or ([os.environ[MODEL_ENV]] if os.environ.get(MODEL_ENV) else [])
+    if not models and not args.allow_any_model:
+        raise ValueError(
+            "name the model to serve: --model FOLDER_OR_HUB_ID (repeat --model to offer several), "
+            f"or set ${MODEL_ENV}"
+        )
+    return models
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, load the model (so a bad one fails here), and serve the app until stopped."""
+    """Parse the arguments, load the served models (so a bad one fails here, with its reason), and
+    serve the app until stopped."""
     args = build_arg_parser().parse_args(argv)
     import_gradio()
-    if args.model:
-        load_model(args.model)
-    demo = build_app(args.model)
-    demo.queue().launch(
-        server_name=args.host, server_port=args.port, share=args.share, show_error=True, css=APP_CSS
-    )
+    models = served_models(args)
+    for model in models:
+        load_model(model)
+    demo = build_app(models, allow_any_model=args.allow_any_model)
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_SETTINGS)
     return 0
 
 

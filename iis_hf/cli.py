@@ -25,12 +25,14 @@ from .config import (
     EXTRACTION_PRECISIONS,
     MODEL_SELECTIONS,
     POOLINGS,
+    PREPROCESSINGS,
     PROTOCOLS,
     ConceptsConfig,
     ExtractionConfig,
     HeadsConfig,
     ScoringConfig,
 )
+from .errors import IISError, first_line
 from .progress import bars_enabled, verbosity
 from .version import __version__
 
@@ -56,8 +58,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 HELP_FORMAT = HelpFormatter
 
 
-class UsageError(ValueError):
-    """Raised for input the user can fix; reported as one line and exit code 2."""
+class UsageError(IISError):
+    """Input the user can fix, found by the command line itself; reported as one line and exit code 2."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with verbosity(getattr(args, "verbosity", None) or args.global_verbosity or "normal"):
             return args.func(args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         written = COMMITTED[written_before:]
         outcome = f"{written[-1]} was written whole" if written else "no output was written"
+        outcome = str(interrupt) or outcome  # a command that knows what it left says so (finetune)
         print(f"iis-hf {args.command}: interrupted; {outcome}", file=sys.stderr)
         return 130
     except Exception as err:  # the error boundary: every expected failure is one line and exit code 2
@@ -87,31 +90,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
-# Failures of bad input or of the machine (names, as some are not importable here: safetensors'
-# SafetensorError, pickle's UnpicklingError); anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (
-    "ValueError",
-    "KeyError",
-    "OSError",
-    "SafetensorError",
-    "UnpicklingError",
-    "RecursionError",
-)
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures of bad input or of the machine: ValueError (IISError, and what the library and transformers
+    raise for bad input), a damaged safetensors file, input nested too deeply. An OSError is one
+    only when it names a file or a system error (`error_message`). Anything else, KeyError, TypeError and
+    AttributeError included, is a bug and keeps its traceback."""
+    from safetensors import SafetensorError  # imported here: `iis-hf --help` loads no more than it needs
+
+    return (ValueError, SafetensorError, RecursionError)
 
 
 def error_message(err: BaseException) -> str | None:
     """The one line an expected failure is reported with (None: not an expected failure)."""
-    names = {cls.__name__ for cls in type(err).__mro__}
-    if not names & set(EXPECTED_ERRORS):
-        return None
-    if isinstance(err, RecursionError):
-        return "an input is nested too deeply to be read (a damaged or hostile JSON file?); re-create it"
-    if isinstance(err, OSError) and (err.errno is not None or err.filename is not None):
+    if isinstance(err, OSError):
+        if err.errno is None and err.filename is None:
+            return None  # no file and no system error to name: not the user's to fix
         from .files import describe_os_error
 
         return describe_os_error(err)
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    if not isinstance(err, expected_errors()):
+        return None
+    if isinstance(err, RecursionError):
+        return "an input is nested too deeply to be read (a damaged or hostile JSON file?); re-create it"
+    return first_line(err)
 
 
 # ---------------------------------------------------------------------------- the parser
@@ -199,6 +200,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the split IIS is measured on (default: validation/test if present, else a stratified part of "
         "the train split)",
+    )
+    data.add_argument(
+        "--allow-same-split",
+        action="store_true",
+        help="let --eval-split name the --train-split (the heads are then measured on the images they were "
+        "fitted on; recorded in iis.json); without it that is refused",
     )
     data.add_argument(
         "--eval-fraction", type=float, default=0.2, help="eval part of train when there is no eval split"
@@ -328,6 +335,10 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
         default=ExtractionConfig.precision,
         help="autocast of the backbone",
     )
+    run.add_argument(
+        "--preprocessing", choices=PREPROCESSINGS, default=ExtractionConfig.preprocessing,
+        help="'tensor': resize/crop/normalise batches on the model's device (processors it covers)",
+    )  # fmt: skip
     run.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image decoding")
     run.add_argument(
         "--layer", type=int, default=None, help="hidden_states index (default: final representation)"
@@ -351,7 +362,6 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# Which flag sets which setting, so a setting's error names the flag the user typed.
 def add_protocol_arguments(parser) -> None:
     """`--protocol` and `--seeds`: how probe and heads are trained (`score`, `compare`, `demo`)."""
     parser.add_argument(
@@ -369,26 +379,14 @@ def add_protocol_arguments(parser) -> None:
     )
 
 
-FLAGS = {
-    "ExtractionConfig.layer": "--layer",
-    "ExtractionConfig.pooling": "--pooling",
-    "ExtractionConfig.batch_size": "--batch-size",
-    "ExtractionConfig.precision": "--precision",
-    "ExtractionConfig.num_workers": "--num-workers",
-    "ExtractionConfig.chunk_size": "--chunk-size",
-    "ConceptsConfig.kind": "--concepts",
-    "ConceptsConfig.num_concepts": "--num-concepts",
-    "ConceptsConfig.images_per_class": "--images-per-class",
-    "ConceptsConfig.clip_cutoff": "--clip-cutoff",
-    "ConceptsConfig.interpretability_cutoff": "--interpretability-cutoff",
-    "ConceptsConfig.projection_epochs": "--projection-epochs",
-    "HeadsConfig.epochs": "--epochs",
-    "HeadsConfig.batch_size": "--head-batch-size",
-    "HeadsConfig.learning_rate": "--learning-rate",
-    "HeadsConfig.model_selection": "--model-selection",
-    "HeadsConfig.protocol": "--protocol",
-    "HeadsConfig.num_seeds": "--seeds",
-    "ScoringConfig.seed": "--seed",
+# The settings whose flag's dest is not the field's name (for the others it is: `--epochs` sets
+# `epochs`); a setting no flag of the command sets keeps the config's own message.
+FLAG_DESTS = {
+    "ConceptsConfig.kind": "concepts",
+    "ConceptsConfig.bank": "concept_bank",
+    "HeadsConfig.batch_size": "head_batch_size",
+    "HeadsConfig.num_seeds": "seeds",
+    "HeadsConfig.precision": None,  # no flag; `--precision` is the extraction's
 }
 
 
@@ -398,17 +396,33 @@ def scoring_config(args: argparse.Namespace) -> ScoringConfig:
         raise UsageError("--concept-file and --clip-model apply to --concepts text only")
     try:
         return _scoring_config(args)
-    except ValueError as err:
-        raise flag_error(err) from err
+    except IISError as err:
+        raise flag_error(err, args.command) from err
 
 
-def flag_error(err: ValueError) -> ValueError:
-    """A setting's error (``HeadsConfig.epochs must be ...``) as the flag the user typed (``--epochs ...``)."""
+def flag_error(err: IISError, command: str) -> ValueError:
+    """A setting's error in the spelling the user typed: the flag whose argparse `dest` is the error's
+    field. ``HeadsConfig.epochs must be ...`` becomes ``--epochs must be ...``, and a message that does
+    not name its setting is prefixed with the flag (``--sparsity-ratios: sparsity ratio 1.5 ...``)."""
+    setting = err.setting
+    flag = command_flag(command, FLAG_DESTS.get(setting, err.field)) if setting else None
+    if flag is None:
+        return err
     message = str(err)
-    for setting, flag in FLAGS.items():
-        if message.startswith(setting + " "):
-            return UsageError(flag + message[len(setting) :])
-    return err
+    if message.startswith(setting + " "):
+        return UsageError(flag + message[len(setting) :], field=err.field, owner=err.owner)
+    return UsageError(f"{flag}: {message}", field=err.field, owner=err.owner)
+
+
+def command_flag(command: str, dest: str | None) -> str | None:
+    """The long option of `command` that stores into `dest` (its first spelling), or None."""
+    if dest is None:
+        return None
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for action in subcommands.choices[command]._actions:
+        if action.dest == dest and action.option_strings:
+            return next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+    return None
 
 
 def _scoring_config(args: argparse.Namespace) -> ScoringConfig:
@@ -421,6 +435,7 @@ def _scoring_config(args: argparse.Namespace) -> ScoringConfig:
             num_workers=args.num_workers,
             chunk_size=args.chunk_size,
             cache_dir=args.cache_dir,
+            preprocessing=args.preprocessing,
         ),
         concepts=ConceptsConfig(
             kind=args.concepts,
@@ -464,6 +479,7 @@ def scoring_splits(args: argparse.Namespace, seed: int):
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
         seed=seed,
+        allow_same_split=args.allow_same_split,
     )
 
 
@@ -810,8 +826,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.no_progress and bars_enabled(),
         )
-    except ValueError as err:
-        raise flag_error(err) from err
+    except IISError as err:
+        raise flag_error(err, args.command) from err
     if not (math.isfinite(args.train_epochs) and args.train_epochs > 0):
         raise UsageError(f"--train-epochs must be a finite number > 0, got {args.train_epochs}")
     # Before the training: a run that cannot write its output stops now, not after minutes of work.

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CONCEPT_RECIPE_KEYS, ScoringConfig
+from .errors import first_line
 from .files import atomic_directory, write_json_atomic, write_text_atomic
 from .plotting import plot_iis_curves, plot_iis_vs_accuracy
 from .score import IISResult
@@ -47,7 +48,7 @@ HEAD_RECIPE_KEYS = (
     "holdout_fraction",
     "probe_min_steps",
 )
-EXTRACTION_KEYS = ("layer", "pooling", "precision")
+EXTRACTION_KEYS = ("layer", "pooling", "precision", "preprocessing")
 DATA_KEYS = (
     "dataset",
     "dataset_config",
@@ -139,8 +140,7 @@ def read_card_result(location: str | os.PathLike, dataset: str | None = None) ->
     try:
         card = ModelCard.load(card_file if card_file.is_file() else os.fspath(location))
     except Exception as err:  # a missing file, an unknown repo, no network: say which card
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"could not read the model card of {location}: {first}") from err
+        raise ValueError(f"could not read the model card of {location}: {first_line(err)}") from err
     entries = [r for r in (card.data.eval_results or []) if r.metric_type == IIS_METRIC_TYPE]
     if not entries:
         raise ValueError(f"the model card of {location} reports no IIS (no model-index result of type 'iis')")

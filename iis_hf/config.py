@@ -8,7 +8,7 @@ grouped as the data flows (`ExtractionConfig` -> `ConceptsConfig` -> `HeadsConfi
 keyword arguments, `IISTrainingArguments` and the evaluate metric. Each one checks its values when
 it is built, so a bad setting fails before any work starts, with a message that names it.
 
-This module is the bottom of the package: it imports nothing from iis_hf.
+This module is the bottom of the package: it imports nothing from iis_hf but its error type.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .errors import IISError
+
 DEFAULT_SPARSITY_RATIOS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98)
 RATIO_TOLERANCE = 1e-9  # two ratios closer than this name the same head
 
 CONCEPT_KINDS = ("prototype-patches", "prototype-segments", "cluster", "text", "learned")
 POOLINGS = ("default", "cls", "mean")
 EXTRACTION_PRECISIONS = ("fp32", "bf16", "fp16")
+PREPROCESSINGS = ("processor", "tensor")  # who prepares pixel values: see iis_hf.features.preprocess
 HEAD_PRECISIONS = ("auto", "fp32", "bf16")
 MODEL_SELECTIONS = ("eval", "holdout", "last")
 # "converged": iis-hf's default, a standardised probe trained to convergence (docs/METHOD.md);
@@ -48,31 +51,38 @@ DEFAULT_INTERPRETABILITY_CUTOFF = 0.45  # text concepts: drop words the backbone
 
 
 # ---------------------------------------------------------------------------- the ratio grid
+RATIOS = "sparsity_ratios"  # the field a bad grid is reported against (`IISError.field`)
+
+
 def validate_sparsity_ratios(sparsity_ratios: Sequence[float], minimum: int = 1) -> list[float]:
-    """The ratios as floats, or a ValueError naming what is wrong and how to fix it."""
+    """The ratios as floats, or an IISError (field "sparsity_ratios") naming what is wrong and how to fix it."""
     if isinstance(sparsity_ratios, (str, bytes)):  # iterable, but never a grid
-        raise ValueError(f"sparsity ratios must be numbers in [0, 1), got {sparsity_ratios!r}")
+        raise IISError(f"sparsity ratios must be numbers in [0, 1), got {sparsity_ratios!r}", field=RATIOS)
     try:
         ratios = [float(r) for r in sparsity_ratios]
     except (TypeError, ValueError) as err:
-        raise ValueError(f"sparsity ratios must be numbers in [0, 1), got {sparsity_ratios!r}") from err
+        raise IISError(
+            f"sparsity ratios must be numbers in [0, 1), got {sparsity_ratios!r}", field=RATIOS
+        ) from err
     if len(ratios) < minimum:
-        raise ValueError(
+        raise IISError(
             f"need at least {minimum} sparsity ratio(s), got {len(ratios)}"
             + (
                 f": pass e.g. sparsity_ratios={list(DEFAULT_SPARSITY_RATIOS)} (the published grid)"
                 if minimum > 1
                 else ""
-            )
+            ),
+            field=RATIOS,
         )
     for r in ratios:
         if math.isnan(r) or not 0.0 <= r < 1.0:
-            raise ValueError(
-                f"sparsity ratio {r} is outside [0, 1): a ratio is the fraction of concepts dropped"
+            raise IISError(
+                f"sparsity ratio {r} is outside [0, 1): a ratio is the fraction of concepts dropped",
+                field=RATIOS,
             )
     duplicates = sorted({r for r in ratios if ratios.count(r) > 1})
     if duplicates:
-        raise ValueError(f"duplicate sparsity ratios {duplicates}: give each ratio once")
+        raise IISError(f"duplicate sparsity ratios {duplicates}: give each ratio once", field=RATIOS)
     return ratios
 
 
@@ -87,29 +97,36 @@ def ratio_index(sparsity_ratios: Sequence[float], sparsity_ratio: float | None) 
     try:
         wanted = float(sparsity_ratio)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"sparsity ratio must be a number, got {sparsity_ratio!r}") from err
+        raise IISError(
+            f"sparsity ratio must be a number, got {sparsity_ratio!r}", field="sparsity_ratio"
+        ) from err
     for i, ratio in enumerate(sparsity_ratios):
         if abs(float(ratio) - wanted) < RATIO_TOLERANCE:
             return i
-    raise ValueError(
-        f"no interpretation head for sparsity ratio {wanted:g}; the heads are at {list(sparsity_ratios)}"
+    raise IISError(
+        f"no interpretation head for sparsity ratio {wanted:g}; the heads are at {list(sparsity_ratios)}",
+        field="sparsity_ratio",
     )
 
 
 # ---------------------------------------------------------------------------- checks
 def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
+        raise IISError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}", field=name, owner=owner)
 
 
 def _check_fraction(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{owner}.{name} must be a number in (0, 1), got {value!r}")
+        raise IISError(f"{owner}.{name} must be a number in (0, 1), got {value!r}", field=name, owner=owner)
 
 
 def _check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise IISError(
+            f"{owner}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}",
+            field=name,
+            owner=owner,
+        )
 
 
 def _check_finite(owner: str, name: str, value: Any, positive: bool = False) -> None:
@@ -120,7 +137,7 @@ def _check_finite(owner: str, name: str, value: Any, positive: bool = False) -> 
         or (positive and value <= 0)
     ):
         need = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"{owner}.{name} must be {need}, got {value!r}")
+        raise IISError(f"{owner}.{name} must be {need}, got {value!r}", field=name, owner=owner)
 
 
 class _Config:
@@ -134,7 +151,7 @@ class _Config:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(known)}")
+            raise IISError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(known)}")
         return cls(**data)
 
 
@@ -151,6 +168,8 @@ class ExtractionConfig(_Config):
         num_workers: DataLoader workers that decode images while the model runs.
         chunk_size: images per feature-cache file (the unit an interrupted run resumes from).
         cache_dir: reuse extracted features across runs (None: no cache).
+        preprocessing: "processor" (the image processor prepares each image) or "tensor" (batched on
+            the model's device where covered; pixel values at most two uint8 levels apart).
     """
 
     layer: int | None = None
@@ -160,22 +179,31 @@ class ExtractionConfig(_Config):
     num_workers: int = 0
     chunk_size: int = 4096
     cache_dir: str | None = None
+    preprocessing: str = "processor"
 
     def __post_init__(self):
         owner = "ExtractionConfig"
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
-            raise ValueError(
-                f"{owner}.layer must be None or an int index into hidden_states, got {self.layer!r}"
+            raise IISError(
+                f"{owner}.layer must be None or an int index into hidden_states, got {self.layer!r}",
+                field="layer",
+                owner=owner,
             )
         _check_choice(owner, "pooling", self.pooling, POOLINGS)
         _check_choice(owner, "precision", self.precision, EXTRACTION_PRECISIONS)
+        _check_choice(owner, "preprocessing", self.preprocessing, PREPROCESSINGS)
         _check_int(owner, "batch_size", self.batch_size, 1)
         _check_int(owner, "num_workers", self.num_workers, 0)
         _check_int(owner, "chunk_size", self.chunk_size, 1)
 
     def comparable(self) -> dict[str, Any]:
         """The settings that change the representation (not how fast it is computed)."""
-        return {"layer": self.layer, "pooling": self.pooling, "precision": self.precision}
+        return {
+            "layer": self.layer,
+            "pooling": self.pooling,
+            "precision": self.precision,
+            "preprocessing": self.preprocessing,
+        }
 
 
 @dataclass
@@ -209,9 +237,11 @@ class ConceptsConfig(_Config):
         _check_choice(owner, "kind", self.kind, CONCEPT_KINDS)
         # A head at ratio rho drops int(C * rho) + 1 concepts: with C = 1, all of them at every ratio.
         if type(self.num_concepts) is int and self.num_concepts == 1:
-            raise ValueError(
+            raise IISError(
                 f"{owner}.num_concepts must be an int >= 2, got 1: every head drops at least one concept "
-                "(int(C * rho) + 1 at ratio rho), so with 1 concept nothing is left to predict from"
+                "(int(C * rho) + 1 at ratio rho), so with 1 concept nothing is left to predict from",
+                field="num_concepts",
+                owner=owner,
             )
         _check_int(owner, "num_concepts", self.num_concepts, 2)
         _check_int(owner, "images_per_class", self.images_per_class, 1)
@@ -293,7 +323,9 @@ class HeadsConfig(_Config):
 def _learning_rates(value: Any) -> float | list[float]:
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
-        raise ValueError("HeadsConfig.learning_rate needs at least one value")
+        raise IISError(
+            "HeadsConfig.learning_rate needs at least one value", field="learning_rate", owner="HeadsConfig"
+        )
     for lr in values:
         _check_finite("HeadsConfig", "learning_rate", lr, positive=True)
     return [float(v) for v in values] if len(values) > 1 else float(values[0])
@@ -324,8 +356,10 @@ class ScoringConfig(_Config):
             if isinstance(value, dict):
                 setattr(self, name, kind.from_dict(value))
             elif not isinstance(value, kind):
-                raise ValueError(
-                    f"ScoringConfig.{name} must be a {kind.__name__}, got {type(value).__name__}"
+                raise IISError(
+                    f"ScoringConfig.{name} must be a {kind.__name__}, got {type(value).__name__}",
+                    field=name,
+                    owner="ScoringConfig",
                 )
         _check_int("ScoringConfig", "seed", self.seed, 0)
         validate_sparsity_ratios(self.heads.sparsity_ratios, minimum=2)  # an IIS integrates over the grid

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
-from .splits import random_subset, stratified_split
+from .splits import check_labels, random_subset, stratified_split
 
 
 def load_digits_dataset(image_size: int = 32, test_fraction: float = 0.25, seed: int = 0) -> DatasetDict:
@@ -169,6 +169,34 @@ def check_saved_dataset_not_empty(folder: str) -> None:
         raise ValueError(f"dataset folder {folder}: {which} empty (0 rows); there is nothing to score")
 
 
+def label_values(dataset, column: str):
+    """The label column's values, read as one Arrow column (fast even for millions of rows): a NumPy
+    array when it holds no nulls, else a list keeping each None where it is."""
+    try:
+        values = dataset.select_columns([column]).with_format("arrow")[:][column]
+    except (AttributeError, TypeError, KeyError):  # not a `datasets.Dataset`: read it as it comes
+        return dataset[column]
+    return values.to_numpy() if values.null_count == 0 else values.to_pylist()
+
+
+def checked_labels(dataset, column: str, split: str | None = None) -> np.ndarray:
+    """The label column as int64 class ids, refusing a missing (None) or non-integer (0.5) label by
+    its first row: floats would be truncated to class ids without a word, and None fail deep in NumPy."""
+    where = f" of split {split!r}" if split else ""
+    return check_labels(label_values(dataset, column), f"label column {column!r}{where}")
+
+
+def check_split_names(train_split: str, eval_split: str | None, allow_same_split: bool = False) -> None:
+    """Refuse to measure IIS on the split the heads were fitted on, unless asked to (the score would
+    reward memorising the training images)."""
+    if eval_split is not None and eval_split == train_split and not allow_same_split:
+        raise ValueError(
+            f"--train-split and --eval-split are both {train_split!r}: IIS would be measured on the images the "
+            "heads were fitted on; pass another --eval-split (or none, to hold out part of the train split), "
+            "or --allow-same-split to score on the same split on purpose"
+        )
+
+
 def train_eval_splits(
     data: DatasetDict | Dataset,
     train_split: str = "train",
@@ -194,11 +222,17 @@ def train_eval_splits(
     if eval_split is not None:
         if eval_split not in data:
             raise ValueError(f"no split {eval_split!r} in the dataset; splits are {sorted(data)}")
+        for name in dict.fromkeys((train_split, eval_split)) if label_column else ():
+            checked_labels(data[name], label_column, name)
         return data[train_split], data[eval_split], eval_split
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
     train = data[train_split]
-    labels = train[label_column] if label_column else np.zeros(len(train), dtype=np.int64)
+    labels = (
+        checked_labels(train, label_column, train_split)
+        if label_column
+        else np.zeros(len(train), dtype=np.int64)
+    )
     kept, held = stratified_split(labels, eval_fraction, seed)
     # keep_in_memory: no index files in the user's dataset folder
     return (
@@ -252,8 +286,13 @@ def load_scoring_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 0,
+    allow_same_split: bool = False,
 ) -> ScoringSplits:
-    """Load a dataset (Hub id, `save_to_disk` folder or image folder) and pick the rows to score on."""
+    """Load a dataset (Hub id, `save_to_disk` folder or image folder) and pick the rows to score on.
+
+    An eval split equal to the train split is refused unless `allow_same_split` (then recorded).
+    """
+    check_split_names(train_split, eval_split, allow_same_split)
     data = load_image_dataset(dataset, config_name)
     first = data if isinstance(data, Dataset) else data[next(iter(data.keys()))]
     image_column, label_column = detect_columns(first, image_column, label_column)
@@ -281,5 +320,6 @@ def load_scoring_splits(
             "eval_split": eval_source,
             "max_train_samples": max_train_samples,
             "max_eval_samples": max_eval_samples,
+            **({"allow_same_split": True} if eval_split == train_split else {}),
         },
     )

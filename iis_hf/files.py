@@ -24,6 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import first_line
+
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 
 
@@ -273,7 +275,7 @@ _OS_ERROR_FIXES = {
 
 def describe_os_error(err: OSError, what: str | None = None) -> str:
     """One line for a failed file operation: what and which file, the system's reason, and the fix."""
-    reason = (err.strerror or str(err) or type(err).__name__).strip().splitlines()[0]
+    reason = first_line(err, err.strerror if (err.strerror or "").strip() else None)
     where = what or "path"
     if err.filename is not None:
         where += f" {os.fsdecode(err.filename)!r}"
@@ -367,3 +369,56 @@ def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float) -> 
         except OSError:  # removed by another process meanwhile
             pass
     return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, holder: str) -> Iterator[Path]:
+    """Hold the lock file `path` (`flock`, released by the kernel when the process dies, so a killed
+    holder never leaves a stale lock); a FileExistsError naming the holder when another process has it.
+
+    The lock file holds the holder's description (`holder`: what runs, with its pid) for the message.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 4096).decode("utf-8", errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FileExistsError(errno.EEXIST, f"held by {other}", str(path)) from None
+        try:  # the holder before us may have deleted the file after we opened it: lock the live one
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode("utf-8"))
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def link_tree(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copy a file or folder as hard links (instant, no extra space; a full copy where links are refused), so
+    that the copy survives the original's deletion and the original stays whole until then."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if Path(source).is_dir() and not Path(source).is_symlink():
+        shutil.copytree(source, destination, copy_function=link_or_copy, symlinks=True)
+    elif Path(source).is_symlink():
+        os.symlink(os.readlink(source), destination)
+    else:
+        link_or_copy(os.fspath(source), os.fspath(destination))

@@ -14,6 +14,8 @@ from typing import Any
 
 from huggingface_hub import ModelHubMixin
 
+from .errors import first_line
+
 
 def looks_like_hub_id(name: str | os.PathLike | None) -> bool:
     """Whether `name` can be a Hub repository id rather than a local path.
@@ -64,7 +66,7 @@ def download_files(
     except Exception as err:  # network errors, a missing repository or file: one clear message
         raise ValueError(
             f"{what} {repo_id!r} is not a local folder, and its files {list(names)} could not be downloaded "
-            f"from the Hub ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            f"from the Hub ({first_line(err)})"
         ) from err
     return Path(paths[0]).parent
 

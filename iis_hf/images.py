@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from .errors import first_line
+
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGE_TYPES_HELP",
@@ -188,7 +190,7 @@ def _exif_transpose(image: Image.Image, label: str) -> Image.Image:
             return ImageOps.exif_transpose(image)
     except _DECODE_ERRORS as err:
         raise ValueError(
-            f"{label} has corrupt EXIF data ({_first_line(err)}); re-save the image without EXIF"
+            f"{label} has corrupt EXIF data ({first_line(err)}); re-save the image without EXIF"
         ) from err
     return image
 
@@ -207,7 +209,7 @@ def _open_header(file: Any, label: str, limit: int) -> ImageFile.ImageFile:
             "an image file (JPEG, PNG, ...) and not text or HTML saved under an image name"
         ) from None
     except _DECODE_ERRORS as err:
-        raise ValueError(f"{label} cannot be decoded ({_first_line(err)}); re-create or remove it") from err
+        raise ValueError(f"{label} cannot be decoded ({first_line(err)}); re-create or remove it") from err
 
 
 def _open_with_pil_bomb_check(file: Any, label: str, limit: int) -> ImageFile.ImageFile:
@@ -277,14 +279,9 @@ def _load(image: Image.Image, label: str, limit: int) -> None:
         ) from err
     except _DECODE_ERRORS as err:
         raise ValueError(
-            f"{label} is truncated or corrupt ({_first_line(err)}); re-create or re-download it, "
+            f"{label} is truncated or corrupt ({first_line(err)}); re-create or re-download it, "
             "or leave it out"
         ) from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ---------------------------------------------------------------------------- PIL images
@@ -314,7 +311,7 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
         return image.convert("RGB")
     except (ValueError, OSError) as err:
         raise ValueError(
-            f"{label} has PIL mode {mode!r}, which cannot be converted to RGB ({_first_line(err)}); "
+            f"{label} has PIL mode {mode!r}, which cannot be converted to RGB ({first_line(err)}); "
             "convert it to 'RGB' or 'L' first"
         ) from err
 

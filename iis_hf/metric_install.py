@@ -26,6 +26,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import IISError
+
 METRIC_NAME = "iis"
 # evaluate tries the namespaces evaluate-metric, evaluate-comparison, evaluate-measurement for a bare
 # name; "evaluate-metric--iis" is the first one its cache fallback looks for.
@@ -36,14 +38,14 @@ def metric_path() -> Path:
     """The folder holding ``iis.py`` (``metrics/iis`` in a checkout, ``iis_hf/evaluate_metric`` in a wheel)."""
     spec = importlib.util.find_spec("iis_hf.evaluate_metric")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise IISError(
             "the IIS evaluate module (package iis_hf.evaluate_metric) is not installed: reinstall iis-hf"
         )
     for location in spec.submodule_search_locations:
         folder = Path(location)
         if (folder / f"{METRIC_NAME}.py").is_file():
             return folder
-    raise FileNotFoundError(
+    raise IISError(
         f"no {METRIC_NAME}.py in {list(spec.submodule_search_locations)}: the iis-hf installation is incomplete"
     )
 

@@ -208,6 +208,11 @@ def iis_section(result) -> str:
         "",
         "![IIS curve](iis_curve.png)",
     ]
+    if result.invalid_reason is not None:  # the card says it where the number is read
+        lines[1:1] = [
+            "",
+            f"**Not a valid IIS.** {result.invalid_reason[0].upper()}{result.invalid_reason[1:]}.",
+        ]
     return "\n".join(lines)
 
 

@@ -23,8 +23,9 @@ import torch
 
 from .concepts import ConceptBank, LearnedConcepts, as_concept_projection
 from .config import CONCEPT_RECIPE_KEYS, ScoringConfig
-from .data import detect_columns
+from .data import checked_labels, detect_columns
 from .features import extract_features_of_models, load_image_processor, load_vision_model
+from .preflight import check_processor_size
 from .score import IISResult, compute_iis
 from .splits import stratified_split
 
@@ -98,11 +99,15 @@ def score_models(
             f"got {len(models)} models, {len(processors)} image processors and {len(banks)} concept banks"
         )
     processors = [load_image_processor(m, p) for m, p in zip(models, processors)]
+    for processor in processors:
+        check_processor_size(processor)
     image_column, label_column = detect_columns(train_data, image_column, label_column)
     if label_column is None:
         raise ValueError(
             f"the dataset has no label column (columns: {train_data.column_names}); pass label_column="
         )
+    for data, split in ((train_data, "train"), (eval_data, "eval")):
+        checked_labels(data, label_column, split)
     train = _extract(models, train_data, config, processors, image_column, label_column, "train")
     evaluation = _extract(models, eval_data, config, processors, image_column, label_column, "eval")
     if num_classes is None:

@@ -4,9 +4,9 @@
 cannot finish stops at once, with one line naming the argument and the fix, and writes nothing: an
 output folder that is a file, read-only, on a full disk, named too long for the file system, already
 there (without ``--overwrite``) or one of the command's own inputs; a cache folder it cannot write; a
-device this machine does not have; a model folder whose config or weights are damaged. Every check
-raises `PreflightError`, a ValueError. Checks that write (a probe file, to learn whether a folder
-takes files) leave nothing behind.
+device this machine does not have; a model folder whose config or weights are damaged, or whose image
+processor asks for images over `MAX_PROCESSOR_SIDE` px a side. Every check raises `PreflightError`, a
+ValueError. Checks that write (a probe file, to learn whether a folder takes files) leave nothing behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import resolve_device
+from .errors import first_line
 from .files import describe_os_error, read_json, resolve_inside
 
 MIN_FREE_BYTES = 1 << 20  # a file system with less than this free is full for our purposes
@@ -39,6 +40,10 @@ POSITIVE_INT_KEYS = (
 )
 POSITIVE_INT_LIST_KEYS = ("hidden_sizes", "depths", "num_heads")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+# The largest side (px) an image processor may resize or crop to: one image of 100000 x 100000 px is
+# 120 GB as float32 RGB, a MemoryError (or the OOM killer) before the first feature. Models use 224-1024.
+MAX_PROCESSOR_SIDE = 8192
+PROCESSOR_SIZE_KEYS = ("size", "crop_size")
 
 
 class PreflightError(ValueError):
@@ -250,7 +255,7 @@ def check_device(value: Any, flag: str = "--device") -> None:
 
 
 def check_model_folder(value: Any, flag: str = "--model") -> None:
-    """A local model folder's config.json and safetensors weights are readable and sound.
+    """A local model folder's config.json, image processor size and safetensors weights are sound.
 
     Hub ids and missing folders are left to the loader (which names them); weights in other formats
     are left to transformers, whose failure `model_loading` reports in one line.
@@ -260,6 +265,10 @@ def check_model_folder(value: Any, flag: str = "--model") -> None:
         return
     config = read_json(folder / "config.json", f"{flag} config")
     _check_config(config, folder / "config.json", flag)
+    processor_config = folder / "preprocessor_config.json"
+    if processor_config.is_file():
+        settings = read_json(processor_config, f"{flag} image processor config")
+        check_processor_size(settings, f"{flag}: {processor_config}: the image processor's")
     index = folder / "model.safetensors.index.json"
     shards = [folder / "model.safetensors"] if (folder / "model.safetensors").exists() else []
     if index.exists():
@@ -293,6 +302,29 @@ def _check_config(config: dict, path: Path, flag: str, where: str = "") -> None:
             _check_config(value, path, flag, where=f"{where}{key}.")
 
 
+def check_processor_size(processor: Any, where: str = "the image processor's") -> None:
+    """Refuse an image processor (or its saved config) whose size or crop size is over
+    `MAX_PROCESSOR_SIDE` px a side: resizing one image to it would exhaust memory."""
+    to_dict = getattr(processor, "to_dict", None)
+    settings = processor if isinstance(processor, Mapping) else to_dict() if callable(to_dict) else {}
+    for key in PROCESSOR_SIZE_KEYS:
+        value = settings.get(key) if isinstance(settings, Mapping) else None
+        sides = _sides(value)
+        if sides and max(sides) > MAX_PROCESSOR_SIDE:
+            raise PreflightError(
+                f"{where} {key} {value!r} asks for images of {max(sides)} px a side, over the limit of "
+                f"{MAX_PROCESSOR_SIDE} px; set {key!r} to the model's input size (e.g. 224)"
+            )
+
+
+def _sides(value: Any) -> list[float]:
+    """The numbers of a processor size: an int, a list of them, or a dict (height, width, shortest_edge...)."""
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def _positive_ints(value: Any) -> bool:
     """A positive int, or a non-empty list of them (sizes per stage, (height, width), ...)."""
     if isinstance(value, list):
@@ -307,7 +339,7 @@ def _check_safetensors_header(path: Path, flag: str) -> None:
         with safe_open(str(path), framework="pt"):
             pass
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise PreflightError(
             f"{flag}: {path} is truncated or not a safetensors file ({reason}); re-download or re-save the model"
         ) from None
@@ -406,13 +438,8 @@ def _load_reason(err: BaseException, held: list[logging.LogRecord], name: Any) -
             f"refuses{f' (it would call {found.group(1)})' if found else ''}; iis-hf never runs code from a "
             "weights file: get the model's safetensors weights from a source you trust"
         )
-    return _first_line(err) + (f" (weights: {', '.join(weights[:4])})" if weights else "")
+    return first_line(err, _plain(str(err))) + (f" (weights: {', '.join(weights[:4])})" if weights else "")
 
 
 def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def _first_line(err: BaseException) -> str:
-    text = _plain(str(err)).strip()
-    return text.splitlines()[0] if text else type(err).__name__

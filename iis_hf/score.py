@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import CHANCE_ALPHA, DEFAULT_SPARSITY_RATIOS, HeadsConfig, validate_sparsity_ratios
 from .files import write_json_atomic
+from .splits import check_labels
 from .stats import above_chance, bootstrap_iis
 
 BOOTSTRAP_RESAMPLES = 1000  # resamples of the eval rows behind a result's confidence interval
@@ -99,9 +100,35 @@ class IISResult:
         """``A(rho) / A0`` per ratio: above 1 means the probe, not the representation, is the limit."""
         return [a / self.standard_accuracy for a in self.accuracies]
 
+    @property
+    def invalid_reason(self) -> str | None:
+        """Why this number is not a valid IIS, or None: a head beat the standard probe by more than one
+        evaluation image's worth (1 / num_eval; where the count is unknown, by anything). Then A(rho)/A0
+        exceeds 1 and the score measures the probe, not the representation."""
+        if self.iis is None or not self.accuracies:
+            return None
+        num_eval = (self.settings.get("data") or {}).get("num_eval")
+        margin = 1.0 / num_eval if num_eval else 1e-9
+        ratio, best = max(zip(self.sparsity_ratios, self.accuracies), key=lambda pair: pair[1])
+        if best - self.standard_accuracy <= margin:
+            return None
+        return (
+            f"probe weaker than heads: not a valid IIS (A({ratio:g}) = {best:.4f} > A0 = "
+            f"{self.standard_accuracy:.4f}, by more than one evaluation image); score with the converged "
+            "protocol, or on more evaluation images"
+        )
+
+    @property
+    def valid(self) -> bool:
+        """Whether `iis` is a valid score (defined, and no head beat the probe beyond noise)."""
+        return self.iis is not None and self.invalid_reason is None
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (the trained modules and the bank, if attached, are left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ATTACHMENTS}
+        """JSON-ready fields (the trained modules and the bank, if attached, are left out), and whether
+        the score is valid (`valid`, `invalid_reason`: derived, ignored by `from_dict`)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ATTACHMENTS}
+        data.update(valid=self.valid, invalid_reason=self.invalid_reason)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IISResult:
@@ -112,8 +139,9 @@ class IISResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_metrics(self, prefix: str = "") -> dict[str, float]:
-        """Scalars named as every entry point logs them: ``iis``, ``iis_standard_accuracy`` and
-        ``iis_accuracy_<rho>`` (prefixed, e.g. ``eval_`` in a Trainer's metrics)."""
+        """Scalars named as every entry point logs them: ``iis``, ``iis_standard_accuracy``,
+        ``iis_accuracy_<rho>``, the interval when known, and ``iis_valid`` (1.0, or 0.0 when the score is
+        undefined or a head beat the probe: `invalid_reason`), prefixed (``eval_`` in a Trainer's metrics)."""
         metrics = {f"{prefix}iis": self.iis, f"{prefix}iis_standard_accuracy": self.standard_accuracy}
         for ratio, accuracy in zip(self.sparsity_ratios, self.accuracies):
             metrics[f"{prefix}iis_accuracy_{ratio:g}"] = accuracy
@@ -122,6 +150,7 @@ class IISResult:
             metrics.update({f"{prefix}iis_ci_low": low, f"{prefix}iis_ci_high": high})
             if self.uncertainty.get("sd") is not None:
                 metrics[f"{prefix}iis_sd"] = self.uncertainty["sd"]
+        metrics[f"{prefix}iis_valid"] = 1.0 if self.valid else 0.0  # 0: undefined, or probe weaker than heads
         return metrics
 
     def iis_text(self, digits: int = 4) -> str:
@@ -135,6 +164,8 @@ class IISResult:
         low, high = uncertainty.get("ci") or (None, None)
         if low is not None and math.isfinite(low):
             text += f", {uncertainty['confidence']:.0%} CI [{low:.{digits}f}, {high:.{digits}f}]"
+        if self.invalid_reason is not None:
+            text += " (NOT A VALID IIS: probe weaker than heads)"
         return text
 
     def save_json(self, path: str | os.PathLike) -> None:
@@ -152,6 +183,8 @@ class IISResult:
         )
         if self.undefined_reason:
             lines.append(self.undefined_reason)
+        if self.invalid_reason:
+            lines.append(self.invalid_reason)
         return "\n".join(lines)
 
     @property
@@ -489,6 +522,28 @@ def class_ids(values, name: str, ndim: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def check_nesting(values, name: str, ndim: int, expected: str) -> None:
+    """Refuse `values` nested other than `ndim` deep (lists of lists, arrays, tensors) in one line naming
+    `name` and the `expected` form, before `datasets` reports it with a dump of the whole input."""
+    depth, kind = _nesting(values)
+    if depth is not None and depth != ndim:
+        got = f"a single {kind}" if depth == 0 else f"a {depth}-D {kind}"
+        raise ValueError(f"{name} must be {expected}; got {got}")
+
+
+def _nesting(values) -> tuple[int | None, str]:
+    """How deep `values` nests (an array or tensor: its ndim; a list: through its first items) and what
+    it is; depth None for an empty list, whose emptiness is reported elsewhere."""
+    if hasattr(values, "ndim") and hasattr(values, "shape"):
+        return int(values.ndim), "tensor" if hasattr(values, "detach") else "numpy array"
+    if isinstance(values, (list, tuple)):
+        if not values:
+            return None, type(values).__name__
+        inner = _nesting(values[0])[0]
+        return 1 + (inner or 0), type(values).__name__
+    return 0, "string" if isinstance(values, (str, bytes)) else type(values).__name__
+
+
 def float_rows(values, name: str) -> np.ndarray:
     """(N, D) float32 rows (e.g. representation vectors), refusing ragged, empty or non-finite input."""
     if isinstance(values, np.ndarray) or hasattr(values, "detach"):
@@ -615,9 +670,17 @@ def _as_labels(labels, features, name: str):
         labels = getattr(features, "labels", None)
         if labels is None:
             raise ValueError(f"{name} are missing: pass them, or a FeatureStore written with labels")
-    tensor = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+    if torch.is_tensor(labels) and not labels.is_floating_point():
+        tensor = labels
+    else:  # the check `iis-hf score` makes of a label column: the first missing or non-integer row
+        values = labels.detach().cpu().double().numpy() if torch.is_tensor(labels) else labels
+        try:
+            shape = f"shape {np.shape(values)}" if np.ndim(values) != 1 else None
+        except ValueError:
+            shape = "rows of different lengths"
+        if shape is not None:
+            raise ValueError(f"{name} must be a 1-D array of class ids, got {shape}")
+        tensor = torch.from_numpy(check_labels(values, name))
     if tensor.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of class ids, got shape {tuple(tensor.shape)}")
-    if tensor.is_floating_point() and not torch.equal(tensor, tensor.round()):
-        raise ValueError(f"{name} must be integer class ids")
     return tensor.long()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,7 +93,9 @@ def test_callbacks_explain_like_explain_prediction(model_folder, image_file, tmp
     status, ratios, curve, info, loaded = app.load_callback(model_folder)
     assert status.startswith("Loaded"), status
     assert [value for _name, value in ratios.choices] == list(RATIOS) and ratios.value == RATIOS[-1]
-    assert curve is not None and curve.size[0] > 100  # plotted from iis.json
+    assert curve.startswith(
+        '<img class="iis-curve-image" src="data:image/png;base64,'
+    )  # inline, from iis.json
     assert "IIS = 0.6000" in info
     assert app.load_model(model_folder) is app.load_model(loaded)  # loaded once per folder
 
@@ -136,6 +139,73 @@ def test_callbacks_report_errors_in_the_page(model_folder, image_file, tmp_path)
     assert status.startswith("**Error:**")
 
 
+@needs_gradio
+def test_visitors_open_only_the_models_the_app_serves(model_folder, tmp_path):
+    """A visitor's model name is checked against the served list; a failure says nothing about disk."""
+    policy = app.as_policy(model_folder, allow_any_model=False)
+    assert app.load_callback(model_folder, policy=policy)[0].startswith("Loaded")
+    existing, missing = str(tmp_path), str(tmp_path / "missing")
+    for name in (existing, missing, "/etc", "someone/some-model"):
+        status, *_rest, kept = app.load_callback(name, current=model_folder, policy=policy)
+        assert status.startswith("**Error:**") and "is not a model this app serves" in status, status
+        assert kept == model_folder
+    # --allow-any-model: any name may be tried, and every failure reads the same but for the name.
+    anything = app.as_policy([], allow_any_model=True)
+    assert app.load_callback(model_folder, policy=anything)[0].startswith("Loaded")
+    messages = {
+        app.load_callback(name, policy=anything)[0].replace(app._md(repr(name)), "NAME")
+        for name in (existing, missing, str(tmp_path / "config.json"), "/etc/passwd")
+    }
+    assert len(messages) == 1, messages
+    assert "exist" not in messages.pop()
+
+
+@needs_gradio
+def test_an_upload_is_read_only_from_the_upload_folder_and_then_deleted(monkeypatch, tmp_path, image_file):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+
+    def upload(name: str, data: bytes):
+        folder = uploads / "0123abcd"  # Gradio stores each upload in a folder of its own
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_bytes(data)
+        return {"path": str(folder / name), "meta": {"_type": "gradio.FileData"}}
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0 the server's own file")
+    (uploads / "link.png").symlink_to(secret)
+    for payload in (
+        {"path": str(secret)},
+        {"path": image_file},  # an image on the server, outside the upload folder
+        {"path": str(uploads / "link.png")},  # inside, but a link to a file outside
+        {"path": str(uploads / "0123abcd" / ".." / ".." / "secret.txt")},
+        {"path": str(uploads)},
+        {"url": "file:///etc/passwd"},
+        "/etc/passwd",
+        42,
+    ):
+        with pytest.raises(ValueError) as refused:
+            app.read_upload(payload)
+        assert str(refused.value) == app.NOT_UPLOADED
+        assert "root" not in str(refused.value)
+    status = app.upload_callback(None, {"path": str(secret)})[1]
+    assert status == f"**Error:** {app._md(app.NOT_UPLOADED)}"
+
+    from PIL import Image
+
+    image = app.read_upload(upload("photo.png", Path(image_file).read_bytes()))
+    assert isinstance(image, Image.Image) and image.mode == "RGB"
+    assert not (uploads / "0123abcd").exists()  # deleted once decoded
+    with pytest.raises(ValueError, match=r"^the image is 10\.0 MB; this app takes images up to 10 MB$"):
+        app.read_upload(upload("big.png", b"\0" * (app.MAX_UPLOAD_BYTES + 1)))
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (5000, 4000)).save(huge)  # 20 megapixels, a small file
+    with pytest.raises(ValueError, match="too many pixels: this app takes images up to 16,777,216 pixels"):
+        app.read_upload(upload("huge.png", huge.read_bytes()))
+    assert not any(path.is_file() for path in uploads.rglob("*") if path.name != "link.png")
+
+
 def test_a_missing_gradio_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` raises ImportError
     with pytest.raises(ValueError, match=r'pip install "iis-hf\[app\]"'):
@@ -148,11 +218,104 @@ def test_command_line_defaults(monkeypatch):
     for name in ("IIS_HF_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         monkeypatch.delenv(name, raising=False)
     args = app.build_arg_parser().parse_args([])
-    assert (args.model, args.host, args.port, args.share) == (None, "127.0.0.1", 7860, False)
+    assert (args.model, args.host, args.port, args.share, args.allow_any_model) == (
+        None,
+        "127.0.0.1",
+        7860,
+        False,
+        False,
+    )
+    with pytest.raises(ValueError, match="name the model to serve: --model"):
+        app.served_models(args)  # no model and no --allow-any-model: nothing to serve
+    assert app.served_models(app.build_arg_parser().parse_args(["--allow-any-model"])) == []
     monkeypatch.setenv("IIS_HF_MODEL", "someone/some-iis-model")  # how a Space names its model
     args = app.build_arg_parser().parse_args(["--port", "8000", "--share"])
-    assert (args.model, args.port, args.share) == ("someone/some-iis-model", 8000, True)
-    assert app.build_arg_parser().parse_args(["--model", "out/x"]).model == "out/x"
+    assert (app.served_models(args), args.port, args.share) == (["someone/some-iis-model"], 8000, True)
+    args = app.build_arg_parser().parse_args(["--model", "out/x", "--model", "out/y"])
+    assert app.served_models(args) == ["out/x", "out/y"]
+
+
+# ---------------------------------------------------------------------------- over plain HTTP
+def call_endpoint(url: str, api_name: str, data: list) -> str:
+    """POST to Gradio's /call/<api_name> and return the event stream's text (its last event)."""
+    request = urllib.request.Request(
+        f"{url}gradio_api/call/{api_name}",
+        data=json.dumps({"data": data}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api_name}/{event_id}", timeout=WAIT_S) as response:
+        return response.read().decode("utf-8", errors="replace")
+
+
+def upload_file(url: str, name: str, data: bytes) -> tuple[int, str]:
+    """POST a file to Gradio's upload route as a browser does, in 1 MB pieces (a server that refuses a
+    big upload answers before reading it all): (HTTP status, body)."""
+    import http.client
+    import urllib.parse
+
+    boundary = "iis-hf-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+    address = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=WAIT_S)
+    try:
+        connection.putrequest("POST", "/gradio_api/upload")
+        connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders()
+        try:
+            for start in range(0, len(body), 2**20):
+                connection.send(body[start : start + 2**20])
+        except OSError:  # the server stopped reading: its answer is waiting
+            pass
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+@needs_gradio
+def test_a_client_of_the_running_app_gets_only_what_it_sends(model_folder, image_file, tmp_path):
+    """Against the real server on 127.0.0.1: server paths in a payload, the model box, big uploads."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:the server's own file\n")
+    uploads = tmp_path / "uploads"
+    process, url = start_server(model_folder, tmp_path / "app.log", uploads)
+    try:
+        for path in (str(secret), image_file):  # a server file, and a server image it could classify
+            answer = call_endpoint(
+                url, "upload", [{"path": path, "meta": {"_type": "gradio.FileData"}}, 0.5, 5]
+            )
+            assert "event: error" in answer and "Predicted" not in answer, answer
+            assert "root" not in answer and "server's own" not in answer
+
+        status, body = upload_file(url, "image.png", Path(image_file).read_bytes())  # the control
+        assert status == 200, body
+        answer = call_endpoint(
+            url, "upload", [{"path": json.loads(body)[0], "meta": {"_type": "gradio.FileData"}}, 0.5, 5]
+        )
+        assert "event: complete" in answer and "Predicted" in answer, answer
+        assert not [path for path in uploads.rglob("*") if path.is_file()]  # deleted after the request
+
+        answers = [
+            call_endpoint(url, "load_model", [name]).replace(name, "NAME")
+            for name in (str(tmp_path), str(tmp_path / "missing"))  # an existing folder, a missing one
+        ]
+        assert answers[0] == answers[1] and "event: error" in answers[0], answers
+
+        status, body = upload_file(url, "big.png", b"\0" * (60 * 2**20))
+        assert status == 413 and len(body.splitlines()) == 1 and "maximum allowed size" in body, (
+            status,
+            body,
+        )
+        assert not [path for path in uploads.rglob("*") if path.is_file()]
+    finally:
+        stop_server(process)
 
 
 # ---------------------------------------------------------------------------- in a real browser
@@ -162,12 +325,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(folder: str, log_path) -> tuple[subprocess.Popen, str]:
-    """`python -m iis_hf.app --model FOLDER` on a free port; returns once the page answers."""
+def start_server(folder: str, log_path, upload_folder=None) -> tuple[subprocess.Popen, str]:
+    """`python -m iis_hf.app --model FOLDER` on a free port; returns once the page answers.
+
+    `upload_folder`: Gradio's upload folder for this server ($GRADIO_TEMP_DIR), for a test to look into."""
     for _attempt in range(3):  # another process may take the free port before the server binds it
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
         env = {**cpu_subprocess_env(), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+        if upload_folder is not None:
+            env["GRADIO_TEMP_DIR"] = str(upload_folder)
         command = [
             sys.executable,
             "-m",
@@ -237,7 +404,8 @@ def test_the_page_explains_an_uploaded_image_in_headless_chromium(model_folder, 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    process, url = start_server(model_folder, tmp_path / "app.log")
+    uploads = tmp_path / "uploads"
+    process, url = start_server(model_folder, tmp_path / "app.log", uploads)
     driver = None
     try:
         driver = headless_chromium(tmp_path / "chromium-profile")
@@ -282,19 +450,15 @@ def test_the_page_explains_an_uploaded_image_in_headless_chromium(model_folder, 
             row.find_element(By.CSS_SELECTOR, ".iis-concept-name").text for row in rows
         ] == supporting + opposing
 
-        # The Explain button reruns it with the top-k control's value; then a bad folder is a readable message.
+        # The Explain button reruns it with the top-k control's value, on the image kept in the session.
         number = css("#iis-top-k input[type=number]")[0]
         number.clear()
         number.send_keys("3")
         css("#iis-explain")[0].click()
         wait.until(lambda d: css('#iis-explanation .iis-result[data-ratio="0.5"][data-top-k="3"]'))
         assert len(css("#iis-explanation tr.iis-concept")) == 3
-        box = css("#iis-model textarea, #iis-model input")[0]
-        box.clear()
-        box.send_keys(str(tmp_path / "no-such-model"))
-        css("#iis-load")[0].click()
-        wait.until(lambda d: "does not exist" in css("#iis-status")[0].text)
-        assert css("#iis-status")[0].text.startswith("Error:")
+        # The upload was decoded into the session and deleted: reruns need no file on the server.
+        assert not [path for path in uploads.rglob("*") if path.is_file()]
     except Exception:
         if driver is not None:  # what the page looked like, for whoever debugs a failure
             driver.save_screenshot(str(tmp_path / "failure.png"))

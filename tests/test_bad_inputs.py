@@ -413,7 +413,7 @@ PYTHON_CASES = {
     "trainer: negative iis_weight": (
         lambda ctx: lambda: make_args(ctx.tmp / "run", iis_weight=-0.5),
         ValueError,
-        "iis_weight must be >= 0, got -0.5",
+        "--iis_weight must be a number >= 0, got -0.5",
     ),
     "trainer: duplicated loss ratios": (
         lambda ctx: lambda: make_args(ctx.tmp / "run", iis_sparsity_ratios=[0.9, 0.9]),
@@ -430,13 +430,19 @@ PYTHON_CASES = {
         ValueError,
         "iis_num_concepts must be >= 1, got 0",
     ),
-    "trainer: plain TrainingArguments": (
+    "trainer: args that are not TrainingArguments": (  # a plain TrainingArguments is fine (test_dropin_peft.py)
+        lambda ctx: lambda: IISTrainer(model=build_tiny_model("vit"), args={"output_dir": str(ctx.tmp / "run")}),
+        TypeError,
+        "IISTrainer's args must be TrainingArguments or IISTrainingArguments",
+    ),
+    "trainer: iis_args with a typo": (
         lambda ctx: lambda: IISTrainer(
             model=build_tiny_model("vit"),
             args=__import__("transformers").TrainingArguments(output_dir=str(ctx.tmp / "run"), report_to=[]),
+            iis_args={"iis_wieght": 0.3},
         ),
         TypeError,
-        "IISTrainer needs IISTrainingArguments",
+        "iis_args: unknown IIS setting 'iis_wieght'",
     ),
     "trainer: a missing concept bank": (
         lambda ctx: lambda: IISTrainer(

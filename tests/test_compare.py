@@ -195,7 +195,9 @@ def test_every_differing_setting_is_named():
     )
 
     def variant(**changes):
-        result = iis_hf.IISResult(**{**base.to_dict(), "settings": json.loads(json.dumps(base.settings))})
+        result = iis_hf.IISResult.from_dict(
+            {**base.to_dict(), "settings": json.loads(json.dumps(base.settings))}
+        )
         for path, value in changes.items():
             part, key = path.split("__")
             if part == "result":
@@ -206,7 +208,7 @@ def test_every_differing_setting_is_named():
 
     # another bank fingerprint (every model has its own bank) and another seed are comparable
     assert settings_differences({"a": base, "b": variant(concepts__fingerprint="b", **{})}) == []
-    assert settings_differences({"a": base, "b": iis_hf.IISResult(**{**base.to_dict(), "settings": {**base.settings, "seed": 1}})}) == []  # fmt: skip
+    assert settings_differences({"a": base, "b": iis_hf.IISResult.from_dict({**base.to_dict(), "settings": {**base.settings, "seed": 1}})}) == []  # fmt: skip
     cases = {
         "ratio grid": variant(result__sparsity_ratios=[0.0, 0.5]),
         "protocol": variant(result__protocol="paper"),

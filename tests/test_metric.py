@@ -65,6 +65,7 @@ def test_hand_computed_example(iis):
         "iis_standard_accuracy": 1.0,
         "iis_accuracy_0": 0.75,
         "iis_accuracy_0.5": 0.5,
+        "iis_valid": 1.0,
     }
     assert ci["iis_ci_low"] <= 0.3125 <= ci["iis_ci_high"]  # a bootstrap interval over the 4 rows
     assert all(type(v) is float for v in [*out.values(), *ci.values()])  # scalars: a Trainer logs every one
@@ -413,9 +414,9 @@ def test_representations_config_scores_separable_features(iis_repr):
     out = iis_repr.compute(predictions=x, references=y, concepts=c, epochs=5)
     assert set(out) == {
         "iis", "iis_standard_accuracy", *(f"iis_accuracy_{r:g}" for r in GRID), "iis_ci_low", "iis_ci_high",
-        "iis_protocol",
+        "iis_valid", "iis_num_eval",
     }  # fmt: skip
-    assert out.pop("iis_protocol") == "converged"
+    assert out.pop("iis_num_eval") == 60 and out.pop("iis_valid") in (0.0, 1.0)  # 20 % of 300
     assert out["iis_ci_low"] <= out["iis"] <= out["iis_ci_high"]
     assert out["iis_standard_accuracy"] > 0.9
     assert 0.3 < out["iis"] < 1.1
@@ -445,7 +446,7 @@ def test_representations_concepts_as_list_tensor_bank_and_folder(iis_repr, tmp_p
 
 @pytest.mark.filterwarnings("ignore:interpretation accuracy exceeds")
 def test_representations_split_is_stratified_and_seeded(iis_repr):
-    x, y, c = _separable(n=200)
+    x, y, c = _separable(n=300)
     a = iis_repr.compute(predictions=x, references=y + 10, concepts=c, epochs=2, sparsity_ratios=[0.0, 0.5])
     b = iis_repr.compute(predictions=x, references=y + 10, concepts=c, epochs=2, sparsity_ratios=[0.0, 0.5])
     assert a == b  # label ids need not start at 0; same seed, same result

@@ -57,7 +57,7 @@ def test_a_plain_trainer_logs_every_iis_key_whole(tmp_path, caplog):
 
     from iis_hf.demo import image_classification_collator
 
-    data = make_image_dataset(num_classes=3, per_class=20)
+    data = make_image_dataset(num_classes=3, per_class=90)  # 270 rows: 54 scored (the config needs 50)
     processor = tiny_image_processor()
     model = build_tiny_model("resnet")
     model.config.output_hidden_states = True  # the representation reaches compute_metrics
@@ -151,6 +151,7 @@ def test_evaluate_combine_with_accuracy(tmp_path):
             "iis_accuracy_0.5": 0.5,
             "iis_ci_low": results["iis_ci_low"],
             "iis_ci_high": results["iis_ci_high"],
+            "iis_valid": 1.0,
         }
     )
     with pytest.raises(ValueError, match="'classifier' config"):

@@ -33,7 +33,7 @@ def setting(tmp_path_factory, tiny_models):
     """A saved model, a one-split dataset on disk and a concept bank built once from the model."""
     root = tmp_path_factory.mktemp("one_number")
     dataset = root / "data"
-    make_image_dataset(num_classes=3, per_class=10).save_to_disk(str(dataset))
+    make_image_dataset(num_classes=3, per_class=84).save_to_disk(str(dataset))  # 20 % held out: 51 scored
     model_dir = tiny_models("vit")
     splits = load_scoring_splits(str(dataset), eval_fraction=0.2, seed=0)
     bank = iis_hf.ConceptBank.from_prototypes(
@@ -117,7 +117,9 @@ def test_cli_pipeline_metric_and_trainer_give_the_same_iis(setting, tmp_path, ca
     )
     assert cli["settings"]["concepts"]["fingerprint"] == pipeline.settings["concepts"]["fingerprint"]
     assert trainer.last_iis_result.settings["heads"] == pipeline.settings["heads"]
-    assert cli["settings"]["data"]["num_train"] == pipeline.settings["data"]["num_train"] == 24
+    assert (
+        cli["settings"]["data"]["num_train"] == pipeline.settings["data"]["num_train"] == 201
+    )  # 252 images, 51 held out
 
 
 def test_a_fine_tuned_models_card_iis_json_and_score_agree(setting, tmp_path, capsys):

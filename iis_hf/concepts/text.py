@@ -42,6 +42,7 @@ import torch
 
 from ..config import DEFAULT_CLIP_CUTOFF, DEFAULT_CLIP_MODEL, DEFAULT_INTERPRETABILITY_CUTOFF
 from ..devices import resolve_device
+from ..errors import first_line
 from ..progress import progress_bar
 from ..version import __version__
 
@@ -110,7 +111,7 @@ def load_clip(clip_model, clip_processor=None):
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"cannot load a CLIP model from {source!r}: it is neither a local folder with a CLIP "
-                f"checkpoint nor a reachable Hub model id ({str(err).splitlines()[0]})"
+                f"checkpoint nor a reachable Hub model id ({first_line(err)})"
             ) from err
     else:
         raise TypeError(
@@ -131,7 +132,7 @@ def load_clip(clip_model, clip_processor=None):
                 else "processor (tokenizer + image processor)"
             )
             raise ValueError(
-                f"the CLIP model {source!r} has no usable {what} ({str(err).splitlines()[0]}); save one beside "
+                f"the CLIP model {source!r} has no usable {what} ({first_line(err)}); save one beside "
                 "the weights with CLIPProcessor(image_processor=..., tokenizer=...).save_pretrained(folder) "
                 "or pass clip_processor="
             ) from err

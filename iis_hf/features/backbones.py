@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..config import POOLINGS
+from ..errors import first_line
 
 _CLS_PARAMETER_SUFFIXES = ("cls_token", "class_embedding", "class_token")
 # Config entries that name where a model came from rather than what it computes.
@@ -65,7 +66,7 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
     except OSError as err:
         raise ValueError(
             f"cannot load a model from {name_or_path!r}: it is neither a local folder with a config.json "
-            f"nor a reachable Hugging Face Hub model id ({str(err).splitlines()[0]})"
+            f"nor a reachable Hugging Face Hub model id ({first_line(err)})"
         ) from err
 
     classification_names = set()
@@ -78,9 +79,7 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
     try:
         model = auto_class.from_pretrained(name_or_path, config=config, trust_remote_code=False, **kwargs)
     except OSError as err:
-        raise ValueError(
-            f"cannot load model weights from {name_or_path!r} ({str(err).splitlines()[0]})"
-        ) from err
+        raise ValueError(f"cannot load model weights from {name_or_path!r} ({first_line(err)})") from err
     except ValueError as err:
         raise ValueError(
             f"{name_or_path!r} ({type(config).__name__}) is not a model iis-hf can load as a vision "
@@ -133,7 +132,7 @@ def load_image_processor(model: nn.Module, image_processor: Any = None) -> Any:
             image_processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
         except (OSError, ValueError) as err:
             raise ValueError(
-                f"cannot load an image processor from {name!r} ({str(err).splitlines()[0]}). "
+                f"cannot load an image processor from {name!r} ({first_line(err)}). "
                 "Pass image_processor= explicitly."
             ) from err
     inner = getattr(image_processor, "image_processor", None)

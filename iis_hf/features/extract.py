@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -29,8 +30,9 @@ from .backbones import (
     model_digest,
     pooled_representation,
 )
-from .cache import FeatureCache, processor_config
+from .cache import CACHE_FORMAT_VERSION, FeatureCache, processor_config
 from .distributed import all_gather_chunks, process_layout
+from .preprocess import tensor_path, to_device
 from .sources import ImageProcessors, Source, prepare_source
 
 DEFAULT_CHUNK_SIZE = ExtractionConfig().chunk_size
@@ -68,13 +70,18 @@ def extract_features(
             of token sequences and the spatial mean of maps, the token mean for models without a CLS
             token such as Swin; "cls": token 0; "mean": mean over all tokens or over (H, W)),
             `batch_size` (images per forward; batches never cross chunk boundaries), `precision`
-            ("fp32", "bf16" or "fp16" autocast; features are returned as float32), `num_workers`
+            ("fp32", "bf16" or "fp16" autocast; features are returned as float32), `preprocessing`
+            ("processor": each image through the image processor; "tensor": resized, cropped and
+            normalised as batches on the model's device, where `iis_hf.features.preprocess` covers the
+            processor, pixel values at most two uint8 levels from its), `num_workers`
             (DataLoader workers decoding images while the model runs), `chunk_size` (rows per chunk,
             the unit of distribution and caching, independent of the number of processes) and
             `cache_dir` (features cached under ``cache_dir/<key>/`` as float16 safetensors chunks,
             keyed by the model's config and weights, the dataset fingerprint, the image processor,
             the columns, layer, pooling, precision and chunk size; a rerun, or a run after an
-            interruption, reuses finished chunks; with several processes the folder must be shared).
+            interruption, reuses finished chunks, each checked against the checksum and record it was
+            written with: one that fails is extracted again, with a `FeatureCacheWarning`; with several
+            processes the folder must be shared).
         image_processor: defaults to `AutoImageProcessor.from_pretrained(model.name_or_path)`.
         image_column: defaults to the column whose feature is `datasets.Image`, else "image" / "img".
         label_column: defaults to the `ClassLabel` column, else "label" / "labels"; none found -> labels None.
@@ -131,7 +138,8 @@ def extract_features_of_models(
     if len(processors) != len(models):
         raise ValueError(f"got {len(processors)} image processors for {len(models)} models")
     processors = [load_image_processor(model, p) for model, p in zip(models, processors)]
-    every = ImageProcessors(processors)
+    runners = _preprocessors(processors, config.preprocessing)
+    every = ImageProcessors(runners)
     source = prepare_source(dataset, every, image_column, label_column)
     world, rank, default_device = process_layout()
     plan = _ChunkPlan(source.num_rows, config.chunk_size, world, rank)
@@ -139,10 +147,11 @@ def extract_features_of_models(
         _open_cache(config, model, source, processor, plan, is_main=rank == 0)
         for model, processor in zip(models, processors)
     ]
+    num_classes = _class_count(dataset, source)
     todo = [
         plan.mine
         if cache is None
-        else [c for c in plan.mine if cache.read(c, plan.bounds[c], source.has_labels) is None]
+        else cache.to_compute(plan.mine, plan.bounds, source.has_labels, num_classes)
         for cache in caches
     ]
     # Every process runs a model when anything is left to do for it, even with no chunk of its own: a
@@ -156,21 +165,48 @@ def extract_features_of_models(
     if running:
         label = progress if isinstance(progress, str) else _bar_label(len(models))
         widths = _extract_chunks(
-            models, processors, every, dataset, (image_column, label_column), source, running, todo, plan, config,
+            models, runners, every, dataset, (image_column, label_column), source, running, todo, plan, config,
             device if device is not None else default_device, caches, computed, bool(progress) and rank == 0,
             label,
         )  # fmt: skip
     results = []
     for m, cache in enumerate(caches):
-        parts = _collect_chunks(plan, cache, computed[m], source.has_labels, widths.get(m))
+        parts = _collect_chunks(plan, cache, computed[m], source.has_labels, widths.get(m), num_classes)
         features = torch.cat([p[0] for p in parts]).float()
         labels = torch.cat([p[1] for p in parts]) if source.has_labels else None
         results.append(ExtractedFeatures(features, labels))
     return results
 
 
+def _preprocessors(processors: list, preprocessing: str) -> list:
+    """What turns each model's images into pixel values: its processor, or the tensor path
+    (`iis_hf.features.preprocess`) where `preprocessing` asks for it and it covers the processor."""
+    if preprocessing == "processor":
+        return list(processors)
+    runners = []
+    for processor in processors:
+        runner = tensor_path(processor)
+        if runner is None:
+            warnings.warn(
+                f"preprocessing='tensor' does not cover {type(processor).__name__} with these settings: "
+                "its images are prepared by the image processor itself",
+                stacklevel=3,
+            )
+        runners.append(runner or processor)
+    return runners
+
+
 def _bar_label(num_models: int) -> str:
     return "extracting features" + (f" ({num_models} models)" if num_models > 1 else "")
+
+
+def _class_count(dataset, source: Source) -> int | None:
+    """The number of classes of the label column's `ClassLabel` (None: not known), which bounds the
+    labels of a cached chunk."""
+    label_column = source.columns.get("label_column")
+    feature = getattr(dataset, "features", None) or {}
+    names = getattr(feature.get(label_column), "names", None) if label_column else None
+    return len(names) if names else None
 
 
 def _as_model(model) -> nn.Module:
@@ -200,7 +236,7 @@ def _open_cache(
     cache = FeatureCache(
         config.cache_dir,
         {
-            "format_version": 1,
+            "format_version": CACHE_FORMAT_VERSION,
             "model": model_digest(model),
             "dataset": source.fingerprint(),
             "num_rows": source.num_rows,
@@ -210,6 +246,8 @@ def _open_cache(
             "image_processor": processor_config(image_processor),
             "chunk_size": config.chunk_size,
             **source.columns,
+            # the tensor path's pixel values may differ from the processor's by a uint8 level or two
+            **({"preprocessing": config.preprocessing} if config.preprocessing != "processor" else {}),
         },
     )
     if is_main:
@@ -281,21 +319,19 @@ def _extract_chunks(
     return widths
 
 
-def _collect_chunks(plan: _ChunkPlan, cache, computed, has_labels: bool, width) -> list[Any]:
-    """Every chunk in order: read back from the cache, all-gathered from the other ranks, or local."""
+def _collect_chunks(
+    plan: _ChunkPlan, cache, computed, has_labels: bool, width, num_classes: int | None
+) -> list[Any]:
+    """Every chunk in order: read back from the cache (checked), all-gathered from the other ranks, or local."""
     if cache is not None:
         if plan.world > 1:
             torch.distributed.barrier()
-        parts = []
-        for c in range(plan.num_chunks):
-            part = cache.read(c, plan.bounds[c], has_labels)
-            if part is None:
-                shared = " (with several processes, cache_dir must be a folder all of them share)"
-                raise ValueError(
-                    f"feature cache chunk {cache.path(c)} is missing or unreadable after extraction"
-                    + (shared if plan.world > 1 else "")
-                )
-            parts.append(part)
+        if width is not None:  # the model ran: its width is the one every chunk must have
+            cache.width = width
+        parts = [
+            cache.read(c, plan.bounds[c], has_labels, num_classes, several_processes=plan.world > 1)
+            for c in range(plan.num_chunks)
+        ]
         if plan.rank == 0:
             cache.remove_stale_temporaries()
         return parts
@@ -307,7 +343,7 @@ def _collect_chunks(plan: _ChunkPlan, cache, computed, has_labels: bool, width) 
 def _forward(model, pixel_values, device, config: ExtractionConfig) -> torch.Tensor:
     dtype = AUTOCAST_DTYPES[config.precision]
     param = next(model.parameters(), None)
-    pixel_values = pixel_values.to(device, non_blocking=True)
+    pixel_values = to_device(pixel_values, device)  # prepared there on the tensor path
     if param is not None and param.dtype.is_floating_point and dtype is None:
         pixel_values = pixel_values.to(param.dtype)
     autocast = (
@@ -317,7 +353,19 @@ def _forward(model, pixel_values, device, config: ExtractionConfig) -> torch.Ten
     )
     with autocast:
         pooled = pooled_representation(model, pixel_values, layer=config.layer, pooling=config.pooling)
-    return pooled.float()
+    return compact(pooled.float())
+
+
+def compact(features: torch.Tensor) -> torch.Tensor:
+    """`features` in storage of their own size: a pending batch keeps only its features alive.
+
+    A pooled representation can be a view of the whole hidden state (ViT's CLS token is
+    ``last_hidden_state[:, 0]``: 1/197 of the storage it keeps alive until its chunk is complete).
+    ``.contiguous()`` is not enough: a (1, D) view counts as contiguous yet keeps all of its storage.
+    """
+    if features.untyped_storage().nbytes() > features.numel() * features.element_size():
+        return features.clone(memory_format=torch.contiguous_format)
+    return features
 
 
 def _run_chunks(group_models, source: Source, chunks, bounds, config: ExtractionConfig, pbar):

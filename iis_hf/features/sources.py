@@ -3,6 +3,8 @@
 Each kind of input becomes a `Source`: something indexable by a list of row indices that returns
 ``{"pixel_values", ["labels"]}`` batches (decoded with the one image loader, `iis_hf.images`, and
 the model's own image processor), with its number of rows and a fingerprint for the feature cache.
+On the tensor path (``preprocessing="tensor"``) a processor's slot holds `RawImages` instead, uint8
+tensors that `iis_hf.features.preprocess` turns into pixel values on the model's device.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from ..data import detect_columns, undecoded
 from ..images import load_image
+from .preprocess import RawImages, TensorPreprocessor
 
 
 def to_rgb(image: Any, where: str, columns: Sequence[str], image_column: str | None):
@@ -77,7 +80,7 @@ class ImageProcessors:
                 self.unique.append(processor)
             self.slots.append(keys.index(key))
 
-    def __call__(self, images) -> list[torch.Tensor]:
+    def __call__(self, images) -> list:
         return [_pixel_values(processor, images) for processor in self.unique]
 
 
@@ -89,8 +92,10 @@ def _processor_key(processor) -> str:
     return f"id:{id(processor)}"
 
 
-def _pixel_values(image_processor, images) -> torch.Tensor | list[torch.Tensor]:
+def _pixel_values(image_processor, images) -> torch.Tensor | RawImages | list:
     if isinstance(image_processor, ImageProcessors):
+        return image_processor(images)
+    if isinstance(image_processor, TensorPreprocessor):  # prepared on the model's device (`preprocess`)
         return image_processor(images)
     encoded = image_processor(images=images, return_tensors="pt")
     pixel_values = encoded["pixel_values"] if hasattr(encoded, "__getitem__") else encoded

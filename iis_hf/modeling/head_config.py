@@ -31,6 +31,7 @@ IIS_HEAD_NAME = "iis_head.safetensors"
 IIS_FILES = (IIS_CONFIG_NAME, IIS_HEAD_NAME, BANK_CONFIG_NAME, BANK_WEIGHTS_NAME)
 HEAD_FORMAT = "iis-hf-interpretation-head"
 HEAD_FORMAT_VERSION = 1
+OPTIONAL_KEYS = ("id2label", "label2id")  # only a PEFT backbone's head records them
 DEFAULT_IIS_WEIGHT = 0.1  # lambda in loss = CE(model) + lambda * CE(heads); chosen by measurement (README)
 
 
@@ -45,6 +46,9 @@ class IISHeadConfig:
         pooling: which vector of the backbone is the representation ("classifier_input").
         representation_module: the submodule whose input it is, when not the classifier found by name.
         base_model_name_or_path: the backbone the head was made for (informative).
+        id2label, label2id: the class names of a PEFT backbone's trained classifier. An adapter folder
+            has no config.json, and its base model's config names the base's classes, not those the
+            saved classifier (`modules_to_save`) predicts: loading puts these back (None otherwise).
         extra: keys of the file this release does not know, kept so that saving again loses nothing.
     """
 
@@ -56,6 +60,8 @@ class IISHeadConfig:
     pooling: str = "classifier_input"
     representation_module: str | None = None
     base_model_name_or_path: str | None = None
+    id2label: dict[str, str] | None = None
+    label2id: dict[str, int] | None = None
     head_type: str = "InterpretationHeads"
     concept_bank: str = BANK_CONFIG_NAME
     format: str = HEAD_FORMAT
@@ -76,11 +82,23 @@ class IISHeadConfig:
         ):
             raise ValueError(f"IISHeadConfig.iis_weight must be a number >= 0, got {self.iis_weight!r}")
         self.iis_weight = float(self.iis_weight)
+        self.id2label, self.label2id = checked_labels(self.id2label, self.label2id, self.num_classes)
+
+    def backbone_label_settings(self) -> dict[str, Any]:
+        """The config settings a base model needs to predict the head's classes (`from_pretrained` kwargs)."""
+        settings: dict[str, Any] = {"num_labels": self.num_classes}
+        if self.id2label is not None:
+            settings["id2label"] = {int(k): v for k, v in self.id2label.items()}
+            settings["label2id"] = dict(self.label2id)
+        return settings
 
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         extra = data.pop("extra")
+        for name in OPTIONAL_KEYS:  # written only when set: older releases read the file without a warning
+            if data[name] is None:
+                del data[name]
         return {**extra, **data, "iis_hf_version": __version__}
 
     @classmethod
@@ -132,6 +150,32 @@ class IISHeadConfig:
                 stacklevel=3,
             )
         return config
+
+
+def checked_labels(
+    id2label: Any, label2id: Any, num_classes: int
+) -> tuple[dict[str, str] | None, dict[str, int] | None]:
+    """`id2label` with one name per class id 0..num_classes-1 (str keys, as JSON has them), and `label2id`
+    (default: its inverse); both None when `id2label` is."""
+    if id2label is None:
+        if label2id is not None:
+            raise ValueError("IISHeadConfig.label2id needs id2label")
+        return None, None
+    try:
+        names = {int(k): str(v) for k, v in dict(id2label).items()}
+    except (TypeError, ValueError):
+        names = {}
+    if sorted(names) != list(range(num_classes)):
+        raise ValueError(
+            f"IISHeadConfig.id2label must name the class ids 0..{num_classes - 1}, got {id2label!r}"
+        )
+    if label2id is None:
+        label2id = {name: i for i, name in names.items()}
+    if not isinstance(label2id, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in label2id.values()
+    ):
+        raise ValueError(f"IISHeadConfig.label2id must map names to class ids, got {label2id!r}")
+    return {str(k): v for k, v in sorted(names.items())}, {str(k): v for k, v in label2id.items()}
 
 
 def head_folder(

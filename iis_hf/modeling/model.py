@@ -15,7 +15,10 @@ loads it with no custom code); beside it go the head (`IISHeadConfig`: `iis_conf
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from huggingface_hub import ModelCard
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ..concepts import CONFIG_NAME as BANK_CONFIG_NAME
 from ..concepts import ConceptBank
 from ..config import ratio_index
 from ..features import capture_classifier_input
@@ -32,7 +36,7 @@ from ..features.backbones import classifier_input_dim, has_classifier
 from ..files import FILE_MODE, read_safetensors, save_safetensors_atomic
 from ..heads import InterpretationHeads
 from ..hub import ArtefactHubMixin
-from .head_config import DEFAULT_IIS_WEIGHT, IIS_HEAD_NAME, IISHeadConfig, head_folder
+from .head_config import DEFAULT_IIS_WEIGHT, IIS_HEAD_NAME, IISHeadConfig, checked_labels, head_folder
 
 HEAD_PREFIX = "iis_head."
 BACKBONE_PREFIX = "backbone."
@@ -108,7 +112,10 @@ class IISModelForImageClassification(
         self.concept_bank = concepts
         self.iis_weight = float(iis_weight)
         self.representation_module = representation_module
-        self.iis_head = InterpretationHeads(concepts, num_labels, sparsity_ratios, seed=seed)
+        # The head's own copy of the projection (a bank's projection shares the bank's tensors): loading
+        # a checkpoint into the head, or refreshing its concepts, never writes into `concepts`.
+        projection = copy.deepcopy(concepts.projection())
+        self.iis_head = InterpretationHeads(projection, num_labels, sparsity_ratios, seed=seed)
         in_features = classifier_input_dim(backbone, representation_module)
         if in_features is not None and in_features != concepts.dim:
             raise ValueError(
@@ -162,6 +169,7 @@ class IISModelForImageClassification(
             iis_weight=self.iis_weight,
             base_model_name_or_path=self.name_or_path or None,
             representation_module=self.representation_module,
+            **adapter_class_names(self.backbone, int(self.iis_head.weight.shape[1])),
         )
 
     # -- forward -----------------------------------------------------------------------------------
@@ -191,13 +199,43 @@ class IISModelForImageClassification(
     def loss_parts(self, logits, iis_logits, labels, reduction: str = "mean"):
         """CE of the backbone, and CE of the interpretation heads averaged over the loss ratios."""
         classification = F.cross_entropy(logits.float(), labels, reduction=reduction)
+        return classification, self.interpretation_loss(iis_logits, labels, reduction)
+
+    def interpretation_loss(
+        self, iis_logits, labels, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """CE of the interpretation heads (R, B, K), averaged over the R loss ratios.
+
+        `label_smoothing` is PyTorch's, which is the formula of transformers' `LabelSmoother`.
+        """
         num_ratios = iis_logits.shape[0]
         per_ratio = F.cross_entropy(
-            iis_logits.float().reshape(-1, iis_logits.shape[-1]), labels.repeat(num_ratios), reduction="none"
+            iis_logits.float().reshape(-1, iis_logits.shape[-1]),
+            labels.repeat(num_ratios),
+            reduction="none",
+            label_smoothing=label_smoothing,
         ).view(num_ratios, -1)
         interpretation = per_ratio.mean(0)
-        interpretation = interpretation.mean() if reduction == "mean" else interpretation.sum()
-        return classification, interpretation
+        return interpretation.mean() if reduction == "mean" else interpretation.sum()
+
+    @torch.no_grad()
+    def replace_concept_bank(self, bank: ConceptBank) -> None:
+        """Interpret along `bank` from now on: the head keeps its weights, its projection becomes `bank`'s.
+
+        For a bank rebuilt from the same image parts (`IISTrainer`'s concept refresh), concept i is
+        still the same part, so the head's weight for it stays meaningful. Copied in place: the
+        buffers stay on their device and inside any wrapper (DDP) that holds them.
+        """
+        current = self.iis_head.concepts.state_dict()
+        fresh = bank.projection().state_dict()
+        if set(fresh) != set(current) or any(fresh[k].shape != current[k].shape for k in current):
+            raise ValueError(
+                f"cannot replace the {self.concept_bank!r} of the head with {bank!r}: a replacement "
+                "needs the same kind, number and dimension of concepts"
+            )
+        for name, tensor in current.items():
+            tensor.copy_(fresh[name])
+        self.concept_bank = bank
 
     @torch.no_grad()
     def predict_from_concepts(self, pixel_values: torch.Tensor, sparsity_ratio: float | None = None):
@@ -253,7 +291,8 @@ class IISModelForImageClassification(
         self.iis_head.load_state_dict(tensors)
 
     def load_checkpoint(self, folder: str | os.PathLike) -> None:
-        """Restore backbone and head weights from a folder written by `save_pretrained` (strict).
+        """Restore backbone and head weights, and the concept bank, from a folder written by
+        `save_pretrained` (strict; the bank may have been refreshed during training).
 
         The backbone goes through its own `from_pretrained`: transformers 5 stores some weights
         under checkpoint names that differ from the module's (e.g. ViT's fused attention), and only
@@ -268,6 +307,8 @@ class IISModelForImageClassification(
                 raise ValueError(f"{folder} holds no backbone weights ({err})") from err
             self.backbone.load_state_dict(saved.state_dict(), strict=True)
         self.load_head(folder)
+        if (Path(folder) / BANK_CONFIG_NAME).is_file():  # the bank the head's projection came from
+            self.concept_bank = ConceptBank.from_pretrained(folder)
 
     @classmethod
     def from_pretrained(
@@ -295,7 +336,7 @@ class IISModelForImageClassification(
         backbone = (
             pretrained
             if isinstance(pretrained, nn.Module)
-            else _load_backbone(pretrained, revision, token, backbone_kwargs)
+            else _load_backbone(pretrained, revision, token, backbone_kwargs, config)
         )
         if int(getattr(backbone.config, "num_labels", -1)) != config.num_classes:
             raise ValueError(
@@ -341,9 +382,109 @@ def load_adapter_weights(backbone: nn.Module, folder: str | os.PathLike) -> None
             )
 
 
-def _load_backbone(name: str | os.PathLike, revision, token, kwargs) -> nn.Module:
+def adapter_class_names(backbone: nn.Module, num_classes: int) -> dict[str, dict]:
+    """A PEFT backbone's `id2label` / `label2id`, for `iis_config.json`: its adapter folder has no
+    config.json, and its base model's config names the base's classes, not the trained classifier's."""
+    if not is_peft_model(backbone):
+        return {}
+    config = getattr(backbone, "config", None)
+    try:
+        id2label, label2id = checked_labels(
+            getattr(config, "id2label", None), getattr(config, "label2id", None) or None, num_classes
+        )
+    except ValueError:
+        return {}  # names that do not fit the classifier: never fail a save, loading names them LABEL_i
+    return {"id2label": id2label, "label2id": label2id} if id2label is not None else {}
+
+
+def has_adapter(name: str | os.PathLike, revision: str | None, token: str | None) -> bool:
+    """Whether a folder / Hub id holds a PEFT adapter (`adapter_config.json`) instead of full weights."""
+    from transformers.utils import find_adapter_config_file
+
+    try:
+        return find_adapter_config_file(str(name), revision=revision, token=token) is not None
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def transformers_errors_only() -> Iterator[None]:
+    """Hold back transformers' warnings: its load report calls the classifier an adapter replaces
+    "reinitialised", and `_load_adapter_base` checks the same keys and says what is wrong itself."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def _load_adapter_backbone(name: str, revision, token, kwargs, head: IISHeadConfig) -> nn.Module:
+    """A PEFT adapter folder's backbone: its base model, made to predict the head's classes, then the adapter.
+
+    A classifier trained on new labels is saved in the adapter (`modules_to_save`), but the base
+    model's config still has the base's classes, so a plain load fails with a size mismatch. This is
+    PEFT's recipe for that case (the base with the trained `num_labels` / `id2label` and
+    `ignore_mismatched_sizes=True`, then `PeftModel.from_pretrained`), with the check that every
+    tensor the base could not give is one the adapter replaces.
+    """
+    try:
+        from peft import PeftConfig, PeftModel
+    except ImportError as err:
+        raise ValueError(f"{name} holds a PEFT adapter: install peft to load it") from err
+    try:
+        adapter = PeftConfig.from_pretrained(name, revision=revision, token=token)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the PEFT adapter config of {name!r}: {err}") from err
+    base = _load_adapter_base(adapter, token, {**head.backbone_label_settings(), **kwargs})
+    return PeftModel.from_pretrained(base, name, config=adapter, revision=revision, token=token)
+
+
+def _load_adapter_base(adapter, token, kwargs) -> nn.Module:
+    """The base model of a PEFT adapter; a ValueError when a tensor it lacks is not the adapter's."""
     from transformers import AutoModelForImageClassification
 
+    base_name = adapter.base_model_name_or_path
+    if not base_name:
+        raise ValueError(
+            "the PEFT adapter config names no base_model_name_or_path: cannot load its base model"
+        )
+    kwargs = {"ignore_mismatched_sizes": True, **kwargs, "output_loading_info": True}
+    try:
+        with transformers_errors_only():
+            base, info = AutoModelForImageClassification.from_pretrained(
+                str(base_name), revision=adapter.revision, token=token, trust_remote_code=False, **kwargs
+            )
+    except OSError as err:
+        raise ValueError(f"cannot load the adapter's base model {str(base_name)!r}: {err}") from err
+    replaced = list(adapter.modules_to_save or [])
+    mismatched = {k if isinstance(k, str) else k[0] for k in info["mismatched_keys"]}  # (key, saved, model)
+    not_loaded = mismatched | set(info["missing_keys"])
+    left = sorted(k for k in not_loaded if not replaced_by_adapter(k, replaced))
+    if left:
+        raise ValueError(
+            f"the base model {str(base_name)!r} does not fit the adapter: {left[:5]} neither load from it nor are "
+            f"among the adapter's modules_to_save ({replaced}); load the base model the adapter was trained on"
+        )
+    return base
+
+
+def replaced_by_adapter(key: str, modules_to_save: list[str]) -> bool:
+    """Whether a tensor of the base model belongs to a module the adapter saves whole (`modules_to_save`)."""
+    module = "." + key.rsplit(".", 1)[0]
+    return any(module.endswith(f".{name}") for name in modules_to_save)
+
+
+def _load_backbone(
+    name: str | os.PathLike, revision, token, kwargs, head: IISHeadConfig | None = None
+) -> nn.Module:
+    """A folder / Hub id's backbone: a standard checkpoint, or a PEFT adapter over its base model."""
+    from transformers import AutoModelForImageClassification
+
+    if head is not None and has_adapter(name, revision, token):
+        return _load_adapter_backbone(str(name), revision, token, kwargs, head)
     try:
         return AutoModelForImageClassification.from_pretrained(
             str(name), revision=revision, token=token, trust_remote_code=False, **kwargs

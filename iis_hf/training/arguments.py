@@ -8,9 +8,12 @@ at each evaluation onto a `HeadsConfig` (`iis_eval_sparsity_ratios`, `iis_eval_e
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -24,6 +27,35 @@ from ..config import (
 )
 from ..modeling.head_config import DEFAULT_IIS_WEIGHT
 
+HEAD_INITS = ("random", "warm")  # iis_head_init: a seeded random head, or one fitted before the first step
+
+
+# The numbers a run cannot start with, checked when the arguments are made (before any model or data is
+# loaded): name -> (smallest allowed, whether that value itself is allowed).
+NUMBER_LIMITS: dict[str, tuple[float, bool]] = {
+    "num_train_epochs": (0.0, False),
+    "learning_rate": (0.0, False),
+    "weight_decay": (0.0, True),
+    "max_grad_norm": (0.0, True),
+    "iis_weight": (0.0, True),
+    "per_device_train_batch_size": (1, True),
+    "per_device_eval_batch_size": (1, True),
+    "gradient_accumulation_steps": (1, True),
+}
+
+
+def check_numbers(args: TrainingArguments) -> None:
+    """A ValueError naming the flag of the first number in `NUMBER_LIMITS` that is not finite or too small."""
+    for name, (smallest, inclusive) in NUMBER_LIMITS.items():
+        value = getattr(args, name, None)
+        if value is None or isinstance(value, bool):
+            continue
+        number = float(value)
+        if not math.isfinite(number) or number < smallest or (number == smallest and not inclusive):
+            kind = "a whole number" if isinstance(smallest, int) else "a number"
+            bound = f">= {smallest:g}" if inclusive else f"> {smallest:g}"
+            raise ValueError(f"--{name} must be {kind} {bound}, got {value}")
+
 
 @dataclass
 class IISTrainingArguments(TrainingArguments):
@@ -36,6 +68,8 @@ class IISTrainingArguments(TrainingArguments):
     `iis_head_learning_rate=1e-2` the head rate at which the head learns (its test accuracy 0.93 in
     domain, 0.61 at 1e-3) at no cost to the backbone. `iis_refit_head=True`: even at 1e-2 the trained
     head stays well below a converged one (`benchmarks/saved_head_accuracy.py`).
+    `iis_head_init`, `iis_concept_refresh_epochs` and `iis_concepts_per_feature` default to the
+    earlier behaviour (a random head, fixed concepts, `iis_num_concepts`) until measured.
     """
 
     iis_weight: float = field(
@@ -89,6 +123,31 @@ class IISTrainingArguments(TrainingArguments):
     iis_images_per_class: int = field(
         default=ConceptsConfig.images_per_class, metadata={"help": "images per class for 'auto' prototypes"}
     )
+    iis_concepts_per_feature: float | None = field(
+        default=None,
+        metadata={
+            "help": "size 'auto' concepts by the representation width D: C = max(2, round(this * D)), "
+            "overriding --iis_num_concepts (recorded as the bank's num_concepts); None: --iis_num_concepts"
+        },
+    )
+    iis_head_init: str = field(
+        default="random",
+        metadata={
+            "help": "the interpretation head before the first step: 'random' (seeded init) or 'warm' (fitted on "
+            "the starting backbone's training features with the scoring recipe, as --iis_refit_head refits "
+            "it after training); a resumed run takes the checkpoint's head either way",
+            "choices": list(HEAD_INITS),
+        },
+    )
+    iis_concept_refresh_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "every this many epochs (a fraction is allowed), rebuild the prototype concepts with the "
+            "current backbone from the same image parts (same kind, number, images and seed; no gradient), "
+            "and project the head onto them; the refreshed bank is saved with the model and in checkpoints. "
+            "None: the starting backbone's concepts throughout"
+        },
+    )
     iis_eval: bool = field(
         default=True,
         metadata={
@@ -129,8 +188,16 @@ class IISTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "DDP find_unused_parameters (IISTrainer uses every parameter)"}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "replace an --output_dir that holds files a fine-tuning run did not write, and start afresh "
+            "instead of resuming from its checkpoints (the folder is replaced only when the run has finished)"
+        },
+    )
 
     def __post_init__(self):
+        check_numbers(self)  # before Trainer's own checks: their errors do not name the flag
         super().__post_init__()
         if self.iis_eval_ratios is not None:
             warnings.warn(
@@ -160,6 +227,59 @@ class IISTrainingArguments(TrainingArguments):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.validate_training_options()
+
+    def validate_training_options(self) -> None:
+        """Check `iis_head_init`, `iis_concept_refresh_epochs` and `iis_concepts_per_feature`
+        (a ValueError naming the argument)."""
+        if self.iis_head_init not in HEAD_INITS:
+            raise ValueError(
+                f"iis_head_init must be one of {', '.join(map(repr, HEAD_INITS))}, got {self.iis_head_init!r}"
+            )
+        for name in ("iis_concept_refresh_epochs", "iis_concepts_per_feature"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
+        if self.iis_concepts_per_feature is not None and self.iis_concepts != "auto":
+            raise ValueError(
+                f"iis_concepts_per_feature sizes the 'auto' concepts, but iis_concepts is {self.iis_concepts!r} "
+                "(a saved bank has its own size): drop iis_concepts_per_feature or use iis_concepts='auto'"
+            )
+
+    @classmethod
+    def from_training_arguments(
+        cls, args: TrainingArguments | None, iis_args: Mapping[str, Any] | None = None
+    ) -> IISTrainingArguments:
+        """`args` as IISTrainingArguments, so that `IISTrainer` is a drop-in for `Trainer`.
+
+        Every `TrainingArguments` field of `args` is kept as given (the fields its `__post_init__`
+        derives are derived again from them, as `dataclasses.replace` would); the `iis_*` settings
+        come from `iis_args` (a mapping of `iis_*` field names) and take their defaults otherwise.
+        `ddp_find_unused_parameters=None` becomes False: IISTrainer uses every parameter. `args`
+        that already are IISTrainingArguments are returned as they are (then `iis_args` must be None).
+        """
+        settings = iis_settings(iis_args)
+        if isinstance(args, cls):
+            if settings:
+                raise ValueError(
+                    f"iis_args={dict(settings)} next to IISTrainingArguments: set the IIS settings in one place "
+                    "(the IISTrainingArguments, or iis_args next to a plain TrainingArguments)"
+                )
+            return args
+        if args is None:
+            return cls(output_dir="trainer_output", **settings)
+        if not isinstance(args, TrainingArguments):
+            raise TypeError(
+                f"IISTrainer's args must be TrainingArguments or IISTrainingArguments, got {type(args).__name__}"
+            )
+        values = {f.name: copy.deepcopy(getattr(args, f.name)) for f in fields(TrainingArguments) if f.init}
+        if values.get("ddp_find_unused_parameters") is None:
+            values["ddp_find_unused_parameters"] = False
+        return cls(**values, **settings)
 
     def concepts_config(self) -> ConceptsConfig:
         """The concepts `iis_concepts` asks for ('auto': prototypes built from the training images)."""
@@ -184,3 +304,29 @@ class IISTrainingArguments(TrainingArguments):
             device=str(self.device),
             progress=False,
         )
+
+
+def iis_field_names() -> tuple[str, ...]:
+    """The settings `IISTrainingArguments` adds to `TrainingArguments` (its `iis_*` fields)."""
+    inherited = {f.name for f in fields(TrainingArguments)}
+    return tuple(f.name for f in fields(IISTrainingArguments) if f.init and f.name not in inherited)
+
+
+def iis_settings(iis_args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`iis_args` checked: only `iis_*` field names (a TypeError names the others, as a dataclass would)."""
+    if iis_args is None:
+        return {}
+    if not isinstance(iis_args, Mapping):
+        raise TypeError(
+            f"iis_args must be a mapping of iis_* settings, e.g. {{'iis_weight': 0.1}}; got {type(iis_args).__name__}"
+        )
+    known = iis_field_names()
+    inherited = {f.name for f in fields(TrainingArguments)}
+    for name in iis_args:
+        if name in inherited:
+            raise TypeError(
+                f"iis_args: {name!r} is a TrainingArguments field: set it on the TrainingArguments"
+            )
+        if name not in known:
+            raise TypeError(f"iis_args: unknown IIS setting {name!r}; the settings are {', '.join(known)}")
+    return dict(iis_args)

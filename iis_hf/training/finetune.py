@@ -26,11 +26,13 @@ from pathlib import Path
 
 from ..concepts import ConceptBank
 from ..data import limit_rows, undecoded
+from ..errors import first_line
 from ..hub import looks_like_hub_id
 from ..modeling import IISHeadConfig, IISModelForImageClassification, has_head
 from ..splits import stratified_split
 from .arguments import IISTrainingArguments
 from .checkpoints import last_complete_checkpoint
+from .output import check_output_dir, checkpoints_in, final_output, interrupted_outcome, output_lock
 from .trainer import IISTrainer
 from .transforms import AugmentationEpochs, ImageClassificationTransform, collate_fn, with_row_index
 
@@ -251,7 +253,7 @@ def load_model_and_processor(model_args: ModelArguments, labels: list[str]):
             model_args.image_processor_name or name, **common
         )
     except OSError as err:
-        raise ValueError(f"cannot load {name!r}: {str(err).strip().splitlines()[0]}") from err
+        raise ValueError(f"cannot load {name!r}: {first_line(err)}") from err
     except RuntimeError as err:
         if "ignore_mismatched_sizes" not in str(err):
             raise
@@ -315,7 +317,11 @@ def setup_logging(training_args: IISTrainingArguments) -> None:
 
 def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
     """The newest complete `checkpoint-N` in the output folder, when training and no checkpoint was named."""
-    if not training_args.do_train or training_args.resume_from_checkpoint is not None:
+    if (
+        not training_args.do_train
+        or training_args.resume_from_checkpoint is not None
+        or getattr(training_args, "overwrite_output_dir", False)
+    ):
         return None
     if not os.path.isdir(training_args.output_dir):
         return None
@@ -331,22 +337,41 @@ def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
 def run(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: IISTrainingArguments
 ) -> dict[str, float]:
-    """Fine-tune (`--do_train`) and/or evaluate (`--do_eval`) with `IISTrainer`; returns all metrics."""
-    from transformers import set_seed
+    """Fine-tune (`--do_train`) and/or evaluate (`--do_eval`) with `IISTrainer`; returns all metrics.
 
+    The output folder is checked and locked before anything is loaded, and the final outputs appear in
+    it whole or not at all (`iis_hf.training.output`).
+    """
     if not isinstance(training_args, IISTrainingArguments):
         raise TypeError("run() needs IISTrainingArguments (a TrainingArguments subclass) as training_args")
     data_args.__post_init__()  # the checks again, for arguments changed after construction
-    setup_logging(training_args)
-    logger.warning(
-        f"Process rank: {training_args.process_index}, device: {training_args.device}, "
-        f"n_gpu: {training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
-        f"mixed precision: {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir)
+    earlier_checkpoints = (
+        checkpoints_in(training_args.output_dir) if training_args.overwrite_output_dir else None
     )
-    logger.info(f"Training/evaluation parameters {training_args}")
-    last_checkpoint = detect_last_checkpoint(training_args)
-    set_seed(training_args.seed)
+    with output_lock(training_args.output_dir, enabled=training_args.process_index == 0):
+        setup_logging(training_args)
+        logger.warning(
+            f"Process rank: {training_args.process_index}, device: {training_args.device}, "
+            f"n_gpu: {training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+            f"mixed precision: {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"
+        )
+        logger.info(f"Training/evaluation parameters {training_args}")
+        trainer, data, sizes = build_trainer(model_args, data_args, training_args)
+        card = model_card_arguments(model_args, data, data_args, training_args.seed)
+        metrics = train_and_save(trainer, training_args, sizes, card, earlier_checkpoints or frozenset())
+        if training_args.push_to_hub:  # after the folder is in place: a failed push loses nothing
+            trainer.push_to_hub(**card)
+    return metrics
 
+
+def build_trainer(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: IISTrainingArguments
+):
+    """(the IISTrainer, the dataset, {"train": rows, "eval": rows}): data and model loaded and prepared."""
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
     # Data: every process reads the same dataset; the first one builds any cache alone.
     with training_args.main_process_first(desc="loading the dataset"):
         data = load_datasets(data_args, model_args.cache_dir, model_args.token)
@@ -375,7 +400,6 @@ def run(
         image_processor, image_column, label_column, augment=True, seed=training_args.seed
     )
     eval_transform = ImageClassificationTransform(image_processor, image_column, label_column)
-
     trainer = IISTrainer(
         model=model,
         args=training_args,
@@ -388,39 +412,53 @@ def run(
         iis_fit_dataset=train.with_transform(eval_transform),
         callbacks=[AugmentationEpochs(train_transform)],
     )
+    sizes = {"train": len(train), "eval": len(evaluation) if evaluation is not None else 0}
+    return trainer, data, sizes
 
+
+def train_and_save(
+    trainer: IISTrainer,
+    training_args: IISTrainingArguments,
+    sizes: dict[str, int],
+    card: dict,
+    dropped: frozenset[str] = frozenset(),
+) -> dict[str, float]:
+    """Train and/or evaluate, then write the final outputs, model card included, in one step
+    (`final_output`); `dropped`: an earlier run's checkpoints, not kept (--overwrite_output_dir)."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        train_metrics = {**train_result.metrics, "train_samples": len(train), **saved_head_metrics(trainer)}
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        metrics.update(train_metrics)
-
-    if training_args.do_eval:
-        eval_metrics = {**trainer.evaluate(), "eval_samples": len(evaluation)}
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-        if (
-            trainer.last_iis_result is not None
-            and trainer.is_world_process_zero()
-            and training_args.should_save
-        ):
-            output_dir = Path(training_args.output_dir)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            trainer.last_iis_result.save_json(output_dir / "iis.json")
-            trainer.last_iis_result.plot(output_dir / "iis_curve.png", title="IIS after fine-tuning")
-
-    card = model_card_arguments(model_args, data, data_args, training_args.seed)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    else:
-        trainer.create_model_card(**card)
+        checkpoint = training_args.resume_from_checkpoint or detect_last_checkpoint(training_args)
+        try:
+            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(interrupted_outcome(training_args.output_dir)) from None
+        metrics.update(train_result.metrics)
+    with final_output(trainer, training_args.do_train, dropped):
+        if training_args.do_train:
+            trainer.save_model()
+            train_metrics = {**metrics, "train_samples": sizes["train"], **saved_head_metrics(trainer)}
+            trainer.log_metrics("train", train_metrics)
+            trainer.save_metrics("train", train_metrics)
+            trainer.save_state()
+            metrics.update(train_metrics)
+        if training_args.do_eval:
+            metrics.update(evaluate_and_save(trainer, training_args, sizes["eval"]))
+        if not training_args.push_to_hub:
+            trainer.create_model_card(**card)
     return metrics
+
+
+def evaluate_and_save(trainer: IISTrainer, training_args: IISTrainingArguments, eval_samples: int) -> dict:
+    """The evaluation's metrics, saved, with the IIS report and curve beside them."""
+    eval_metrics = {**trainer.evaluate(), "eval_samples": eval_samples}
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+    if trainer.last_iis_result is not None and trainer.is_world_process_zero() and training_args.should_save:
+        output_dir = Path(training_args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trainer.last_iis_result.save_json(output_dir / "iis.json")
+        trainer.last_iis_result.plot(output_dir / "iis_curve.png", title="IIS after fine-tuning")
+    return eval_metrics
 
 
 def model_card_arguments(

@@ -8,19 +8,25 @@ mixed precision, checkpoints, callbacks, the Hub.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import shutil
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..concepts import ConceptBank
 from ..config import HeadsConfig
+from ..features.backbones import classifier_input_dim
 from ..files import read_json, write_text_atomic
-from ..heads import fit_heads
+from ..heads import HeadFit, fit_heads
 from ..modeling import IIS_FILES, IISModelForImageClassification
 from ..outputs import CURVE_NAME, RESULT_NAME
 from ..pipeline import build_concepts, score_representations
@@ -41,34 +47,46 @@ class IISTrainer(Trainer):
     ``iis_concepts="auto"`` the prototypes come from the raw images of `concept_dataset`
     (default: `train_dataset` without its transform).
 
+    As `Trainer` does, the classification term honours `args.label_smoothing_factor` and a
+    `compute_loss_func=` (see `compute_loss`). `args.iis_head_init="warm"` fits the head before the
+    first step, `args.iis_concept_refresh_epochs` rebuilds the concepts with the current backbone.
+
+    A drop-in for `Trainer`: `args` may be a plain `TrainingArguments`, so a Trainer script changes by
+    its class name only. Its fields are kept as given (`remove_unused_columns` too: image datasets
+    read by a collator need False, as with Trainer; `ddp_find_unused_parameters=None` becomes False).
+    The IIS settings then come from `iis_args=`, a mapping of `IISTrainingArguments`' `iis_*` fields
+    (``iis_args={"iis_weight": 0.3}``; the rest keep their defaults), checked as the dataclass
+    checks them, like the kwargs dicts of transformers (`gradient_checkpointing_kwargs`).
+    `self.args` is the `IISTrainingArguments` built from both
+    (`IISTrainingArguments.from_training_arguments`), so the code sees one type. With
+    `IISTrainingArguments` the settings are its fields, and `iis_args` must be None.
+
     Extra keyword arguments:
+        iis_args: the `iis_*` settings for a plain `TrainingArguments` (see above).
         concept_bank: a ready `ConceptBank` (overrides `args.iis_concepts`).
-        concept_dataset: a `datasets` image dataset with labels, for 'auto' concepts.
+        concept_dataset: a `datasets` image dataset with labels, for 'auto' concepts (and the
+            images a concept refresh embeds again).
         iis_fit_dataset: whose features fit the eval-time IIS heads (default: `train_dataset`).
     """
 
     def __init__(
         self,
         model=None,
-        args: IISTrainingArguments | None = None,
+        args: TrainingArguments | None = None,
         *positional,
+        iis_args: Mapping[str, Any] | None = None,
         concept_bank: ConceptBank | None = None,
         concept_dataset=None,
         iis_fit_dataset=None,
         **kwargs,
     ):
-        if args is None:
-            args = IISTrainingArguments(output_dir="trainer_output")
-        if not isinstance(args, IISTrainingArguments):
-            raise TypeError("IISTrainer needs IISTrainingArguments (a TrainingArguments subclass)")
+        args = IISTrainingArguments.from_training_arguments(args, iis_args)
+        self.concept_dataset = concept_dataset if concept_dataset is not None else kwargs.get("train_dataset")
         if isinstance(model, IISModelForImageClassification):
             apply_arguments(model, args)
         elif model is not None:
             bank = concept_bank or concepts_for(
-                args,
-                model,
-                concept_dataset if concept_dataset is not None else kwargs.get("train_dataset"),
-                kwargs.get("processing_class"),
+                args, model, self.concept_dataset, kwargs.get("processing_class")
             )
             model = IISModelForImageClassification(
                 model,
@@ -89,6 +107,9 @@ class IISTrainer(Trainer):
         self.saved_head_accuracy: dict | None = None
         self._side: EvaluationSide | None = None  # what an evaluation collects beside Trainer's outputs
         self._loss_parts: torch.Tensor | None = None
+        if args.iis_concept_refresh_epochs is not None and model is not None:
+            check_refreshable(self.iis_model.concept_bank, self.concept_dataset)
+            self.add_callback(ConceptRefresh(args.iis_concept_refresh_epochs, self.refresh_concepts))
 
     @property
     def iis_model(self) -> IISModelForImageClassification:
@@ -130,6 +151,12 @@ class IISTrainer(Trainer):
 
     # -- the loss ----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """``classification + iis_weight * interpretation``, each per sample of the accumulated batch.
+
+        The classification term is Trainer's (`classification_loss`); the interpretation term is the
+        heads' CE averaged over the loss ratios, with the same label smoothing
+        (`args.label_smoothing_factor`): the heads then learn the targets the backbone learns.
+        """
         labels = inputs.get("labels")
         if labels is None:
             raise ValueError(
@@ -137,16 +164,20 @@ class IISTrainer(Trainer):
                 "collate_fn that returns 'labels')"
             )
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        classification, interpretation = self.iis_model.loss_parts(
-            outputs.logits, outputs.iis_logits, labels, reduction="sum"
+        count = num_items_in_batch if num_items_in_batch is not None else labels.shape[0]
+        smoothing = self.label_smoother.epsilon if self.label_smoother is not None else 0.0
+        interpretation = self.iis_model.interpretation_loss(
+            outputs.iis_logits, labels, reduction="sum", label_smoothing=smoothing
         )
-        loss = classification + self.iis_model.iis_weight * interpretation
-        if num_items_in_batch is not None:
-            loss = loss / num_items_in_batch
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-                loss = loss * self.accelerator.num_processes
-        else:
-            loss = loss / labels.shape[0]
+        classification = self.classification_loss(outputs, labels, num_items_in_batch)
+        loss = classification + self.iis_model.iis_weight * interpretation / count
+        if (
+            num_items_in_batch is not None  # then a count over every process (Trainer's convention)
+            and self.args.average_tokens_across_devices
+            and self.accelerator.num_processes > 1
+        ):
+            loss = loss * self.accelerator.num_processes
+        classification = classification.detach() * count  # summed over the batch, as `interpretation`
         if model.training:  # accumulated on the device: no host sync per step
             parts = torch.stack(
                 [classification.detach(), interpretation.detach(), labels.new_tensor(labels.shape[0])]
@@ -156,6 +187,22 @@ class IISTrainer(Trainer):
             )
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
+
+    def classification_loss(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        """The backbone's loss as `Trainer.compute_loss` computes it, per sample of the accumulated batch.
+
+        A `compute_loss_func` given to the trainer is called as Trainer calls it,
+        ``compute_loss_func(outputs, labels, num_items_in_batch=...)`` (`outputs.logits` are the
+        backbone's); otherwise CE, through Trainer's `LabelSmoother` when `label_smoothing_factor`
+        is set. Both divide by `num_items_in_batch` (else by the batch's size).
+        """
+        if self.compute_loss_func is not None:
+            return self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        logits = outputs.logits.float()
+        if self.label_smoother is not None:
+            return self.label_smoother({"logits": logits}, labels, num_items_in_batch=num_items_in_batch)
+        count = num_items_in_batch if num_items_in_batch is not None else labels.shape[0]
+        return F.cross_entropy(logits, labels, reduction="sum") / count
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the two loss parts (per sample, averaged since the last log) to training logs."""
@@ -285,6 +332,7 @@ class IISTrainer(Trainer):
         ``trainer_state.json``), so a run killed while saving leaves a `checkpoint-N` folder without
         its state. ``resume_from_checkpoint=True`` skips such folders and takes the newest complete
         one (Trainer alone would pick the incomplete one and fail); naming one is a ValueError.
+        With ``iis_head_init="warm"`` a run that does not resume fits its head first (`warm_start_head`).
         """
         if resume_from_checkpoint is True:
             output_dir = self.args.output_dir
@@ -295,6 +343,8 @@ class IISTrainer(Trainer):
             problem = checkpoint_problem(resume_from_checkpoint)
             if problem:
                 raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
+        if self.args.iis_head_init == "warm" and resume_from_checkpoint in (None, False):
+            self.warm_start_head()
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
@@ -308,10 +358,45 @@ class IISTrainer(Trainer):
         """Refit the interpretation head on the final backbone's features with the scoring recipe.
 
         The head trained along with the backbone chased a moving representation; explanations and
-        `ConceptClassifier` predict with the saved head, so it is refitted (the published recipe:
-        Adam at 1e-2, `iis_eval_epochs` epochs, the best epoch on the eval split, or on a held-out
-        part of train without one) on the features the saved backbone gives. Records, for the model
-        card, the accuracy of the trained and of the refitted head at each loss ratio.
+        `ConceptClassifier` predict with the saved head, so it is refitted (`fit_head_to_features`)
+        on the features the saved backbone gives. Records, for the model card, the accuracy of the
+        trained and of the refitted head at each loss ratio.
+        """
+        fitted = self.fit_head_to_features()
+        if fitted is None:
+            return None
+        fit, eval_x, eval_y = fitted
+        trained = self.head_accuracies(eval_x, eval_y) if eval_x is not None else None
+        self.load_fitted_head(fit)
+        self.saved_head_accuracy = {
+            "accuracies": {f"{r:g}": a for r, a in zip(self.iis_model.sparsity_ratios, fit.accuracies)}
+            if eval_x is not None
+            else {},
+            "trained_head_accuracies": trained,
+            "how": "refitted on the final backbone's features with the scoring recipe"
+            + (" (accuracy on the eval split)" if eval_x is not None else ""),
+        }
+        return self.saved_head_accuracy
+
+    def warm_start_head(self) -> HeadFit | None:
+        """``iis_head_init="warm"``: start from a head fitted on the starting backbone's features.
+
+        A random head's loss first pushes the backbone towards whatever that head happens to read;
+        a fitted one (the same recipe as `refit_head`) makes the loss measure how interpretable the
+        representation already is. None (and a random head) without training data.
+        """
+        fitted = self.fit_head_to_features()
+        if fitted is None:
+            return None
+        self.load_fitted_head(fitted[0])
+        return fitted[0]
+
+    def fit_head_to_features(self) -> tuple[HeadFit, torch.Tensor | None, torch.Tensor | None] | None:
+        """Heads at the loss ratios fitted on the current backbone's features with the scoring recipe.
+
+        The published recipe: Adam at 1e-2, `iis_eval_epochs` epochs, the best epoch on the eval
+        split, or on a held-out part of train without one. Returns the fit and the eval features it
+        was selected on (None without them), or None without training features.
         """
         model = self.iis_model
         train_x, train_y = self.representations_of(self.iis_fit_dataset or self.train_dataset)
@@ -337,19 +422,29 @@ class IISTrainer(Trainer):
             device=self.args.device,
             progress=self.show_progress(),
         )
-        trained = self.head_accuracies(eval_x, eval_y) if eval_x is not None else None
-        with torch.no_grad():
-            for name, tensor in fit.heads.state_dict().items():
-                model.iis_head.state_dict()[name].copy_(tensor)
-        self.saved_head_accuracy = {
-            "accuracies": {f"{r:g}": a for r, a in zip(model.sparsity_ratios, fit.accuracies)}
-            if eval_x is not None
-            else {},
-            "trained_head_accuracies": trained,
-            "how": "refitted on the final backbone's features with the scoring recipe"
-            + (" (accuracy on the eval split)" if eval_x is not None else ""),
-        }
-        return self.saved_head_accuracy
+        return fit, eval_x, eval_y
+
+    @torch.no_grad()
+    def load_fitted_head(self, fit: HeadFit) -> None:
+        """Copy fitted heads into the model's head, in place (the optimizer keeps its parameters)."""
+        target = self.iis_model.iis_head.state_dict()
+        for name, tensor in fit.heads.state_dict().items():
+            target[name].copy_(tensor)
+
+    def refresh_concepts(self) -> ConceptBank:
+        """``iis_concept_refresh_epochs``: the concepts of the backbone as it is now.
+
+        The bank is rebuilt from the same image parts with the same recipe and seed
+        (`rebuilt_bank`), so it is a function of the backbone alone and concept i stays the same
+        part: the head keeps its weights and projects onto the new vectors.
+        """
+        model = self.iis_model
+        bank = rebuilt_bank(
+            model.concept_bank, model.backbone, self.concept_dataset, self.processing_class, self.args
+        )
+        bank.provenance["refreshed_at_step"] = int(self.state.global_step)
+        model.replace_concept_bank(bank)
+        return bank
 
     @torch.no_grad()
     def head_accuracies(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -457,6 +552,10 @@ class IISTrainer(Trainer):
             "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else None,
             "iis_weight": self.iis_model.iis_weight,
             "iis_sparsity_ratios": ", ".join(f"{r:g}" for r in self.iis_model.sparsity_ratios),
+            "iis_head_init": args.iis_head_init if args.iis_head_init != "random" else None,
+            "iis_concept_refresh_epochs": args.iis_concept_refresh_epochs,
+            "iis_concepts_per_feature": args.iis_concepts_per_feature,
+            "label_smoothing_factor": args.label_smoothing_factor or None,
         }
         return {k: v for k, v in summary.items() if v is not None}
 
@@ -468,15 +567,114 @@ class IISTrainer(Trainer):
 
 
 def concepts_for(args: IISTrainingArguments, model, dataset, processing_class) -> ConceptBank:
-    """`args.iis_concepts` as a ConceptBank: a folder / Hub id, or prototypes built right now."""
+    """`args.iis_concepts` as a ConceptBank: a folder / Hub id, or prototypes built right now.
+
+    With `iis_concepts_per_feature` the 'auto' bank has ``concept_count(ratio, D)`` concepts; the
+    bank records the count (its `num_concepts`) and, in its provenance, the ratio and D.
+    """
     config = args.scoring_config()
     if config.concepts.bank is None and dataset is None:
         raise ValueError(
             "iis_concepts='auto' builds concepts from a dataset: pass train_dataset or concept_dataset"
         )
+    sized = args.iis_concepts_per_feature is not None and config.concepts.bank is None
+    if sized:
+        width = representation_width(model, args.iis_representation_module)
+        count = concept_count(args.iis_concepts_per_feature, width)
+        config = dataclasses.replace(
+            config, concepts=dataclasses.replace(config.concepts, num_concepts=count)
+        )
     raw = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
     config.progress = not args.disable_tqdm
-    return build_concepts(model, raw, config, image_processor=processing_class)
+    bank = build_concepts(model, raw, config, image_processor=processing_class)
+    if sized:
+        bank.provenance.update(
+            num_concepts_per_feature=args.iis_concepts_per_feature, representation_dim=width
+        )
+    return bank
+
+
+def concept_count(per_feature: float, width: int) -> int:
+    """``iis_concepts_per_feature``: C = round(per_feature * D), at least 2 (a head drops one at any ratio)."""
+    return max(2, round(per_feature * width))
+
+
+def representation_width(model, representation_module: str | None = None) -> int:
+    """D, the width of the representation the concepts live in (what the classifier reads)."""
+    width = classifier_input_dim(model, representation_module)
+    if width is None:
+        raise ValueError(
+            f"iis_concepts_per_feature needs the representation width, which iis-hf cannot read off "
+            f"{type(model).__name__}'s classifier: set iis_num_concepts instead"
+        )
+    return int(width)
+
+
+PROTOTYPE_KINDS = ("prototype-patches", "prototype-segments")
+
+
+def check_refreshable(bank: ConceptBank, dataset) -> None:
+    """A refresh rebuilds prototypes from their recipe and images: say early when it cannot."""
+    if bank.kind not in PROTOTYPE_KINDS or "images_per_class" not in bank.provenance:
+        raise ValueError(
+            f"iis_concept_refresh_epochs rebuilds prototype concepts from their recipe, but the concept bank is "
+            f"{bank!r} without one: use iis_concepts='auto' or a bank from ConceptBank.from_prototypes"
+        )
+    if dataset is None:
+        raise ValueError(
+            "iis_concept_refresh_epochs embeds the concept images again: pass train_dataset or concept_dataset"
+        )
+
+
+def rebuilt_bank(
+    bank: ConceptBank, backbone, dataset, processing_class, args: IISTrainingArguments
+) -> ConceptBank:
+    """`bank` built again by `backbone`: the same parts of the same images (its kind, size, images
+    per class, grid and seed), so the result depends on the backbone only. No gradient flows."""
+    recipe = bank.provenance
+    extraction = args.scoring_config().extraction
+    raw = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
+    with torch.no_grad():
+        fresh = ConceptBank.from_prototypes(
+            backbone,
+            raw,
+            parts=recipe.get("parts", bank.kind.removeprefix("prototype-")),
+            grid=recipe.get("grid") or 4,
+            images_per_class=recipe["images_per_class"],
+            num_concepts=bank.num_concepts,
+            seed=recipe.get("seed", args.seed),
+            image_processor=processing_class,
+            batch_size=extraction.batch_size,
+            precision=extraction.precision,
+            device=args.device,
+            progress=False,
+        )
+    fresh.provenance = {**recipe, **fresh.provenance}
+    return fresh
+
+
+class ConceptRefresh(TrainerCallback):
+    """Calls `refresh` at the end of each step where training passes a multiple of `every` epochs.
+
+    Counted from `state.epoch`, so a resumed run (whose checkpoint already holds the refreshed
+    bank) refreshes at the same steps as an uninterrupted one, and never twice.
+    """
+
+    def __init__(self, every: float, refresh: Callable[[], object]):
+        self.every = float(every)
+        self.refresh = refresh
+        self.done = 0
+
+    def passed(self, epoch: float | None) -> int:
+        return math.floor((epoch or 0.0) / self.every + 1e-9)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.done = self.passed(state.epoch)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.passed(state.epoch) > self.done:
+            self.refresh()
+            self.done = self.passed(state.epoch)
 
 
 def apply_arguments(model: IISModelForImageClassification, args: IISTrainingArguments) -> None:

@@ -18,7 +18,7 @@ import evaluate
 
 from iis_hf.config import HeadsConfig, ScoringConfig
 from iis_hf.pipeline import score_labelled_representations
-from iis_hf.score import class_ids, float_rows, iis_from_predictions
+from iis_hf.score import check_nesting, class_ids, float_rows, iis_from_predictions
 
 _DESCRIPTION = """
 The Inherent Interpretability Score (IIS) measures how much of a representation's classifiability
@@ -87,7 +87,10 @@ Returns (scalars only, so a `Trainer(compute_metrics=...)` logs every one):
     iis_accuracy_<r> (`float`): A(r) for each ratio r of `sparsity_ratios` (e.g. `iis_accuracy_0.9`).
     iis_ci_low, iis_ci_high (`float`): a 95% bootstrap interval of the IIS over the eval rows (and seeds).
     iis_sd (`float`, with seeds > 1): the standard deviation of the seeds' IIS.
-    iis_protocol (`str`, "representations" only): the protocol the heads were trained with.
+    iis_valid (`float`): 1.0, or 0.0 when the score is undefined or a head beat the probe by more than
+        one evaluation image (A(r) > A0: then the number measures the probe, not the representation).
+    iis_num_eval (`int`, "representations" only): how many of the representations were scored (the
+        rest fitted the probe and heads); fewer than MIN_SCORED_IMAGES (50) is refused.
     In the "representations" config `iis` is None when the probe is not above chance (the score would
     measure nothing).
 
@@ -103,7 +106,7 @@ Examples:
         ... )
         >>> print(results)  # doctest: +NORMALIZE_WHITESPACE
         {'iis': 0.3125, 'iis_standard_accuracy': 1.0, 'iis_accuracy_0': 0.75, 'iis_accuracy_0.5': 0.5,
-         'iis_ci_low': 0.125, 'iis_ci_high': 0.5}
+         'iis_ci_low': 0.125, 'iis_ci_high': 0.5, 'iis_valid': 1.0}
 
     Example 2 - the published grid (8 columns, so sparsity_ratios may be left out) and a known A0:
         >>> iis_metric = evaluate.load("iis")
@@ -151,6 +154,29 @@ _CITATION = """
 """
 
 CONFIGS = ("default", "representations", "classifier")
+# The "representations" config splits its input itself: below this many scored images one image moves
+# an accuracy by more than 2 points, and an A(r) above A0 by chance becomes likely.
+MIN_SCORED_IMAGES = 50
+LABELS = "a list of N integer labels (one per sample)"
+HEAD_LABELS = "a list of N lists of R integer labels (one per sparsity ratio, per sample)"
+# Each config's inputs: name -> (how deep its lists nest, what it holds), checked before `datasets`,
+# whose own format error dumps the whole input.
+INPUTS = {
+    "default": {
+        "predictions": (2, HEAD_LABELS),
+        "references": (1, LABELS),
+        "standard_predictions": (1, LABELS),
+    },
+    "classifier": {
+        "predictions": (1, "a list of N integer labels (the classifier's, one per sample)"),
+        "references": (1, LABELS),
+        "head_predictions": (2, HEAD_LABELS),
+    },
+    "representations": {
+        "predictions": (2, "a list of N lists of D floats (one representation vector per sample)"),
+        "references": (1, LABELS),
+    },
+}
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -216,8 +242,34 @@ class Iis(evaluate.Metric):
             kwargs = {**kwargs, "standard_predictions": [None] * n}
         return kwargs
 
+    def _check_shapes(self, inputs):
+        """Each input of this config nested as its feature says, else one line naming it (`INPUTS`)."""
+        for name, value in inputs.items():
+            if value is not None and name in INPUTS[self.config_name]:
+                check_nesting(value, name, *INPUTS[self.config_name][name])
+
+    def _one_line_format_error(self, call, **inputs):
+        """`call(**inputs)` (evaluate's add, add_batch or compute), with `datasets`' format error (a dump
+        of the whole input) replaced by one line saying what this config expects."""
+        try:
+            return call(**inputs)
+        except ValueError as err:
+            if "match the expected format" not in str(err):
+                raise
+            expected = "; ".join(f"{name}: {form}" for name, (_, form) in INPUTS[self.config_name].items())
+            raise ValueError(
+                f"the inputs do not fit the iis metric's {self.config_name!r} config ({expected})"
+            ) from None
+
     def _check_inputs(self, predictions, references, standard_predictions=None):
         """Refuse what `datasets` would silently cast (floats truncated to int, inf) before it is stored."""
+        self._check_shapes(
+            {
+                "predictions": predictions,
+                "references": references,
+                "standard_predictions": standard_predictions,
+            }
+        )
         if self.config_name == "default" and predictions is not None:
             class_ids(predictions, "predictions", ndim=2)
         if references is not None:
@@ -232,6 +284,7 @@ class Iis(evaluate.Metric):
         """The "classifier" config: one label per sample, and one per ratio from the heads."""
         if self.config_name != "classifier":
             return
+        self._check_shapes({"predictions": predictions, "head_predictions": head_predictions})
         if predictions is not None:
             class_ids(predictions, "predictions", ndim=1)
         if head_predictions is not None:
@@ -242,7 +295,9 @@ class Iis(evaluate.Metric):
         self._check_classifier_inputs(predictions, kwargs.get("head_predictions"))
         self._check_inputs(predictions, references, kwargs.get("standard_predictions"))
         kwargs = self._fill_standard_predictions(predictions, kwargs)
-        return super().add_batch(predictions=predictions, references=references, **kwargs)
+        return self._one_line_format_error(
+            super().add_batch, predictions=predictions, references=references, **kwargs
+        )
 
     def add(self, *, prediction=None, reference=None, **kwargs):
         """Add one sample: prediction (one label per ratio), reference and optionally standard_prediction."""
@@ -260,14 +315,16 @@ class Iis(evaluate.Metric):
             single = kwargs.pop("standard_prediction", None)
             if kwargs.get("standard_predictions") is None:
                 kwargs["standard_predictions"] = single
-        return super().add(prediction=prediction, reference=reference, **kwargs)
+        return self._one_line_format_error(super().add, prediction=prediction, reference=reference, **kwargs)
 
     def compute(self, *, predictions=None, references=None, **kwargs):
         """Compute the IIS over the given inputs and everything added before."""
         self._check_classifier_inputs(predictions, kwargs.get("head_predictions"))
         self._check_inputs(predictions, references, kwargs.get("standard_predictions"))
         kwargs = self._fill_standard_predictions(predictions, kwargs)
-        return super().compute(predictions=predictions, references=references, **kwargs)
+        return self._one_line_format_error(
+            super().compute, predictions=predictions, references=references, **kwargs
+        )
 
     def _compute(
         self,
@@ -383,4 +440,11 @@ class Iis(evaluate.Metric):
             config,
             eval_fraction=0.2 if eval_fraction is None else eval_fraction,
         )
-        return {**result.to_metrics(), "iis_protocol": result.protocol}
+        num_eval = int(result.settings["data"]["num_eval"])
+        if num_eval < MIN_SCORED_IMAGES:
+            raise ValueError(
+                f"the representations config scored only {num_eval} of the {len(predictions)} representations "
+                f"(eval_fraction={0.2 if eval_fraction is None else eval_fraction}); an IIS needs at least "
+                f"{MIN_SCORED_IMAGES} scored images: pass more representations or a larger eval_fraction"
+            )
+        return {**result.to_metrics(), "iis_num_eval": num_eval}

@@ -1,0 +1,92 @@
+"""An IIS outside the grid's range is not a result: a head that beats the probe marks the score invalid
+in the result's own fields (iis.json, the table, the metric's output), and the "representations"
+config refuses to score too few images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import iis_hf
+from iis_hf import IISResult
+
+
+def result(accuracies, standard_accuracy, num_eval=None) -> IISResult:
+    ratios = [0.0, 0.5, 0.9][: len(accuracies)]
+    iis = iis_hf.inherent_interpretability_score(ratios, accuracies, standard_accuracy)
+    settings = {"data": {"num_eval": num_eval}} if num_eval else {}
+    return IISResult(iis, standard_accuracy, list(accuracies), ratios, settings=settings)
+
+
+def test_a_head_beating_the_probe_makes_the_score_invalid_in_iis_json(tmp_path):
+    weak_probe = result([0.90, 0.85, 0.80], 0.80, num_eval=200)  # A(0) beats A0 by 20 images
+    assert weak_probe.iis > weak_probe.max_iis * 0.9 and not weak_probe.valid
+    assert weak_probe.invalid_reason.startswith("probe weaker than heads: not a valid IIS (A(0) = 0.9000")
+    weak_probe.save_json(tmp_path / "iis.json")
+    saved = json.loads((tmp_path / "iis.json").read_text())
+    assert saved["valid"] is False and saved["invalid_reason"] == weak_probe.invalid_reason
+    assert IISResult.from_dict(saved).invalid_reason == weak_probe.invalid_reason  # derived, not stored twice
+    assert "NOT A VALID IIS" in weak_probe.iis_text() and weak_probe.invalid_reason in weak_probe.table()
+    assert weak_probe.to_metrics()["iis_valid"] == 0.0
+
+
+def test_a_head_within_one_image_of_the_probe_is_noise_not_an_invalid_score():
+    assert result([0.805, 0.7, 0.6], 0.80, num_eval=100).valid  # 0.5 images above A0
+    assert not result([0.82, 0.7, 0.6], 0.80, num_eval=100).valid  # 2 images above A0
+    assert (
+        result([0.80, 0.7, 0.6], 0.80).valid
+        and result([0.8, 0.7, 0.6], 0.80).to_metrics()["iis_valid"] == 1.0
+    )
+    assert not result([0.8 + 1e-6, 0.7, 0.6], 0.80).valid  # count unknown: any excess
+    undefined = IISResult(None, 0.3, [0.3, 0.2], [0.0, 0.5])
+    assert not undefined.valid and undefined.invalid_reason is None  # undefined has its own reason
+
+
+def test_the_metric_flags_a_score_whose_heads_beat_the_standard_predictions():
+    metric = iis_hf.load_metric()
+    labels = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] * 2
+    heads = [[y, y] for y in labels]  # every head right
+    standard = [1, 2, 0, *labels[3:]]  # the probe wrong 3 times in 20: heads beat it by 3 images
+    out = metric.compute(
+        predictions=heads, references=labels, standard_predictions=standard, sparsity_ratios=[0.0, 0.5]
+    )
+    assert out["iis"] > 0.5 and out["iis_valid"] == 0.0
+    fine = metric.compute(
+        predictions=heads, references=labels, standard_predictions=labels, sparsity_ratios=[0.0, 0.5]
+    )
+    assert fine["iis_valid"] == 1.0
+
+
+def test_the_representations_config_refuses_too_few_scored_images():
+    metric = iis_hf.load_metric("representations")
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    features = (rng.normal(size=(200, 8)) + labels[:, None] * 3).astype(np.float32)
+    concepts = rng.normal(size=(6, 8)).astype(np.float32)
+    with pytest.raises(ValueError) as refused:
+        metric.compute(
+            predictions=features, references=labels, concepts=concepts, epochs=1, sparsity_ratios=[0.0, 0.5]
+        )
+    message = str(refused.value)
+    assert message.startswith("the representations config scored only 40 of the 200 representations")
+    assert "\n" not in message and "at least 50 scored images" in message
+    out = metric.compute(
+        predictions=features,
+        references=labels,
+        concepts=concepts,
+        epochs=1,
+        sparsity_ratios=[0.0, 0.5],
+        eval_fraction=0.3,
+    )
+    assert out["iis_num_eval"] == 60
+
+
+def test_the_model_card_says_an_invalid_score_is_not_valid():
+    from iis_hf.model_card import iis_section, results_table
+
+    weak_probe = result([0.90, 0.85, 0.80], 0.80, num_eval=200)
+    assert "NOT A VALID IIS" in results_table(weak_probe, None)
+    assert "**Not a valid IIS.** Probe weaker than heads" in iis_section(weak_probe)
+    assert "valid" not in iis_section(result([0.8, 0.7, 0.6], 0.8, num_eval=200)).lower()
