@@ -68,14 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
-    from .files import COMMITTED
-
-    written_before = len(COMMITTED)
+    written_before = len(committed_outputs())
     try:
         with verbosity(getattr(args, "verbosity", None) or args.global_verbosity or "normal"):
             return args.func(args) or 0
     except KeyboardInterrupt as interrupt:
-        written = COMMITTED[written_before:]
+        written = committed_outputs()[written_before:]
         outcome = f"{written[-1]} was written whole" if written else "no output was written"
         outcome = str(interrupt) or outcome  # a command that knows what it left says so (finetune)
         print(f"iis-hf {args.command}: interrupted; {outcome}", file=sys.stderr)
@@ -88,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"iis-hf {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def committed_outputs() -> list:
+    """The output folders put in place so far (`iis_hf.files.COMMITTED`), without importing `files`
+    (and torch with it) for a command that never wrote one: `finetune`'s argument checks stay fast."""
+    files = sys.modules.get(f"{__package__}.files")
+    return list(files.COMMITTED) if files is not None else []
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -867,6 +872,9 @@ def add_finetune_command(commands) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from .training.numbers import check_number_flags
+
+    check_number_flags(args.finetune_args)  # in a second: the import below takes ~10 s (transformers)
     from .training.finetune import main as finetune_main
 
     finetune_main(args.finetune_args, prog="iis-hf finetune")

@@ -60,7 +60,7 @@ def one_line_error(capsys) -> str:
         ),
         ("--learning_rate", "nan", "--learning_rate must be a number > 0, got nan"),
         ("--iis_weight", "nan", "--iis_weight must be a number >= 0, got nan"),
-        ("--iis_weight", "-1", "--iis_weight must be a number >= 0, got -1.0"),
+        ("--iis_weight", "-1", "--iis_weight must be a number >= 0, got -1"),
     ],
 )
 def test_a_bad_number_is_refused_before_loading_naming_its_flag(tmp_path, capsys, flag, value, message):

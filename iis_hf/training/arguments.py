@@ -26,35 +26,9 @@ from ..config import (
     validate_sparsity_ratios,
 )
 from ..modeling.head_config import DEFAULT_IIS_WEIGHT
+from .numbers import check_number_fields
 
 HEAD_INITS = ("random", "warm")  # iis_head_init: a seeded random head, or one fitted before the first step
-
-
-# The numbers a run cannot start with, checked when the arguments are made (before any model or data is
-# loaded): name -> (smallest allowed, whether that value itself is allowed).
-NUMBER_LIMITS: dict[str, tuple[float, bool]] = {
-    "num_train_epochs": (0.0, False),
-    "learning_rate": (0.0, False),
-    "weight_decay": (0.0, True),
-    "max_grad_norm": (0.0, True),
-    "iis_weight": (0.0, True),
-    "per_device_train_batch_size": (1, True),
-    "per_device_eval_batch_size": (1, True),
-    "gradient_accumulation_steps": (1, True),
-}
-
-
-def check_numbers(args: TrainingArguments) -> None:
-    """A ValueError naming the flag of the first number in `NUMBER_LIMITS` that is not finite or too small."""
-    for name, (smallest, inclusive) in NUMBER_LIMITS.items():
-        value = getattr(args, name, None)
-        if value is None or isinstance(value, bool):
-            continue
-        number = float(value)
-        if not math.isfinite(number) or number < smallest or (number == smallest and not inclusive):
-            kind = "a whole number" if isinstance(smallest, int) else "a number"
-            bound = f">= {smallest:g}" if inclusive else f"> {smallest:g}"
-            raise ValueError(f"--{name} must be {kind} {bound}, got {value}")
 
 
 @dataclass
@@ -197,7 +171,7 @@ class IISTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        check_numbers(self)  # before Trainer's own checks: their errors do not name the flag
+        check_number_fields(self)  # before Trainer's own checks: their errors do not name the flag
         super().__post_init__()
         if self.iis_eval_ratios is not None:
             warnings.warn(
