@@ -10,6 +10,8 @@ only when everything succeeded. Heavy libraries are imported inside the commands
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
 import time
 import traceback
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     written_before = len(committed_outputs())
     try:
-        with verbosity(getattr(args, "verbosity", None) or args.global_verbosity or "normal"):
+        level = getattr(args, "verbosity", None) or args.global_verbosity or "normal"
+        with verbosity(level), warnings_in_flags(args.command):
             return args.func(args) or 0
     except KeyboardInterrupt as interrupt:
         written = committed_outputs()[written_before:]
@@ -79,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iis-hf {args.command}: interrupted; {outcome}", file=sys.stderr)
         return 130
     except Exception as err:  # the error boundary: every expected failure is one line and exit code 2
-        message = error_message(err)
+        message = error_message(flag_error(err, args.command) if isinstance(err, IISError) else err)
         if message is None:
             raise
         if args.debug:
             traceback.print_exc()
-        print(f"iis-hf {args.command}: error: {message}", file=sys.stderr)
+        print(f"iis-hf {args.command}: error: {in_flags(message, args.command)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -411,9 +414,9 @@ def flag_error(err: IISError, command: str) -> ValueError:
     not name its setting is prefixed with the flag (``--sparsity-ratios: sparsity ratio 1.5 ...``)."""
     setting = err.setting
     flag = command_flag(command, FLAG_DESTS.get(setting, err.field)) if setting else None
-    if flag is None:
-        return err
     message = str(err)
+    if flag is None or message.startswith(flag):  # no flag, or already in the command line's spelling
+        return err
     if message.startswith(setting + " "):
         return UsageError(flag + message[len(setting) :], field=err.field, owner=err.owner)
     return UsageError(f"{flag}: {message}", field=err.field, owner=err.owner)
@@ -428,6 +431,53 @@ def command_flag(command: str, dest: str | None) -> str | None:
         if action.dest == dest and action.option_strings:
             return next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
     return None
+
+
+# A message names a setting the user can change by its Python keyword and "=", standing alone
+# ("lower interpretability_cutoff=", "(epochs=)"): the Python API's spelling. On the command line
+# `in_flags` spells each as the command's flag; `name=value` (a repr, an example call) stays as it is.
+KEYWORD = re.compile(r"(?<![\w.-])([a-z][a-z0-9_]*)=(?=$|[\s),;:./])")
+KEYWORD_DESTS = {"num_seeds": "seeds", "kind": "concepts", "bank": "concept_bank"}  # dest != keyword
+SAID_TWICE = re.compile(r"(--[\w-]+) \(\1\)")
+
+
+def in_flags(text: str, command: str) -> str:
+    """`text` with the keywords it names (``epochs=``) as `command`'s flags (``--epochs``): the
+    argparse flags of score, compare and demo, the HfArgumentParser ones of finetune
+    (`iis_hf.training.finetune.keyword_flag`). A keyword the command has no flag for stays."""
+    if "=" not in text:
+        return text
+    spelled = KEYWORD.sub(lambda match: keyword_flag(command, match.group(1)) or match.group(0), text)
+    return SAID_TWICE.sub(r"\1", spelled)  # "--cache-dir (cache_dir=)" gave both spellings: one is enough
+
+
+def keyword_flag(command: str, keyword: str) -> str | None:
+    """The flag of `command` that sets the setting a message names as `keyword`, or None."""
+    if command == "finetune":  # HfArgumentParser's flags, which the finetune subparser passes on
+        from .training.finetune import keyword_flag as finetune_flag
+
+        return finetune_flag(keyword)
+    return command_flag(command, KEYWORD_DESTS.get(keyword, keyword))
+
+
+@contextlib.contextmanager
+def warnings_in_flags(command: str):
+    """Show the warnings of a command with its flags where they name a keyword (`in_flags`): the
+    message is the library's, only its spelling is the command line's."""
+    show = warnings.showwarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        text = in_flags(str(message), command)
+        if text != str(message):
+            with contextlib.suppress(Exception):  # a warning class that takes other arguments keeps its text
+                message = category(text)
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = shown
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
 
 
 def _scoring_config(args: argparse.Namespace) -> ScoringConfig:

@@ -10,6 +10,10 @@ Scores are ranked only when they were measured alike: the settings recorded with
 (`IISResult.settings`: ratio grid, head recipe, protocol, concept kind, number and recipe,
 extraction, data) must agree, and a difference is refused with a message naming the setting.
 The seed is not part of that check: another seed is another draw of the same measurement.
+Neither is which bank (each model has its own), but who embedded it is: a fresh score embeds its
+bank with the scored weights themselves, so a card measured with a bank of other weights (a
+fine-tuned model's IIS measured during training with the concepts of its starting backbone) is
+refused next to fresh scores ("concepts: embedded by").
 
 The leaderboard is printed, and `Leaderboard.save` writes ``leaderboard.md``, ``leaderboard.csv``,
 ``leaderboard.json``, the accuracy-vs-IIS scatter ``iis_vs_accuracy.png`` and the curves of the
@@ -60,6 +64,7 @@ DATA_KEYS = (
     "num_eval",
 )
 REQUIRED = ("ratio grid", "protocol", "concepts: kind")  # a score that does not say these cannot be ranked
+SCORED_MODEL = "the scored model"  # who embeds the bank of a fresh score
 
 
 # ---------------------------------------------------------------------------- which models
@@ -177,6 +182,8 @@ def card_result(entry, location: str) -> IISResult:
     heads["sparsity_ratios"] = list(ratios)
     concepts = {"kind": args.get("concepts"), "num_concepts": args.get("num_concepts")}
     concepts.update(args.get("concepts_recipe") or {})
+    if args.get("concepts_provenance"):
+        concepts["provenance"] = dict(args["concepts_provenance"])
     data = {
         "dataset": entry.dataset_name or entry.dataset_type,
         "dataset_config": entry.dataset_config,
@@ -229,6 +236,9 @@ def comparable_view(result: IISResult) -> dict[str, Any]:
     if concepts.get("kind") != "text":  # words are kept per backbone: their number is not a setting
         view["concepts: number"] = concepts.get("num_concepts")
     view.update({f"concepts: {k}": recipe[k] for k in CONCEPT_RECIPE_KEYS if recipe.get(k) is not None})
+    embedder = embedded_by(recipe.get("provenance") or concepts.get("provenance") or {})
+    if embedder is not None:
+        view["concepts: embedded by"] = embedder
     extraction = settings.get("extraction") or {}
     view.update({f"extraction: {k}": extraction[k] for k in EXTRACTION_KEYS if k in extraction})
     data = dict(settings.get("data") or {})
@@ -236,6 +246,19 @@ def comparable_view(result: IISResult) -> dict[str, Any]:
         data["dataset"] = dataset_name(data["dataset"])
     view.update({f"data: {k}": data[k] for k in DATA_KEYS if k in data})
     return view
+
+
+def embedded_by(provenance: Mapping[str, Any]) -> str | None:
+    """Who embedded a score's concept bank, as the comparison reads it: `SCORED_MODEL`, or the other
+    backbone it names; None when the score does not say (an older card)."""
+    own = provenance.get("embedded_by_scored_model")
+    if own is None:
+        return None
+    if own:
+        return SCORED_MODEL
+    step = provenance.get("refreshed_at_step")
+    when = f", refreshed at step {step}" if step is not None else ""
+    return f"another backbone ({provenance.get('model') or 'unnamed'}{when})"
 
 
 def settings_differences(results: Mapping[str, IISResult]) -> list[str]:
@@ -271,9 +294,12 @@ def check_comparable(results: Mapping[str, IISResult]) -> None:
     """Raise a ValueError naming every setting on which `results` differ (see `settings_differences`)."""
     differences = settings_differences(results)
     if differences:
+        hint = ""
+        if any(d.startswith("concepts: embedded by:") for d in differences):
+            hint = " (a bank another backbone embedded: score that model here instead of reading its card)"
         raise ValueError(
             "cannot rank these IIS values: they were measured with different settings, so they are not "
-            "comparable (README: When two IIS values can be compared): " + "; ".join(differences)
+            "comparable (README: When two IIS values can be compared): " + "; ".join(differences) + hint
         )
 
 
@@ -297,10 +323,12 @@ def _show(value: Any, quote: bool = True) -> str:
 
 def expected_result(config: ScoringConfig, data: Mapping[str, Any] | None) -> IISResult:
     """What the settings of a score measured with `config` will say (before any work): the ratio
-    grid, the head recipe and protocol, the extraction and the concept kind, and the data."""
+    grid, the head recipe and protocol, the extraction, the concept kind, that the scored model
+    embeds its own bank, and the data."""
     concepts: dict[str, Any] = {"kind": config.concepts.kind}
     if config.concepts.kind not in ("text",):
         concepts["num_concepts"] = config.concepts.num_concepts
+    concepts["provenance"] = {"embedded_by_scored_model": True}  # each scored model embeds its own
     return IISResult(
         iis=None,
         standard_accuracy=1.0,

@@ -5,6 +5,10 @@ or of an `IISModelForImageClassification`) comes from `iis_model_card`: `model-i
 (accuracy, and IIS with every setting that makes it comparable as `args`), the dataset's real name
 and split, "fine-tuned from" when there was a base model, a compact results table, the IIS curve
 and how to load the head.
+
+A card also says which weights its IIS was measured on against the weights that embedded its
+concept bank (`weights_fingerprint`): a fine-tuned model measured with the bank of its starting
+backbone is not scored as a fresh `iis-hf score` would score it, and `iis-hf compare` says so.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .config import CONCEPT_RECIPE_KEYS
 
 IIS_METRIC_TYPE = "iis"
+FINGERPRINT_SAMPLES = 1024  # values read per tensor: enough to tell trained weights from their start
 TASK = {"task_type": "image-classification", "task_name": "Image Classification"}
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -85,6 +90,7 @@ def iis_model_card(
     """
     name = model_name or repo_id or "iis-hf model"
     dataset_name = dataset or "an image dataset"
+    scored_weights = weights_fingerprint(getattr(model, "backbone", None))
     card_data = ModelCardData(
         model_name=name,
         library_name="transformers",
@@ -94,7 +100,10 @@ def iis_model_card(
         metrics=[m for m, v in (("accuracy", accuracy), (IIS_METRIC_TYPE, result)) if v is not None] or None,
         tags=sorted({"iis-hf", "interpretability", "image-classification", *tags}),
         pipeline_tag="image-classification",
-        eval_results=eval_results(result, accuracy, dataset_name, dataset_config, dataset_split) or None,
+        eval_results=eval_results(
+            result, accuracy, dataset_name, dataset_config, dataset_split, scored_weights=scored_weights
+        )
+        or None,
     )
     return ModelCard.from_template(
         card_data,
@@ -110,7 +119,11 @@ def iis_model_card(
     )
 
 
-def eval_results(result, accuracy, dataset_name, dataset_config, dataset_split) -> list[EvalResult]:
+def eval_results(
+    result, accuracy, dataset_name, dataset_config, dataset_split, *, scored_weights: str | None = None
+) -> list[EvalResult]:
+    """The card's model-index entries; `scored_weights` (`weights_fingerprint` of the model the card
+    describes) lets the IIS entry say whether its concept bank was embedded by those weights."""
     common = dict(
         **TASK,
         dataset_type=dataset_name,
@@ -129,15 +142,20 @@ def eval_results(result, accuracy, dataset_name, dataset_config, dataset_split) 
                 metric_type=IIS_METRIC_TYPE,
                 metric_name="IIS",
                 metric_value=result.iis,
-                metric_args=iis_metric_args(result),
+                metric_args=iis_metric_args(result, scored_weights),
                 **common,
             )
         )
     return results
 
 
-def iis_metric_args(result) -> dict[str, Any]:
-    """The settings two IIS values must share to be compared, as `model-index` metric args."""
+def iis_metric_args(result, scored_weights: str | None = None) -> dict[str, Any]:
+    """The settings two IIS values must share to be compared, as `model-index` metric args.
+
+    The concept bank's provenance goes along (`concepts_provenance`: which weights embedded it, from
+    which data, with which seed); with `scored_weights` it also says whether the weights the card
+    describes are the ones that embedded the bank (``embedded_by_scored_model``).
+    """
     settings = dict(result.settings)
     concepts = settings.pop("concepts", {}) or {}
     heads = settings.pop("heads", {}) or {}
@@ -152,6 +170,9 @@ def iis_metric_args(result) -> dict[str, Any]:
     recipe = {k: concepts[k] for k in CONCEPT_RECIPE_KEYS if concepts.get(k) is not None}
     if recipe:
         args["concepts_recipe"] = recipe  # how the concepts were built (not the bank's fingerprint)
+    provenance = bank_provenance(concepts, scored_weights)
+    if provenance:
+        args["concepts_provenance"] = provenance
     data = settings.get("data") or {}
     args.update({k: data[k] for k in ("num_train", "num_eval", "train_split", "eval_split") if k in data})
     # The curve and the interval, so a leaderboard can show them (`iis_hf.compare`).
@@ -162,6 +183,46 @@ def iis_metric_args(result) -> dict[str, Any]:
     if uncertainty.get("sd") is not None:
         args["iis_sd"] = uncertainty["sd"]
     return json.loads(json.dumps(args, default=str))  # plain YAML-able values
+
+
+def bank_provenance(concepts: dict[str, Any], scored_weights: str | None = None) -> dict[str, Any]:
+    """A result's record of its bank's provenance (a learned selection's: its library's), with
+    ``embedded_by_scored_model`` set from `scored_weights` when both fingerprints are known."""
+    provenance = dict(concepts.get("provenance") or (concepts.get("library") or {}).get("provenance") or {})
+    if scored_weights and provenance.get("embedded_by"):
+        provenance["embedded_by_scored_model"] = provenance["embedded_by"] == scored_weights
+    return provenance
+
+
+def weights_fingerprint(model) -> str | None:
+    """Which weights a backbone holds: 16 hex digits of sha256 over a strided sample of every tensor
+    of its representation (`base_model`: the classifier is left out, it does not shape the features).
+
+    A concept bank records the fingerprint of the weights that embedded it (`embedded_by`) and a
+    score the one of the weights it measured, so a bank of other weights is told apart by its record
+    alone. It lives here, below the concepts and the pipeline, because the card needs it too.
+    None for anything that is not a torch module.
+    """
+    import hashlib
+
+    import torch
+
+    module = getattr(model, "base_model", None)
+    module = module if isinstance(module, torch.nn.Module) else model
+    if not isinstance(module, torch.nn.Module):
+        return None
+    digest = hashlib.sha256()
+    try:
+        with torch.no_grad():
+            for name, tensor in module.state_dict().items():
+                flat = tensor.detach().reshape(-1)
+                digest.update(f"{name}{tuple(tensor.shape)}".encode())
+                digest.update(
+                    flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES)].float().cpu().numpy().tobytes()
+                )
+    except (RuntimeError, TypeError, NotImplementedError):  # meta or sharded weights: provenance unknown
+        return None
+    return digest.hexdigest()[:16]
 
 
 def summary(base_model: str | None, dataset: str | None, split: str | None) -> str:

@@ -25,11 +25,16 @@ from .concepts import ConceptBank, LearnedConcepts, as_concept_projection
 from .config import CONCEPT_RECIPE_KEYS, ScoringConfig
 from .data import checked_labels, detect_columns
 from .features import extract_features_of_models, load_image_processor, load_vision_model
+from .model_card import bank_provenance, weights_fingerprint
 from .preflight import check_processor_size
 from .score import IISResult, compute_iis
 from .splits import stratified_split
 
 RECIPE_KEYS = CONCEPT_RECIPE_KEYS  # what a bank's provenance says about how it was built
+# Where a bank came from, recorded with every result (`iis_hf.compare` refuses to rank a score whose
+# bank other weights embedded against one whose bank the scored model embedded itself).
+PROVENANCE_KEYS = ("model", "embedded_by", "refreshed_at_step", "dataset_fingerprint", "seed")
+MIN_CONCEPTS = 2  # a head at ratio rho drops int(C * rho) + 1 concepts: with one, nothing is left
 
 
 def score_model(
@@ -101,6 +106,9 @@ def score_models(
     processors = [load_image_processor(m, p) for m, p in zip(models, processors)]
     for processor in processors:
         check_processor_size(processor)
+    for bank in banks:  # a given bank that cannot be scored fails before any image is read
+        if bank is not None:
+            check_concept_count(bank)
     image_column, label_column = detect_columns(train_data, image_column, label_column)
     if label_column is None:
         raise ValueError(
@@ -137,6 +145,7 @@ def score_models(
             bank,
             config,
             num_classes=num_classes,
+            scored_weights=weights_fingerprint(model),
         )
         result.metadata.update(model=_model_name(model), image_column=image_column, label_column=label_column)
         results.append(result)
@@ -235,17 +244,22 @@ def score_representations(
     *,
     num_classes: int | None = None,
     return_heads: bool = False,
+    scored_weights: str | None = None,
 ) -> IISResult:
     """Fit the heads on features already extracted and integrate; record every setting.
 
     `concepts` is a `ConceptBank` (or its folder / Hub id, or a (C, D) array). With
     ``config.concepts.kind == "learned"`` (and no saved bank) it is the library the heads learn to
-    select ``config.concepts.num_concepts`` concepts from.
+    select ``config.concepts.num_concepts`` concepts from. `scored_weights` is the
+    `weights_fingerprint` of the model the features come from: the result then says whether those
+    weights embedded the bank (``settings["concepts"]["provenance"]["embedded_by_scored_model"]``).
     """
     config = config or ScoringConfig()
     if isinstance(concepts, (str, os.PathLike)):
         concepts = ConceptBank.from_pretrained(concepts)
     check_concept_dim(concepts, int(train_features.shape[1]))
+    if not (config.concepts.kind == "learned" and config.concepts.bank is None):
+        check_concept_count(concepts)  # a learned selection's size is its config's (>= 2)
     learned = None
     if (
         config.concepts.kind == "learned"
@@ -268,7 +282,7 @@ def score_representations(
     )
     result.settings = {
         **config.comparable(),
-        "concepts": concepts_settings(concepts, learned),
+        "concepts": concepts_settings(concepts, learned, scored_weights),
         "data": result.settings["data"],
     }
     if learned is not None:  # what each ratio's head chose from the library
@@ -312,7 +326,7 @@ def score_labelled_representations(
     if len(train) == 0 or len(held_out) == 0:
         raise ValueError(
             f"the split left no samples for {'evaluation' if len(held_out) == 0 else 'training'}: "
-            "pass more samples or change eval_fraction"
+            "pass more samples or change eval_fraction="
         )
     labels = torch.from_numpy(labels.astype(np.int64))
     result = score_representations(
@@ -333,8 +347,33 @@ def check_concept_dim(concepts, dim: int) -> None:
         )
 
 
-def concepts_settings(concepts: Any, learned: LearnedConcepts | None = None) -> dict[str, Any]:
-    """Which concepts interpreted the representation: kind, number, how they were built, fingerprint."""
+def check_concept_count(concepts) -> None:
+    """Refuse fewer than 2 concepts before any head is trained: every head drops ``int(C * rho) + 1``
+    of them, so with one each head predicts from its bias alone and the number would mean nothing."""
+    count = int(as_concept_projection(concepts).num_concepts)
+    if count >= MIN_CONCEPTS:
+        return
+    if isinstance(concepts, ConceptBank) and concepts.kind == "text":
+        words = concepts.provenance.get("num_words", "its")
+        kept = ", ".join(map(repr, concepts.names))
+        raise ValueError(
+            f"the text concept bank keeps {count} of {words} words ({kept}) after its cutoffs, and IIS needs "
+            f"at least {MIN_CONCEPTS} concepts (every head drops int(C * rho) + 1 of them): lower "
+            "clip_cutoff= or interpretability_cutoff=, or supply more words (concept_file=)"
+        )
+    raise ValueError(
+        f"the concept bank has {count} concept, and IIS needs at least {MIN_CONCEPTS} (every head drops "
+        "int(C * rho) + 1 of them): build one with more concepts (num_concepts=) or pass another "
+        "(concept_bank=)"
+    )
+
+
+def concepts_settings(
+    concepts: Any, learned: LearnedConcepts | None = None, scored_weights: str | None = None
+) -> dict[str, Any]:
+    """Which concepts interpreted the representation: kind, number, how they were built, fingerprint,
+    and where the bank came from (`PROVENANCE_KEYS`: which weights embedded it, from which data,
+    with which seed; whether they are the scored weights, when `scored_weights` is known)."""
     if not isinstance(concepts, ConceptBank):
         projection = as_concept_projection(concepts)
         return {"kind": "custom", "num_concepts": int(projection.num_concepts)}
@@ -344,6 +383,10 @@ def concepts_settings(concepts: Any, learned: LearnedConcepts | None = None) -> 
         "fingerprint": concepts.fingerprint(),
     }
     settings.update({k: concepts.provenance[k] for k in RECIPE_KEYS if k in concepts.provenance})
+    recorded = {k: concepts.provenance[k] for k in PROVENANCE_KEYS if concepts.provenance.get(k) is not None}
+    provenance = bank_provenance({"provenance": recorded}, scored_weights)
+    if provenance:
+        settings["provenance"] = provenance
     if learned is not None:
         return {"kind": "learned", "num_concepts": learned.num_concepts, "library": settings}
     return settings

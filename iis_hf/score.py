@@ -259,15 +259,30 @@ def warn_if_heads_keep_nothing(result: IISResult) -> None:
         )
 
 
-def warn_if_probe_is_weak(result: IISResult) -> None:
-    """Warn when a head beats the standard probe: then IIS measures the probe, not the representation."""
+# What a head beating A0 means, by who gave A0: iis-hf's own probe (`compute_iis`, whose training the
+# keywords set), or predictions the caller brings (`iis_from_predictions`: the metric's default
+# config, a probe of theirs; its "classifier" config, the model's own classifier: no probe at all).
+OWN_PROBE_ADVICE = (
+    "the linear probe has not converged, so IIS reflects the probe rather than the representation. "
+    "Train longer (epochs=) or raise the learning rate (learning_rate=)."
+)
+GIVEN_A0_ADVICE = (
+    "what A0 comes from (standard_predictions or standard_accuracy; in the 'classifier' config the "
+    "classifier's own predictions) is weaker than the heads, so IIS reflects it rather than the "
+    "representation. Check that it and the heads were measured on the same images, or bring a "
+    "stronger one (a classifier or probe trained to convergence)."
+)
+
+
+def warn_if_probe_is_weak(result: IISResult, advice: str = OWN_PROBE_ADVICE) -> None:
+    """Warn when a head beats the standard probe: then IIS measures the probe, not the representation.
+    `advice` says what to do about it where A0 came from (`OWN_PROBE_ADVICE`, `GIVEN_A0_ADVICE`)."""
     above = [(r, a) for r, a in zip(result.sparsity_ratios, result.relative_accuracies) if a > 1.0 + 1e-9]
     if above:
         worst = max(a for _, a in above)
         warnings.warn(
             f"interpretation accuracy exceeds the standard accuracy at {len(above)} ratio(s) "
-            f"(max A/A0 = {worst:.3f}): the linear probe has not converged, so IIS reflects the probe "
-            "rather than the representation. Train longer (epochs=) or raise the learning rate.",
+            f"(max A/A0 = {worst:.3f}): {advice}",
             WeakProbeWarning,
             stacklevel=3,
         )
@@ -478,7 +493,7 @@ def iis_from_predictions(
         },
         settings={"data": {"num_eval": int(refs.shape[0])}},
     )
-    warn_if_probe_is_weak(result)
+    warn_if_probe_is_weak(result, GIVEN_A0_ADVICE)
     return result
 
 

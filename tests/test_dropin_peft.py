@@ -74,7 +74,7 @@ def test_plain_training_arguments_train_and_the_saved_folder_reopens(tmp_path):
     trainer = trainer_for(build_tiny_model("vit"), args, train, iis_args={"iis_weight": 0.3, **FAST_IIS})
     assert isinstance(trainer.args, IISTrainingArguments)
     assert trainer.args.iis_weight == 0.3 and trainer.iis_model.iis_weight == 0.3  # from iis_args
-    assert trainer.args.iis_sparsity_ratios == [0.9]  # an IIS setting not given: its default
+    assert trainer.args.iis_sparsity_ratios == [0.5]  # an IIS setting not given: its default
     assert trainer.args.lr_scheduler_type == args.lr_scheduler_type and trainer.args.max_steps == 3
     assert trainer.args.remove_unused_columns is False and trainer.args.ddp_find_unused_parameters is False
     before = {k: v.clone() for k, v in trainer.iis_model.backbone.state_dict().items()}

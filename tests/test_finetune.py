@@ -29,6 +29,7 @@ CLASS_NAMES = ("red", "green", "blue", "yellow")
 FAST = [
     "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0",
     "--iis_num_concepts", "20", "--iis_images_per_class", "2", "--iis_eval_epochs", "2",
+    "--iis_sparsity_ratios", "0.9",
 ]  # fmt: skip
 TRAIN_EVAL = ["--do_train", "--do_eval", "--num_train_epochs", "1", "--per_device_train_batch_size", "8"]
 OUTPUT_FILES = (

@@ -139,8 +139,8 @@ def test_arguments_parse_from_the_command_line_and_json(tmp_path):
     (from_json,) = parser.parse_json_file(str(path))
     assert (
         from_json.iis_num_concepts == 7
-        and from_json.iis_weight == 0.1
-        and from_json.iis_sparsity_ratios == [0.9]
+        and from_json.iis_weight == 0.5
+        and from_json.iis_sparsity_ratios == [0.5]  # the defaults finding 2 chose
     )
 
 

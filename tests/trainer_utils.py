@@ -40,6 +40,7 @@ def make_args(output_dir, **overrides) -> IISTrainingArguments:
         iis_eval_epochs=2,
         iis_num_concepts=20,
         iis_images_per_class=2,
+        iis_sparsity_ratios=[0.9],  # the ratio these tests were written for (the default is [0.5])
     )
     settings.update(overrides)
     return IISTrainingArguments(**settings)

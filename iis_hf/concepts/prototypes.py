@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model_card import weights_fingerprint
 from ..version import __version__
 from .projection import FixedConcepts
 
@@ -89,6 +90,7 @@ def prototype_fields(
         "thumbnails": torch.stack([thumbnail(c) for c in crops]),
         "provenance": {
             "model": getattr(model, "name_or_path", None) or type(model).__name__,
+            "embedded_by": weights_fingerprint(model),  # which weights: a fine-tuned model's are others
             "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
             "parts": parts,
             "grid": grid if parts == "patches" else None,
@@ -112,7 +114,7 @@ def choose_prototypes(
         where = f" ({images} images x parts)" if images is not None else ""
         raise ValueError(
             f"asked for {num_concepts} concepts but the prototype library has only {library_size}{where}: "
-            "lower num_concepts or raise images_per_class"
+            "lower num_concepts= or raise images_per_class="
         )
     return np.sort(np.random.default_rng(seed).choice(library_size, size=num_concepts, replace=False))
 

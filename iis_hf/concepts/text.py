@@ -43,6 +43,7 @@ import torch
 from ..config import DEFAULT_CLIP_CUTOFF, DEFAULT_CLIP_MODEL, DEFAULT_INTERPRETABILITY_CUTOFF
 from ..devices import resolve_device
 from ..errors import first_line
+from ..model_card import weights_fingerprint
 from ..progress import progress_bar
 from ..version import __version__
 
@@ -454,6 +455,7 @@ def text_concept_fields(
 
     recipe = {
         "model": _name(backbone),
+        "embedded_by": weights_fingerprint(backbone),  # None for given features or a backbone's name
         "clip_model": str(clip_name) if clip_name is not None else "given similarities",
         "dataset_fingerprint": getattr(probe_dataset, "_fingerprint", None),
         "layer": layer,
@@ -538,8 +540,8 @@ def apply_clip_cutoff(
         best = int(clip_scores.argmax())
         raise ValueError(
             f"no concept passed the CLIP cutoff {clip_cutoff}: the best mean top-{k} CLIP similarity is "
-            f"{float(clip_scores[best]):.4f} ({words[best]!r}); lower clip_cutoff or use words CLIP sees "
-            "in these images"
+            f"{float(clip_scores[best]):.4f} ({words[best]!r}); lower clip_cutoff= or use words CLIP "
+            "sees in these images"
         )
     return passed, clip_scores
 
@@ -552,7 +554,7 @@ def apply_interpretability_cutoff(matches: torch.Tensor, words: list[str], cutof
         raise ValueError(
             f"no concept passed the interpretability cutoff {cutoff}: the best held-out "
             f"match is {float(matches[best]):.4f} ({words[best]!r}); lower "
-            "interpretability_cutoff, add probe images, or use other words"
+            "interpretability_cutoff=, add probe images, or use other words"
         )
     return keep
 

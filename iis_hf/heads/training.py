@@ -297,7 +297,7 @@ class _HeadTraining:
                 raise ValueError(
                     f"head training diverged: the {name}' weights became NaN or inf in epoch {epoch} "
                     f"(learning rate {self.config.learning_rate}, largest |feature| {magnitude:.3g}); "
-                    "lower the learning rate, or check the features (rescale them, or extract in fp32)"
+                    "lower the learning rate (learning_rate=), or check the features (rescale them, or extract in fp32)"
                 )
 
     def draw_order(self, shuffle: torch.Generator) -> torch.Tensor:

@@ -18,6 +18,7 @@ would hold out too.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -313,6 +314,49 @@ def setup_logging(training_args: IISTrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
+    warn_if_launched_alone(training_args)
+
+
+# What launchers set when they start several processes (`warn_if_launched_alone`).
+LAUNCH_SIZE_VARIABLES = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_NUM_PROCESSES")
+
+
+def warn_if_launched_alone(training_args, environ=None) -> str | None:
+    """Warn (one line, on each process) when the launch asked for several processes but this one
+    trains alone, and return the warning (None when there is nothing to say).
+
+    `accelerate launch --cpu --num_processes N` (or ``--num_processes N`` with no GPU) runs accelerate's
+    simple launcher: it starts one process, with ``ACCELERATE_USE_CPU`` and ``MASTER_ADDR`` but no
+    ``WORLD_SIZE``, so training runs in one process where N were asked for, and nothing else says so.
+    """
+    environ = os.environ if environ is None else environ
+    if training_args.world_size > 1:
+        return None
+    asked = [f"{k}={environ[k]}" for k in LAUNCH_SIZE_VARIABLES if _count(environ.get(k)) > 1]
+    if asked:
+        message = (
+            f"the environment says several processes were launched ({', '.join(asked)}), but this one "
+            "trains alone (world size 1): it did not see the distributed environment (RANK, MASTER_ADDR "
+            "and MASTER_PORT are needed too); launch with torchrun or accelerate launch --multi_gpu"
+        )
+    elif "ACCELERATE_USE_CPU" in environ and "MASTER_ADDR" in environ and "WORLD_SIZE" not in environ:
+        message = (
+            "accelerate launch started this process alone although several were asked for (with --cpu, "
+            "or without GPUs, its --num_processes starts one process): training runs in 1 process; for "
+            "several CPU processes use `accelerate launch --multi_gpu --num_processes N ... --use_cpu` "
+            "or `torchrun --nproc_per_node N ... --use_cpu`"
+        )
+    else:
+        return None
+    logger.warning(message)
+    return message
+
+
+def _count(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
@@ -538,6 +582,34 @@ def build_parser(prog: str | None = None):
     rest = [a for a in parser._actions if a not in iis and a not in help_actions]
     parser._actions[:] = [*help_actions, *iis, *rest]  # the usage line follows this order
     return parser
+
+
+# The settings messages name by a scoring keyword (`epochs=`, `iis_hf.cli.in_flags`) and the flag
+# that sets them here: `IISTrainingArguments.scoring_config` reads these `--iis_*` arguments.
+KEYWORD_FLAGS = {
+    "epochs": "--iis_eval_epochs",
+    "sparsity_ratios": "--iis_eval_sparsity_ratios",
+    "protocol": "--iis_eval_protocol",
+    "num_seeds": "--iis_eval_seeds",
+    "num_concepts": "--iis_num_concepts",
+    "images_per_class": "--iis_images_per_class",
+    "image_column": "--image_column_name",
+    "label_column": "--label_column_name",
+}
+
+
+def keyword_flag(name: str) -> str | None:
+    """How `iis-hf finetune` spells a keyword a message names: the `--iis_*` argument that sets that
+    scoring setting (`epochs=` is ``--iis_eval_epochs``), or an `iis_*` argument's own flag. Others
+    (`learning_rate=` of the eval-time heads is not the backbone's ``--learning_rate``) keep theirs."""
+    if name in KEYWORD_FLAGS:
+        return KEYWORD_FLAGS[name]
+    return f"--{name}" if name in iis_argument_names() else None
+
+
+@functools.lru_cache(maxsize=1)
+def iis_argument_names() -> frozenset[str]:
+    return frozenset(a.dest for a in build_parser()._actions if a.dest.startswith("iis_"))
 
 
 def parse_arguments(argv: list[str] | None = None, prog: str | None = None):

@@ -605,7 +605,7 @@ def representation_width(model, representation_module: str | None = None) -> int
     if width is None:
         raise ValueError(
             f"iis_concepts_per_feature needs the representation width, which iis-hf cannot read off "
-            f"{type(model).__name__}'s classifier: set iis_num_concepts instead"
+            f"{type(model).__name__}'s classifier: set iis_num_concepts= instead"
         )
     return int(width)
 
