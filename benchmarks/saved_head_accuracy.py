@@ -60,14 +60,15 @@ def prepare(folder: Path, seed: int, epochs: float) -> tuple[str, str]:
 def fine_tune(
     data: str, pretrained: str, output: Path, seed: int, epochs: float, head_lr: str | None
 ) -> dict:
-    """README's command (defaults for every IIS option), with the head's learning rate as given."""
+    """README's command (defaults for every IIS option but the loss ratio, RATIO), with the head's
+    learning rate as given."""
     from iis_hf.training.finetune import main as finetune
 
     head = [] if head_lr is None else ["--iis_head_learning_rate", head_lr]
     metrics = finetune([
         "--model_name_or_path", pretrained, "--dataset_name", data, "--output_dir", str(output),
         "--do_train", "--do_eval", "--eval_strategy", "epoch", "--save_strategy", "no",
-        "--num_train_epochs", str(epochs), "--seed", str(seed), *head, *COMMON,
+        "--num_train_epochs", str(epochs), "--seed", str(seed), "--iis_sparsity_ratios", RATIO, *head, *COMMON,
     ])  # fmt: skip
     return {
         "accuracy": metrics["eval_accuracy"],
