@@ -25,7 +25,8 @@ setup(
     install_requires=[
         # torch is not pinned here: install the build you need first (CPU or CUDA).
         "torch>=2.1",
-        "transformers>=4.46",
+        # The floor .ci/run installs and runs the Trainer tests against (it reads this line).
+        "transformers>=4.47",
         "datasets>=2.18",
         "accelerate>=0.30",
         "evaluate>=0.4.1",
@@ -46,6 +47,7 @@ setup(
             "hypothesis>=6",
             "ruff>=0.4",
             "import-linter>=2.17",
+            "mypy>=1.10",
             "selenium>=4.20",
             "peft>=0.13",
         ],

@@ -204,7 +204,7 @@ def anchor(args, ratios, concepts) -> dict:
     result = {
         "rows": args.rows,
         "dim": args.dim,
-        "concepts": args.concepts,
+        "concepts": args.num_concepts,
         "classes": args.classes,
         "ratios": len(ratios),
         "device": args.device,
@@ -249,7 +249,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--eval-rows", type=int, default=None, help="default: rows / 5")
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--concepts", type=int, default=200)
+    parser.add_argument("--num-concepts", type=int, default=200, help="C, the number of concept vectors")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -282,7 +282,7 @@ def main(argv=None) -> dict:
     )
     args = parser.parse_args(argv)
     ratios = list(DEFAULT_SPARSITY_RATIOS)
-    concepts = torch.randn(args.concepts, args.dim, generator=torch.Generator().manual_seed(7))
+    concepts = torch.randn(args.num_concepts, args.dim, generator=torch.Generator().manual_seed(7))
     eval_rows = args.eval_rows or max(args.rows // 5, 100)
     evaluation = planted_features(eval_rows, args.dim, args.classes, args.seed + 1, args.separation)
     common = dict(
@@ -320,7 +320,7 @@ def main(argv=None) -> dict:
             "linear_fit_r2": round(r2, 4),
             "epochs": args.epochs,
             "dim": args.dim,
-            "concepts": args.concepts,
+            "concepts": args.num_concepts,
             "classes": args.classes,
         }
         print(f"fitted exponent of time vs N: {exponent:.3f} (1.0 = linear)")
@@ -330,7 +330,7 @@ def main(argv=None) -> dict:
 
     train = planted_features(args.rows, args.dim, args.classes, args.seed, args.separation)
     print(
-        f"N={args.rows} train / {eval_rows} eval, D={args.dim}, C={args.concepts}, K={args.classes}, "
+        f"N={args.rows} train / {eval_rows} eval, D={args.dim}, C={args.num_concepts}, K={args.classes}, "
         f"{len(ratios)} ratios, {args.epochs} epochs, batch {args.batch_size}",
         flush=True,
     )
@@ -360,7 +360,7 @@ def main(argv=None) -> dict:
         "probe_accuracy_gap": round(abs(reference_standard - ours.standard_accuracy) * 100, 3),
         "rows": args.rows,
         "dim": args.dim,
-        "concepts": args.concepts,
+        "concepts": args.num_concepts,
         "classes": args.classes,
         "epochs": args.epochs,
         "device": args.device,

@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-rows", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--concepts", type=int, default=200)
+    parser.add_argument("--num-concepts", type=int, default=200, help="C, the number of concept vectors")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument(
         "--folder", default=None, help="where the stores are written (default: a temp folder)"
@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        score(*args.child, args.concepts, args.epochs)
+        score(*args.child, args.num_concepts, args.epochs)
         return {}
 
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
@@ -103,8 +103,8 @@ def main(argv=None) -> dict:
                 __file__,
                 "--child",
                 *paths,
-                "--concepts",
-                str(args.concepts),
+                "--num-concepts",
+                str(args.num_concepts),
                 "--epochs",
                 str(args.epochs),
             ],
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
         "rows": args.rows,
         "dim": args.dim,
         "classes": args.classes,
-        "concepts": args.concepts,
+        "concepts": args.num_concepts,
         "epochs": args.epochs,
         "store_gib": round(store_bytes / 2**30, 3),
         "peak_rss_gib": round(measured["peak_rss_bytes"] / 2**30, 3),

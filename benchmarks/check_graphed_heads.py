@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--concepts", type=int, default=200)
+    parser.add_argument("--num-concepts", type=int, default=200, help="C, the number of concept vectors")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     train = planted_features(args.rows, args.dim, args.classes, seed=0)
     evaluation = planted_features(max(args.rows // 5, 100), args.dim, args.classes, seed=1)
-    concepts = torch.randn(args.concepts, args.dim, generator=torch.Generator().manual_seed(7))
+    concepts = torch.randn(args.num_concepts, args.dim, generator=torch.Generator().manual_seed(7))
     train = tuple(t.to(device) for t in train)
     evaluation = tuple(t.to(device) for t in evaluation)
 

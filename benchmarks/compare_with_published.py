@@ -8,11 +8,11 @@
 This is a measurement, not a test: their code is not part of the project and runs for minutes per seed.
 
 1. Arrays (`--cases`): the representations and concept matrix each side is given, built once with
-   iis-hf and saved as compare_output/arrays/<case>.npz:
+   iis-hf (`iis_hf.experiments.comparison_arrays`) and saved as compare_output/arrays/<case>.npz:
    - digits_random: the demo ResNet at random init (`iis_hf.demo.demo_model(10, seed=0)`);
    - digits_trained: the demo ResNet trained 3 epochs (`iis_hf.demo.train_demo_model`);
    - animals_trained: the same ResNet trained 5 epochs on 2,000 animal silhouettes (animal-shape-mnist,
-     `examples/reproduce_findings.py`), evaluated on 1,000 others;
+     `iis_hf.experiments.data`), evaluated on 1,000 others;
    features from `extract_features` (train split -> train, test split -> eval), concepts the 200
    patch prototypes of `ConceptBank.from_prototypes(..., images_per_class=10, num_concepts=200, seed=0)`.
 2. Their code: a copy of the checkout with only the fixes it needs to run at all (`MINIMAL_FIXES`:
@@ -51,9 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RATIOS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98)
-CASES = ("digits_random", "digits_trained", "animals_trained")
+from iis_hf.config import DEFAULT_SPARSITY_RATIOS as RATIOS  # the published grid, which their script runs
+from iis_hf.experiments.comparison_arrays import CASES, make_arrays  # the arrays, built with iis-hf
+
 # (file, text in the published code, replacement): the fixes their code needs to run at all.
 MINIMAL_FIXES = (
     (
@@ -73,56 +73,6 @@ MINIMAL_FIXES = (
         "device = 'cuda' if torch.cuda.is_available() else 'cpu'  # fix: a machine without CUDA",
     ),
 )
-
-
-# --------------------------------------------------------------------------- arrays (iis-hf)
-def make_arrays(case: str, folder: Path) -> Path:
-    """Features, labels and concepts of one case, as <folder>/<case>.npz (built once)."""
-    path = folder / f"{case}.npz"
-    if path.exists():
-        return path
-    import iis_hf
-    from iis_hf.demo import demo_image_processor, demo_model, train_demo_model
-
-    if case.startswith("digits"):
-        data = iis_hf.load_digits_dataset()
-    else:
-        sys.path.insert(0, str(REPO / "examples"))
-        from reproduce_findings import load_named_dataset
-
-        data = load_named_dataset("animals", train_size=2000, test_size=1000, seed=0)
-    if case == "digits_random":
-        model = demo_model(10, seed=0)
-    else:
-        epochs = 3.0 if case == "digits_trained" else 5.0
-        model, _ = train_demo_model(data, folder / f"{case}_model", epochs=epochs, seed=0, progress=False)
-    model.eval()
-    processor = demo_image_processor()
-    train = iis_hf.extract_features(
-        model, data["train"], image_processor=processor, batch_size=128, progress=False
-    )
-    test = iis_hf.extract_features(
-        model, data["test"], image_processor=processor, batch_size=128, progress=False
-    )
-    bank = iis_hf.ConceptBank.from_prototypes(
-        model,
-        data["train"],
-        image_processor=processor,
-        images_per_class=10,
-        num_concepts=200,
-        seed=0,
-        progress=False,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        train_features=train.features.numpy(),
-        train_labels=train.labels.numpy(),
-        eval_features=test.features.numpy(),
-        eval_labels=test.labels.numpy(),
-        concepts=bank.vectors.numpy(),
-    )
-    return path
 
 
 # --------------------------------------------------------------------------- their code
@@ -201,6 +151,8 @@ def child(checkout: str, work: str, seed: int) -> None:
 
     training = os.path.join(checkout, "IP_training")
     os.chdir(training)
+    # Their scripts import their own modules (`model`, `utils`) as `python IP_training/...` would
+    # find them: the path of *their* checkout, in this child interpreter only; no iis-hf code.
     sys.path[:0] = [training, checkout]
     torch.manual_seed(seed)
     np.random.seed(seed)

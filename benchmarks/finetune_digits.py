@@ -18,22 +18,21 @@ import argparse
 import json
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 from transformers.utils import logging as hf_logging
 
 from iis_hf import load_digits_dataset
 
-# The pre-training, fine-tuning and scoring code is shared with examples/reproduce_findings.py
-# (finding 2 there is this comparison, with more seeds and a second data set).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from reproduce_findings import SCORE_RATIOS, finetune, pretrain, score_model
+# The pre-training, fine-tuning and scoring of examples/reproduce_findings.py (finding 2 there is
+# this comparison, with more seeds and a second data set).
+from iis_hf.experiments.runs import finetune_run, pretrain
+from iis_hf.experiments.scoring import SCORE_RATIOS, score_checkpoint
 
 
 def score(model, data, seed: int) -> dict:
     """Test accuracy of the model's own classifier; IIS with 200 prototype-patch concepts of the model."""
-    figures = score_model(model, data, seed=seed, kinds=("prototype",))
+    figures = score_checkpoint(model, data, seed=seed, kinds=("prototype",))
     prototype = figures["concepts"]["prototype"]
     return {
         "accuracy": figures["accuracy"],
@@ -81,8 +80,8 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         backbone = pretrain(data, seed, args.pretrain_epochs)
         for weight, ratios in settings:
-            tuned, seconds = finetune(backbone, data, seed, args.finetune_epochs, weight, ratios)
-            figures = score(tuned, data, seed)
+            tuned = finetune_run(backbone, data, seed, args.finetune_epochs, weight, ratios)
+            figures, seconds = score(tuned["model"], data, seed), tuned["seconds"]
             runs.append(
                 {
                     "seed": seed,

@@ -10,7 +10,7 @@ source "$(dirname "$0")/gpu_env.sh"
 quiet() { grep -vE "Warning|warn\(|torchvision|USDT"; }
 echo "== heads anchor"
 timeout 150 python3 benchmarks/bench_heads.py --anchor --no-in-turn --profile --rows 1281167 --dim 768 \
-  --concepts 200 --classes 1000 --device cuda 2>&1 | quiet | tee "$OUT/heads_anchor.txt" | tail -22
+  --num-concepts 200 --classes 1000 --device cuda 2>&1 | quiet | tee "$OUT/heads_anchor.txt" | tail -22
 echo "== CUDA heads vs the reference pipeline (CPU), small"
 timeout 120 python3 benchmarks/bench_heads.py --rows 20000 --classes 100 --epochs 5 --device cuda 2>&1 | quiet | tee "$OUT/heads_check.txt" | tail -13
 for dataset in digits animals; do

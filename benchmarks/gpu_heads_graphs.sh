@@ -4,7 +4,7 @@
 # time at ImageNet scale with graphs, without, and with again, then the check against the reference.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
-ANCHOR="--anchor --no-in-turn --rows 1281167 --dim 768 --concepts 200 --classes 1000 --device cuda"
+ANCHOR="--anchor --no-in-turn --rows 1281167 --dim 768 --num-concepts 200 --classes 1000 --device cuda"
 echo "== graphed vs eager, same fit"
 timeout 120 python3 benchmarks/check_graphed_heads.py --device cuda 2>&1 | tail -12
 for flags in "" "--no-cuda-graphs" ""; do

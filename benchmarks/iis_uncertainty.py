@@ -4,7 +4,7 @@
     python benchmarks/iis_uncertainty.py                      # the three cases below, 5 seeds
     python benchmarks/iis_uncertainty.py --cases digits_random --seeds 3 --eval-sizes 100 450
 
-For each case (the arrays of `benchmarks/compare_with_published.py`: the demo ResNet at random init
+For each case (the arrays of `benchmarks/compare_with_published.py`, `iis_hf.experiments.comparison_arrays`: the demo ResNet at random init
 and trained on scikit-learn's digits, 450 eval images; the same ResNet trained on animal silhouettes,
 1,000 eval images) and each eval-set size (a stratified subset of the eval images), it runs
 `iis_hf.compute_iis(..., num_seeds=N)` with the default settings and reports:
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_with_published import CASES, make_arrays  # the same arrays as the comparison
+from iis_hf.experiments.comparison_arrays import CASES, make_arrays  # the same arrays as the comparison
 
 
 def measure(arrays: dict, eval_size: int | None, seeds: int) -> dict:

@@ -14,7 +14,7 @@ loads it with no custom code) plus the interpretation head (`iis_head.safetensor
 `iis_curve.png` and a model card whose `model-index` carries accuracy and IIS.
 
 All arguments of `transformers.TrainingArguments` work, plus the `--iis_*` ones of
-`iis_hf.IISTrainingArguments` (`--iis_weight`, `--iis_sparsity_ratios`, `--iis_concepts`,
+`iis_hf.IISTrainingArguments` (`--iis_weight`, `--iis_sparsity_ratios`, `--iis_concept_bank`,
 `--iis_num_concepts`, `--iis_images_per_class`, `--iis_eval`, `--iis_eval_epochs`, ...); see `--help`.
 The dataset is `--dataset_name` (a Hub dataset id, a folder written by `save_to_disk`, or a folder
 of images with one sub-folder per class) or `--train_dir` / `--validation_dir` image folders.

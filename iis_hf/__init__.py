@@ -18,10 +18,13 @@ _EXPORTS = {
     "ExtractionConfig": "config",
     "ConceptsConfig": "config",
     "HeadsConfig": "config",
-    # the pipeline and its stages
-    "score_model": "pipeline",
-    "score_representations": "pipeline",
-    "score_models": "pipeline",
+    # the scoring API, named by what it takes (docs/METHOD.md, "Names: one per idea")
+    "score_model": "pipeline",  # a model and images: the whole pipeline
+    "score_models": "pipeline",  # several models, the same images
+    "compute_iis": "score",  # representations and concepts (a HeadsConfig, or its fields as keywords)
+    "iis_from_predictions": "score",  # the predictions of interpretation heads you trained
+    "inherent_interpretability_score": "score",  # accuracies: the integral alone
+    # the stages
     "compare_models": "compare",
     "Leaderboard": "compare",
     "extract_features": "features",
@@ -32,8 +35,6 @@ _EXPORTS = {
     "read_concept_words": "concepts",
     "InterpretationHead": "heads",
     "InterpretationHeads": "heads",
-    "compute_iis": "score",
-    "inherent_interpretability_score": "score",
     "IISResult": "score",
     "WeakProbeWarning": "score",
     # models, training, explanations
@@ -76,8 +77,14 @@ if TYPE_CHECKING:
     from .images import load_image
     from .metric_install import install_metric, load_metric, metric_path
     from .modeling import IISHeadConfig, IISModelForImageClassification
-    from .pipeline import score_model, score_models, score_representations
-    from .score import IISResult, WeakProbeWarning, compute_iis, inherent_interpretability_score
+    from .pipeline import score_model, score_models
+    from .score import (
+        IISResult,
+        WeakProbeWarning,
+        compute_iis,
+        iis_from_predictions,
+        inherent_interpretability_score,
+    )
     from .training import IISTrainer, IISTrainingArguments
 
 

@@ -70,6 +70,7 @@ IDS = {
     "top_k": "iis-top-k",
     "explain": "iis-explain",
     "prediction": "iis-prediction",
+    "backbone_prediction": "iis-backbone-prediction",
     "explanation": "iis-explanation",
     "curve": "iis-curve",
     "json": "iis-json",
@@ -103,6 +104,25 @@ class LoadedModel:
     @property
     def default_ratio(self) -> float:
         return self.sparsity_ratios[-1]
+
+    def ratio_choices(self) -> list[tuple[str, float]]:
+        """The ratio selector's choices: every sparsity ratio the model's heads were trained at."""
+        return [(f"{r:g}", r) for r in self.sparsity_ratios]
+
+    def ratio_note(self) -> str:
+        """What the ratio selector offers, for its caption: the heads' ratios, and when the IIS curve
+        has more ratios, why those have no head here."""
+        ratios = ", ".join(f"{r:g}" for r in self.sparsity_ratios)
+        note = f"the share of concepts a head drops; one head per ratio the model was trained at ({ratios})"
+        if self.iis_result is not None:
+            heads = {round(float(r), 9) for r in self.sparsity_ratios}
+            others = [r for r in self.iis_result.sparsity_ratios if round(float(r), 9) not in heads]
+            if others:
+                note += (
+                    f". The IIS curve's other ratios ({', '.join(f'{r:g}' for r in others)}) were scored with "
+                    "heads fitted afresh, which are not saved with the model"
+                )
+        return note
 
     def thumbnail_uri(self, index: int, thumbnail) -> str:
         """The concept's thumbnail as a PNG data URI (encoded once per model)."""
@@ -322,13 +342,14 @@ def explain_image(model: str, image, sparsity_ratio: float | None = None, top_k:
 
 
 def explain_callback(model: str | None, image, sparsity_ratio=None, top_k=DEFAULT_TOP_K):
-    """The page's explain event: (status markdown, {label: probability}, explanation HTML, JSON).
+    """The page's explain event: (status markdown, {label: probability} from concepts, the backbone's
+    own {label: probability} (None when it has no classifier), explanation HTML, JSON).
 
     `model` is the session's loaded model (set only by `load_callback`, after the policy allowed it) and
     `image` the session's decoded upload (set only by `upload_callback`). Never raises: a bad ratio or
     image gives an error message in the status and empty results.
     """
-    empty = (None, "", None)
+    empty = (None, None, "", None)
     if not model:
         return ("Load a model first.", *empty)
     if image is None:
@@ -338,11 +359,27 @@ def explain_callback(model: str | None, image, sparsity_ratio=None, top_k=DEFAUL
     except Exception as err:  # shown in the page; never a traceback
         return (error_message(err), *empty)
     labels = {p["label"]: p["score"] for p in explanation.top_predictions}
+    backbone = explanation.backbone_predictions
+    return (
+        explain_status(explanation),
+        labels,
+        {p["label"]: p["score"] for p in backbone} if backbone else None,
+        explanation_html(explanation, loaded),
+        explanation.to_dict(),
+    )
+
+
+def explain_status(explanation) -> str:
+    """One line: the prediction from concepts, and the backbone's own beside it."""
     status = (
         f"Predicted **{_md(explanation.label)}** (p = {explanation.probability:.3f}) from concepts "
-        f"at sparsity {explanation.sparsity_ratio:g}."
+        f"at sparsity {explanation.sparsity_ratio:g}"
     )
-    return status, labels, explanation_html(explanation, loaded), explanation.to_dict()
+    if explanation.backbone_predictions:
+        top = explanation.backbone_predictions[0]
+        agree = " (the same class)" if top["label"] == explanation.label else ""
+        status += f"; the backbone's own classifier predicts **{_md(top['label'])}** (p = {top['score']:.3f}){agree}"
+    return status + "."
 
 
 def upload_callback(model: str | None, payload, sparsity_ratio=None, top_k=DEFAULT_TOP_K):
@@ -354,7 +391,7 @@ def upload_callback(model: str | None, payload, sparsity_ratio=None, top_k=DEFAU
     try:
         image = read_upload(payload)
     except Exception as err:  # shown in the page; never a traceback
-        return None, error_message(err), None, "", None
+        return None, error_message(err), None, None, "", None
     return (image, *explain_callback(model, image, sparsity_ratio, top_k))
 
 
@@ -370,7 +407,7 @@ def load_callback(model: str | None, current: str | None = None, policy: ModelPo
     except Exception as err:
         return error_message(err), gr.skip(), gr.skip(), gr.skip(), current
     ratios = gr.Radio(
-        choices=[(f"{r:g}", r) for r in loaded.sparsity_ratios], value=loaded.default_ratio, interactive=True
+        choices=loaded.ratio_choices(), value=loaded.default_ratio, info=loaded.ratio_note(), interactive=True
     )
     shown = str(model).strip()  # as typed; the cache key is the resolved path
     return f"Loaded {_md(shown)}.", ratios, curve_html(loaded), loaded.summary(shown), loaded.name
@@ -429,6 +466,7 @@ def png_data_uri(thumbnail) -> str:
 CSS = """
 .iis-result { font-size: 0.95em; }
 .iis-headline { font-size: 1.15em; margin: 0 0 0.3em 0; }
+.iis-backbone { margin: 0 0 0.3em 0; }
 .iis-equation { opacity: 0.75; font-family: ui-monospace, monospace; font-size: 0.85em; margin: 0 0 0.8em 0; }
 .iis-result h4 { margin: 0.8em 0 0.3em 0; }
 .iis-concepts { border-collapse: collapse; width: 100%; }
@@ -486,6 +524,18 @@ def _concept_table(title: str, css_class: str, items, loaded, scale: float, empt
     )
 
 
+def _backbone_line(explanation) -> str:
+    """The backbone's own prediction, under the one from concepts (nothing without a classifier)."""
+    if not explanation.backbone_predictions:
+        return ""
+    top = explanation.backbone_predictions[0]
+    return (
+        '<p class="iis-backbone">The backbone&#39;s own classifier predicts '
+        f'<b class="iis-backbone-label">{_h(top["label"])}</b> with p = '
+        f'<span class="iis-backbone-probability">{top["score"]:.3f}</span></p>'
+    )
+
+
 def explanation_html(explanation, loaded: LoadedModel | None = None) -> str:
     """The explanation as HTML: the prediction, then the supporting and the opposing concepts."""
     e = explanation
@@ -500,7 +550,8 @@ def explanation_html(explanation, loaded: LoadedModel | None = None) -> str:
         f'with p = <span class="iis-probability">{e.probability:.3f}</span>, from {e.num_active} of '
         f"{e.num_concepts} {_h(e.concept_kind)} concepts at sparsity "
         f'<span class="iis-ratio-value">{e.sparsity_ratio:g}</span></p>'
-        f'<p class="iis-equation">logit {e.logit:+.4f} = bias {e.bias:+.4f} + top {len(e.concepts)} concepts '
+        + _backbone_line(e)
+        + f'<p class="iis-equation">logit {e.logit:+.4f} = bias {e.bias:+.4f} + top {len(e.concepts)} concepts '
         f"{listed:+.4f} + all other concepts {e.other_contribution:+.4f}</p>"
         + _concept_table(
             "Supporting concepts",
@@ -583,9 +634,17 @@ def _page(gr, policy: ModelPolicy) -> dict[str, Any]:
             c["explain"] = gr.Button("Explain", variant="primary", elem_id=IDS["explain"])
         with gr.Column(scale=3):
             c["explain_status"] = gr.Markdown("Upload an image to explain.", elem_id=IDS["explain_status"])
-            c["prediction"] = gr.Label(
-                label="Prediction from concepts (top classes)", num_top_classes=5, elem_id=IDS["prediction"]
-            )
+            with gr.Row():
+                c["prediction"] = gr.Label(
+                    label="Prediction from concepts (top classes)",
+                    num_top_classes=5,
+                    elem_id=IDS["prediction"],
+                )
+                c["backbone_prediction"] = gr.Label(
+                    label="The backbone's own prediction (its classifier)",
+                    num_top_classes=5,
+                    elem_id=IDS["backbone_prediction"],
+                )
             c["explanation"] = gr.HTML(
                 "", label="Explanation", css_template=CSS, elem_id=IDS["explanation"], padding=True
             )
@@ -604,7 +663,13 @@ PRIVATE = {"api_visibility": "private"}  # events a client has no reason to call
 
 def _wire(demo, c: dict[str, Any], policy: ModelPolicy) -> None:
     """The page's events. Each has an `api_name`: whatever a client posts there meets the same checks."""
-    explain_outputs = [c["explain_status"], c["prediction"], c["explanation"], c["json"]]
+    explain_outputs = [
+        c["explain_status"],
+        c["prediction"],
+        c["backbone_prediction"],
+        c["explanation"],
+        c["json"],
+    ]
     explain_event = {
         "fn": explain_callback,
         "inputs": [c["loaded_model"], c["image_state"], c["ratio"], c["top_k"]],
@@ -631,7 +696,7 @@ def _wire(demo, c: dict[str, Any], policy: ModelPolicy) -> None:
     c["ratio"].input(**explain_event, **PRIVATE)
     c["top_k"].release(**explain_event, **PRIVATE)
     c["image"].clear(
-        lambda: (None, "Upload an image to explain.", None, "", None),
+        lambda: (None, "Upload an image to explain.", None, None, "", None),
         None,
         [c["image_state"], *explain_outputs],
         **PRIVATE,

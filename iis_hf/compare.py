@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import CONCEPT_RECIPE_KEYS, ScoringConfig
+from .config import CONCEPT_RECIPE_KEYS, ExtractionConfig, HeadsConfig, ScoringConfig
 from .errors import first_line
 from .files import atomic_directory, write_json_atomic, write_text_atomic
-from .plotting import plot_iis_curves, plot_iis_vs_accuracy
+from .plotting import model_colors, plot_iis_curves, plot_iis_vs_accuracy
 from .score import IISResult
 from .version import __version__
 
@@ -43,16 +43,10 @@ IIS_METRIC_TYPE = "iis"  # the model-index metric type iis-hf's cards use (`iis_
 SCATTER_NAME = "iis_vs_accuracy.png"
 CURVES_NAME = "iis_curves.png"
 OUTPUT_NAMES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", SCATTER_NAME, CURVES_NAME)
-HEAD_RECIPE_KEYS = (
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lr_decay",
-    "model_selection",
-    "holdout_fraction",
-    "probe_min_steps",
-)
-EXTRACTION_KEYS = ("layer", "pooling", "precision", "preprocessing")
+# The head recipe and the extraction settings ranked scores must share: the fields the configs mark
+# `SAME` (the ratio grid and the protocol have a line of their own in `comparable_view`).
+HEAD_RECIPE_KEYS = tuple(k for k in HeadsConfig.shared_fields() if k not in ("sparsity_ratios", "protocol"))
+EXTRACTION_KEYS = ExtractionConfig.shared_fields()
 DATA_KEYS = (
     "dataset",
     "dataset_config",
@@ -178,7 +172,7 @@ def card_result(entry, location: str) -> IISResult:
             f"the IIS in the model card of {location} does not record its ratio grid and standard accuracy "
             "(metric_args sparsity_ratios, standard_accuracy): it cannot be compared with other scores"
         )
-    heads = {k: args[k] for k in (*HEAD_RECIPE_KEYS, "protocol", "num_seeds") if k in args}
+    heads = {k: args[k] for k in HeadsConfig().recorded() if k in args and k != "sparsity_ratios"}
     heads["sparsity_ratios"] = list(ratios)
     concepts = {"kind": args.get("concepts"), "num_concepts": args.get("num_concepts")}
     concepts.update(args.get("concepts_recipe") or {})
@@ -336,8 +330,8 @@ def expected_result(config: ScoringConfig, data: Mapping[str, Any] | None) -> II
         sparsity_ratios=list(config.heads.sparsity_ratios),
         protocol=config.heads.protocol,
         settings={
-            "heads": config.heads.comparable(),
-            "extraction": config.extraction.comparable(),
+            "heads": config.heads.recorded(),
+            "extraction": config.extraction.recorded(),
             "concepts": concepts,
             "data": dict(data or {}),
         },
@@ -502,7 +496,13 @@ class Leaderboard:
         ratios = self.sparsity_ratios
         heading = "IIS vs accuracy" + self.title[3:] if self.title.startswith("IIS on ") else self.title
         title = f"{heading}\n{self.settings_summary()}"
-        plot_iis_vs_accuracy(points, path, title=title, max_iis=max(ratios) - min(ratios))
+        plot_iis_vs_accuracy(
+            points, path, title=title, max_iis=max(ratios) - min(ratios), colors=self.colors()
+        )
+
+    def colors(self) -> dict[str, str]:
+        """Each model's colour, from its rank: the same in the scatter and in the curves."""
+        return model_colors([e.name for e in self.entries])
 
     def settings_summary(self) -> str:
         """One line: the concepts, the ratio grid, the protocol and the eval split the scores share."""
@@ -535,7 +535,11 @@ class Leaderboard:
             }
             if curves:
                 plot_iis_curves(
-                    curves, tmp / CURVES_NAME, title=f"{self.title}: the curves behind the scores"
+                    curves,
+                    tmp / CURVES_NAME,
+                    title=f"{self.title}: the curves behind the scores",
+                    colors=self.colors(),
+                    subtitle=self.settings_summary(),
                 )
         return Path(output_dir)
 

@@ -1,22 +1,27 @@
-"""Every setting of an IIS measurement, with its default written once.
+"""Every setting of an IIS measurement, declared once: the one source every entry point reads.
 
 An IIS is only comparable with another one measured with the same settings: the same ratio grid,
 the same kind and number of concepts, the same head-training recipe, the same representation
 (layer, pooling, precision) and the same data. The settings live in four small dataclasses,
 grouped as the data flows (`ExtractionConfig` -> `ConceptsConfig` -> `HeadsConfig`, all in a
-`ScoringConfig`), and every entry point maps onto them: the command line's flags, the Python API's
-keyword arguments, `IISTrainingArguments` and the evaluate metric. Each one checks its values when
-it is built, so a bad setting fails before any work starts, with a message that names it.
+`ScoringConfig`). Each field is declared with `setting(...)`, whose metadata (help, choices, the
+flag's spelling, and whether two results must share it) generates the command line's flags
+(`iis_hf.cli._arguments`), the Trainer's `iis_eval_*` / `iis_*` arguments
+(`iis_hf.training.arguments`) and the metric's keywords (metrics/iis), and decides what a result
+records and what `iis-hf compare` checks: a new setting is one field. Each config checks its values
+when it is built, so a bad setting fails before any work starts, with an `IISError` that carries the
+field, which every entry point names in its own spelling.
 
 This module is the bottom of the package: it imports nothing from iis_hf but its error type.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any, get_type_hints
 
 from .errors import IISError
 
@@ -129,6 +134,13 @@ def _check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> 
         )
 
 
+def _check_choices(config: Any) -> None:
+    """Each field declared with `choices` holds one of them."""
+    for f in fields(config):
+        if f.metadata.get("choices"):
+            _check_choice(type(config).__name__, f.name, getattr(config, f.name), f.metadata["choices"])
+
+
 def _check_finite(owner: str, name: str, value: Any, positive: bool = False) -> None:
     if (
         isinstance(value, bool)
@@ -140,48 +152,138 @@ def _check_finite(owner: str, name: str, value: Any, positive: bool = False) -> 
         raise IISError(f"{owner}.{name} must be {need}, got {value!r}", field=name, owner=owner)
 
 
+# ---------------------------------------------------------------------------- field metadata
+# What a field says about comparing two results (its metadata "compare"):
+SAME = "same"  # recorded with every result, and two results must share it to be ranked together
+RECORDED = "recorded"  # recorded with every result, but results may differ in it (more seeds: less noise)
+NOT_RECORDED = None  # where or how fast the work runs, not what it measures
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    compare: str | None = SAME,
+    recorded_if: Callable[[Any], bool] | None = None,
+    choices: Sequence[str] | None = None,
+    flag: str | None = None,
+    default_factory: Callable[[], Any] | Any = MISSING,
+) -> Any:
+    """A config field with the metadata every entry point is generated from.
+
+    `help` and `choices` become the command line's flag help (``--epochs``), the Trainer's
+    ``iis_eval_epochs`` help and the metric's keyword check; `flag` overrides the flag spelled from the
+    field's name where two configs share a name (``--head-batch-size``); `compare` says whether two
+    results must share the value (`SAME`), only record it (`RECORDED`) or neither (`NOT_RECORDED`);
+    `recorded_if(config)` drops a value that does not apply (the holdout fraction of a run without one).
+    """
+    metadata = {
+        "help": help,
+        "compare": compare,
+        "recorded_if": recorded_if,
+        "choices": tuple(choices) if choices is not None else None,
+        "flag": flag,
+    }
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 class _Config:
-    """JSON round trip shared by the config dataclasses (unknown keys are refused by name)."""
+    """JSON round trip and recorded settings shared by the config dataclasses (from field metadata)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
+    def from_dict(cls, data: dict[str, Any]) -> Any:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
             raise IISError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(known)}")
         return cls(**data)
 
+    def recorded(self) -> dict[str, Any]:
+        """The settings a result records (fields whose metadata says `SAME` or `RECORDED`)."""
+        settings = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            applies = f.metadata.get("recorded_if")
+            if f.metadata.get("compare") is not NOT_RECORDED and (applies is None or applies(self)):
+                settings[f.name] = getattr(self, f.name)
+        return settings
+
+    @classmethod
+    def shared_fields(cls) -> tuple[str, ...]:
+        """The fields two results must share to be ranked together (metadata "compare" is `SAME`)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("compare") == SAME)  # type: ignore[arg-type]
+
+
+def setting_flag(config: type, name: str) -> str:
+    """The command line's spelling of `config.name`: its `setting(flag=...)`, else ``--name-with-dashes``."""
+    f = config.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    return f.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def setting_name(config: type, name: str) -> str:
+    """The one name of `config.name` across entry points: its flag without dashes, in snake case
+    (``--head-batch-size`` -> ``head_batch_size``; the Trainer adds its ``iis_eval_`` prefix); a
+    ``--no-*`` switch is named by the field."""
+    flag = setting_flag(config, name)
+    return name if flag.startswith("--no-") else flag[2:].replace("-", "_")
+
+
+def with_keywords(function: Callable[..., Any], keywords: Iterable[str]) -> Callable[..., Any]:
+    """`function` (which takes ``**settings``) with a signature that names each of `keywords`
+    (keyword-only, default None): introspection shows the settings a generated entry point takes."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    added = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None) for k in keywords]
+    function.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    return function
+
+
+def config_fields(config: type) -> tuple[Field, ...]:
+    """The settings of a config class that an entry point exposes (those declared with `setting`)."""
+    return tuple(f for f in fields(config) if "help" in f.metadata)
+
+
+def field_type(config: type, name: str) -> Any:
+    """The resolved annotation of `config.name` (annotations are strings under postponed evaluation)."""
+    return get_type_hints(config)[name]
+
 
 # ---------------------------------------------------------------------------- the configs
 @dataclass
 class ExtractionConfig(_Config):
-    """Which vector is the representation, and how it is computed from the images.
+    """Which vector is the representation, and how it is computed from the images."""
 
-    Attributes:
-        layer: None for the model's final representation; an int picks ``hidden_states[layer]``.
-        pooling: "default" (the model's own pooled output), "cls" or "mean".
-        batch_size: images per forward pass.
-        precision: "fp32", "bf16" or "fp16" autocast (features are returned as float32).
-        num_workers: DataLoader workers that decode images while the model runs.
-        chunk_size: images per feature-cache file (the unit an interrupted run resumes from).
-        cache_dir: reuse extracted features across runs (None: no cache).
-        preprocessing: "processor" (the image processor prepares each image) or "tensor" (batched on
-            the model's device where covered; pixel values at most two uint8 levels apart).
-    """
+    layer: int | None = setting(
+        None, help="hidden_states index of the representation (default: the model's final representation)"
+    )
+    pooling: str = setting("default", choices=POOLINGS, help="how a hidden state becomes one vector")
+    batch_size: int = setting(64, compare=NOT_RECORDED, help="images per forward pass")
+    precision: str = setting("fp32", choices=EXTRACTION_PRECISIONS, help="autocast of the backbone")
+    num_workers: int | None = setting(
+        None,
+        compare=NOT_RECORDED,
+        help="DataLoader workers that decode and preprocess images while the model runs (default: chosen "
+        "from the number of images and the device, iis_hf.features.auto_num_workers)",
+    )
+    chunk_size: int = setting(
+        4096,
+        compare=NOT_RECORDED,
+        help="images per feature-cache file, the unit an interrupted run resumes from",
+    )
+    cache_dir: str | None = setting(
+        None, compare=NOT_RECORDED, help="reuse extracted features across runs (default: no cache)"
+    )
+    preprocessing: str = setting(
+        "processor",
+        choices=PREPROCESSINGS,
+        help="'tensor': resize/crop/normalise batches on the model's device (processors it covers)",
+    )
 
-    layer: int | None = None
-    pooling: str = "default"
-    batch_size: int = 64
-    precision: str = "fp32"
-    num_workers: int = 0
-    chunk_size: int = 4096
-    cache_dir: str | None = None
-    preprocessing: str = "processor"
-
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = "ExtractionConfig"
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise IISError(
@@ -189,52 +291,53 @@ class ExtractionConfig(_Config):
                 field="layer",
                 owner=owner,
             )
-        _check_choice(owner, "pooling", self.pooling, POOLINGS)
-        _check_choice(owner, "precision", self.precision, EXTRACTION_PRECISIONS)
-        _check_choice(owner, "preprocessing", self.preprocessing, PREPROCESSINGS)
+        _check_choices(self)
         _check_int(owner, "batch_size", self.batch_size, 1)
-        _check_int(owner, "num_workers", self.num_workers, 0)
+        if self.num_workers is not None:
+            _check_int(owner, "num_workers", self.num_workers, 0)
         _check_int(owner, "chunk_size", self.chunk_size, 1)
-
-    def comparable(self) -> dict[str, Any]:
-        """The settings that change the representation (not how fast it is computed)."""
-        return {
-            "layer": self.layer,
-            "pooling": self.pooling,
-            "precision": self.precision,
-            "preprocessing": self.preprocessing,
-        }
 
 
 @dataclass
 class ConceptsConfig(_Config):
-    """Which concepts interpret the representation.
+    """Which concepts interpret the representation (the concept kind, or a saved concept bank).
 
-    Attributes:
-        kind: "prototype-patches" (a 4 x 4 grid of image parts embedded by the model itself),
-            "prototype-segments" (SLIC superpixels), "cluster" (k-means centres of patch
-            prototypes), "text" (CLIP-scored words) or "learned" (a Gumbel selection from the patch
-            library, trained with the heads).
-        num_concepts: C.
-        images_per_class: images per class the prototypes come from.
-        bank: use this saved `ConceptBank` (folder or Hub id) instead of building one.
-        concept_file, clip_model, clip_cutoff, interpretability_cutoff, projection_epochs: text
-            concepts (None for `concept_file`: the starter vocabulary shipped with iis-hf).
+    A result records the concepts by the bank that was used (`iis_hf.pipeline.concepts_settings`),
+    which is what matters whether it was built from these settings or loaded.
     """
 
-    kind: str = "prototype-patches"
-    num_concepts: int = 200
-    images_per_class: int = 10
-    bank: str | None = None
-    concept_file: str | None = None
-    clip_model: str = DEFAULT_CLIP_MODEL
-    clip_cutoff: float = DEFAULT_CLIP_CUTOFF
-    interpretability_cutoff: float = DEFAULT_INTERPRETABILITY_CUTOFF
-    projection_epochs: int = 1000
+    kind: str = setting(
+        "prototype-patches",
+        choices=CONCEPT_KINDS,
+        flag="--concept-kind",
+        help="prototype-patches (4x4 grid), prototype-segments (SLIC), cluster (k-means of patches), text "
+        "(CLIP-scored words), learned (Gumbel selection from the patch library, trained with the heads)",
+    )
+    num_concepts: int = setting(200, help="C, the number of concepts")
+    images_per_class: int = setting(10, help="images per class the prototypes come from")
+    bank: str | None = setting(
+        None,
+        flag="--concept-bank",
+        help="use a saved ConceptBank (folder or Hub id) instead of building one (default: build one)",
+    )
+    concept_file: str | None = setting(
+        None, help="text concepts: one word per line (default: the starter vocabulary shipped with iis-hf)"
+    )
+    clip_model: str = setting(
+        DEFAULT_CLIP_MODEL, help="text concepts: CLIP Hub id or folder with its processor"
+    )
+    clip_cutoff: float = setting(DEFAULT_CLIP_CUTOFF, help="text concepts: drop words CLIP scores <= this")
+    interpretability_cutoff: float = setting(
+        DEFAULT_INTERPRETABILITY_CUTOFF,
+        help="text concepts: drop words the backbone matches <= this on held-out images",
+    )
+    projection_epochs: int = setting(
+        1000, help="text concepts: Adam epochs of the projection fit (early-stopped on held-out images)"
+    )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = "ConceptsConfig"
-        _check_choice(owner, "kind", self.kind, CONCEPT_KINDS)
+        _check_choices(self)
         # A head at ratio rho drops int(C * rho) + 1 concepts: with C = 1, all of them at every ratio.
         if type(self.num_concepts) is int and self.num_concepts == 1:
             raise IISError(
@@ -254,70 +357,86 @@ class ConceptsConfig(_Config):
         return self.kind == "text" and self.bank is None
 
 
+def _uses_holdout(heads: Any) -> bool:
+    return heads.model_selection == "holdout"
+
+
+def _probe_trains_to_steps(heads: Any) -> bool:
+    return heads.protocol != "paper"  # the published probe trains exactly `epochs`
+
+
 @dataclass
 class HeadsConfig(_Config):
     """How the standard probe (A0) and the interpretation heads A(rho) are trained.
 
     The defaults are the published recipe: Adam at lr 1e-2, exponential decay 0.99 per epoch,
-    30 epochs, batch 1024, the best eval top-1 over epochs, on the grid 0 ... 0.98.
-
-    Attributes:
-        sparsity_ratios: the grid rho (each in [0, 1); an IIS needs at least 2).
-        epochs, batch_size (rows per head step), learning_rate (one value, or a grid from which
-            each ratio keeps its best), lr_decay: the recipe.
-        model_selection: "eval" (best eval epoch, as published), "holdout" (chosen on
-            `holdout_fraction` of the training rows) or "last".
-        probe_min_steps: the standard probe trains at least this many Adam steps (it converges;
-            an unconverged probe inflates IIS).
-        precision: "auto" (bfloat16 matrix products where the hardware runs them natively),
-            "fp32" or "bf16".
-        protocol: "converged" (default: the probe reads standardised representations and trains
-            at least `probe_min_steps` steps; the heads hard-mask) or "paper" (the published code:
-            a probe on raw representations trained like the heads, trunc_normal(0.02) initial
-            weights, the half gradient at the threshold element); docs/METHOD.md compares them.
-        num_seeds: train probe and heads with seeds seed, seed+1, ...; IIS is their mean, reported
-            with its standard deviation and a bootstrap interval.
+    30 epochs, batch 1024, the best eval top-1 over epochs, on the grid 0 ... 0.98. Protocols:
+    "converged" (the probe reads standardised representations and trains at least `probe_min_steps`
+    steps; the heads hard-mask) or "paper" (the published code); docs/METHOD.md compares them.
     """
 
-    sparsity_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_SPARSITY_RATIOS))
-    epochs: int = 30
-    batch_size: int = 1024
-    learning_rate: float | list[float] = 1e-2
-    lr_decay: float = 0.99
-    model_selection: str = "eval"
-    holdout_fraction: float = 0.1
-    probe_min_steps: int = 1000
-    precision: str = "auto"
-    protocol: str = "converged"
-    num_seeds: int = 1
+    sparsity_ratios: list[float] = setting(
+        default_factory=lambda: list(DEFAULT_SPARSITY_RATIOS),
+        help="the ratio grid rho (fractions of concepts dropped; an IIS needs at least 2)",
+    )
+    epochs: int = setting(30, help="epochs of head and probe training")
+    batch_size: int = setting(1024, flag="--head-batch-size", help="rows per head-training step")
+    learning_rate: float | list[float] = setting(
+        1e-2, help="Adam learning rate of the heads: one value, or a grid (each ratio keeps its best)"
+    )
+    lr_decay: float = setting(0.99, help="exponential learning-rate decay per epoch of head training")
+    model_selection: str = setting(
+        "eval",
+        choices=MODEL_SELECTIONS,
+        help="'eval': best eval epoch (published); 'holdout': chosen on part of train; 'last': the last epoch",
+    )
+    holdout_fraction: float = setting(
+        0.1,
+        recorded_if=_uses_holdout,
+        help="model selection 'holdout': the fraction of the training rows it chooses the epoch on",
+    )
+    probe_min_steps: int = setting(
+        1000,
+        recorded_if=_probe_trains_to_steps,
+        help="protocol 'converged': the standard probe trains at least this many Adam steps "
+        "(an unconverged probe inflates IIS)",
+    )
+    precision: str = setting(
+        "auto",
+        choices=HEAD_PRECISIONS,
+        compare=NOT_RECORDED,  # float rounding, not the recipe
+        flag="--head-precision",
+        help="matrix products of head training: 'auto' (bfloat16 where the hardware runs it natively), "
+        "'fp32' or 'bf16'",
+    )
+    protocol: str = setting(
+        "converged",
+        choices=PROTOCOLS,
+        help="'converged': a standardised probe trained to convergence (iis-hf's default); 'paper': the "
+        "published code's probe, initialisation and threshold gradient (comparable with the paper's tables)",
+    )
+    num_seeds: int = setting(
+        1,
+        compare=RECORDED,
+        help="train probe and heads with seeds seed, seed+1, ...; IIS is their mean, reported with its sd",
+    )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = "HeadsConfig"
         self.sparsity_ratios = validate_sparsity_ratios(self.sparsity_ratios)
+        _check_choices(self)
         _check_int(owner, "epochs", self.epochs, 1)
         _check_int(owner, "batch_size", self.batch_size, 1)
         _check_int(owner, "probe_min_steps", self.probe_min_steps, 0)
         self.learning_rate = _learning_rates(self.learning_rate)
         _check_finite(owner, "lr_decay", self.lr_decay, positive=True)
-        _check_choice(owner, "model_selection", self.model_selection, MODEL_SELECTIONS)
         _check_fraction(owner, "holdout_fraction", self.holdout_fraction)
-        _check_choice(owner, "precision", self.precision, HEAD_PRECISIONS)
-        _check_choice(owner, "protocol", self.protocol, PROTOCOLS)
         _check_int(owner, "num_seeds", self.num_seeds, 1)
 
     @property
     def learning_rates(self) -> list[float]:
         """The learning rate(s) as a list (a grid of one when a single value was given)."""
         return list(self.learning_rate) if isinstance(self.learning_rate, list) else [self.learning_rate]
-
-    def comparable(self) -> dict[str, Any]:
-        settings = self.to_dict()
-        if self.model_selection != "holdout":
-            settings.pop("holdout_fraction")
-        settings.pop("precision")  # float rounding, not the recipe
-        if self.protocol == "paper":
-            settings.pop("probe_min_steps")  # the published probe trains exactly `epochs`
-        return settings
 
 
 def _learning_rates(value: Any) -> float | list[float]:
@@ -342,11 +461,16 @@ class ScoringConfig(_Config):
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
-    seed: int = 0
-    device: str | None = None
-    progress: bool = True
+    seed: int = setting(0, compare=RECORDED, help="seeds data subsets, prototypes and head training")
+    device: str | None = setting(None, compare=NOT_RECORDED, help="default: cuda if available, else cpu")
+    progress: bool = setting(
+        True,
+        compare=NOT_RECORDED,
+        flag="--no-progress",
+        help="hide iis-hf's progress bars (--quiet: all bars)",
+    )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, kind in (
             ("extraction", ExtractionConfig),
             ("concepts", ConceptsConfig),
@@ -364,14 +488,11 @@ class ScoringConfig(_Config):
         _check_int("ScoringConfig", "seed", self.seed, 0)
         validate_sparsity_ratios(self.heads.sparsity_ratios, minimum=2)  # an IIS integrates over the grid
 
-    def comparable(self) -> dict[str, Any]:
-        """The settings two IIS values must share to be compared (recorded in every output).
-
-        The concepts are described by the bank that was used (`iis_hf.pipeline.concepts_settings`),
-        which is what matters whether it was built from these settings or loaded.
-        """
+    def recorded(self) -> dict[str, Any]:
+        """The settings every output records (`setting` metadata). The concepts are described by the
+        bank that was used (`iis_hf.pipeline.concepts_settings`), built from these settings or loaded."""
         return {
-            "extraction": self.extraction.comparable(),
-            "heads": self.heads.comparable(),
+            "extraction": self.extraction.recorded(),
+            "heads": self.heads.recorded(),
             "seed": self.seed,
         }

@@ -22,8 +22,10 @@ def load_digits_dataset(image_size: int = 32, test_fraction: float = 0.25, seed:
 
     digits = load_digits()
     pixels = (digits.images / 16.0 * 255.0).round().astype(np.uint8)
+    # Pillow sets NEAREST as a module global at run time, unseen by its type hints (Resampling needs 9.1)
+    nearest = PILImage.NEAREST  # type: ignore[attr-defined]
     images = [
-        PILImage.fromarray(p, mode="L").resize((image_size, image_size), PILImage.NEAREST).convert("RGB")
+        PILImage.fromarray(p, mode="L").resize((image_size, image_size), nearest).convert("RGB")
         for p in pixels
     ]
     features = Features({"image": Image(), "label": ClassLabel(names=[str(d) for d in range(10)])})
@@ -222,8 +224,9 @@ def train_eval_splits(
     if eval_split is not None:
         if eval_split not in data:
             raise ValueError(f"no split {eval_split!r} in the dataset; splits are {sorted(data)}")
-        for name in dict.fromkeys((train_split, eval_split)) if label_column else ():
-            checked_labels(data[name], label_column, name)
+        if label_column:
+            for name in dict.fromkeys((train_split, eval_split)):
+                checked_labels(data[name], label_column, name)
         return data[train_split], data[eval_split], eval_split
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")

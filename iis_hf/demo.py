@@ -5,7 +5,9 @@ Everything is offline: the images ship with scikit-learn and the model starts fr
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,6 +15,27 @@ import torch
 from .score import IISResult
 
 DEMO_IMAGE_SIZE = 32
+# One intra-op thread: float sums then run in one order whatever the machine's core count, so on one
+# CPU kind `iis-hf demo` prints the same table on every run (README's, checked by
+# benchmarks/readme_demo.py). Two threads on a loaded 2-core machine also trained 2-3x slower.
+DEMO_THREADS = 1
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op CPU threads (None: leave torch's setting), then restore it.
+
+    Why: the demo's training (convolutions) and heads reduce float sums split across threads, so
+    another thread count gives other last digits; pinning it makes the printed table repeatable."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def demo_image_processor():
@@ -42,7 +65,8 @@ def demo_model(num_labels: int = 10, seed: int = 0, id2label: dict[int, str] | N
         depths=[1, 1, 1],
         layer_type="basic",
         downsample_in_first_stage=False,
-        num_labels=num_labels,
+        # num_labels is a documented PreTrainedConfig argument that transformers 5's typed signature omits
+        num_labels=num_labels,  # type: ignore[call-arg]
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()} if id2label else None,
     )
@@ -97,7 +121,7 @@ def train_demo_model(
         processing_class=processor,
     )
     trainer.train()
-    model = trainer.model.eval()
+    model.eval()  # trained in place: `trainer.model` is this model
     # save_pretrained rather than Trainer.save_model: the latter also pickles training_args.bin.
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
@@ -113,6 +137,8 @@ def run_demo(
     concept_bank/ and model/) and returns both results, trained first. Everything, the trained model
     included, is written into a temporary folder beside `output_dir` that replaces it at the end
     (an existing folder with content only when `overwrite`): a failed or killed run leaves no `model/`.
+    `iis-hf demo` runs it inside `pinned_threads(DEMO_THREADS)` (its `--threads`), which makes the
+    printed table the same on every run on one CPU kind.
     """
     from .data import load_digits_dataset
     from .files import atomic_directory

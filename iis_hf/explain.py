@@ -233,6 +233,37 @@ class ConceptClassifier:
         ]
         return results[0] if single else results
 
+    @torch.no_grad()
+    def backbone_predictions(self, images, *, top_k: int = 5):
+        """The backbone's own classifier's top-`top_k` labels with probabilities, per image, in the form
+        `__call__` gives the head's (a PIL image or path -> one list; a list of them -> one list per
+        image), with the backbone's class names; None when the backbone has no classifier (a bare
+        feature extractor given to `from_heads`). One more forward pass of the backbone."""
+        from .images import load_image
+
+        prepared, single = _prepare_images(images)
+        model = self.backbone
+        parameter = next(model.parameters(), None)
+        encoded = self.image_processor(images=[load_image(item) for item in prepared], return_tensors="pt")
+        pixel_values = torch.as_tensor(encoded["pixel_values"])
+        if parameter is not None:
+            pixel_values = pixel_values.to(parameter.device, parameter.dtype)
+        was_training = model.training
+        model.eval()
+        try:
+            logits = getattr(model(pixel_values=pixel_values, return_dict=True), "logits", None)
+        finally:
+            model.train(was_training)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            return None
+        names = label_names(getattr(getattr(model, "config", None), "id2label", None), int(logits.shape[-1]))
+        scores, indices = logits.float().softmax(-1).topk(min(top_k, int(logits.shape[-1])), dim=-1)
+        results = [
+            [{"label": names[int(i)], "score": float(s)} for s, i in zip(row_s.cpu(), row_i.cpu())]
+            for row_s, row_i in zip(scores, indices)
+        ]
+        return results[0] if single else results
+
 
 def label_names(id2label, num_classes: int) -> list[str]:
     """Class names by id: from a dict or list when it has exactly one name per class, else LABEL_i."""
@@ -258,9 +289,9 @@ def check_heads_match_bank(heads, bank: ConceptBank) -> None:
         )
     expected = bank.projection()
     same = type(projection) is type(expected)
-    if same and isinstance(projection, FixedConcepts):
+    if same and isinstance(projection, FixedConcepts) and isinstance(expected, FixedConcepts):
         same = torch.equal(projection.vectors.cpu(), expected.vectors)
-    elif same and isinstance(projection, LinearConcepts):
+    elif same and isinstance(projection, LinearConcepts) and isinstance(expected, LinearConcepts):
         same = all(
             torch.equal(getattr(projection, k).cpu(), getattr(expected, k)) for k in ("weight", "mean", "std")
         )
@@ -336,6 +367,8 @@ class Explanation:
         concept_kind: the bank's kind ("text", "prototype-patches", ...).
         num_active: concepts left after sparsification.
         top_predictions: the best few labels with their probabilities.
+        backbone_predictions: the backbone's own classifier's best few labels with their
+            probabilities (None when the backbone has no classifier), to set beside the head's.
         image: the input image (for `plot`; not serialised).
     """
 
@@ -352,6 +385,7 @@ class Explanation:
     num_active: int
     top_predictions: list[dict[str, Any]]
     image: Any = field(default=None, repr=False)
+    backbone_predictions: list[dict[str, Any]] | None = None
 
     @property
     def num_concepts(self) -> int:
@@ -373,6 +407,7 @@ class Explanation:
             "other_contribution": self.other_contribution,
             "contributions": self.contributions,
             "top_predictions": self.top_predictions,
+            "backbone_predictions": self.backbone_predictions,
         }
 
     def summary(self) -> str:
@@ -380,6 +415,11 @@ class Explanation:
         lines = [
             f"predicted {self.label!r} (p = {self.probability:.3f}) from {self.num_active} of {self.num_concepts} "
             f"{self.concept_kind} concepts at sparsity {self.sparsity_ratio:g}",
+        ]
+        if self.backbone_predictions:
+            top = self.backbone_predictions[0]
+            lines.append(f"the backbone's own classifier predicts {top['label']!r} (p = {top['score']:.3f})")
+        lines += [
             f"logit {self.logit:+.4f} = bias {self.bias:+.4f} + concepts {self.logit - self.bias:+.4f}",
             "top concepts (contribution = activation x class weight):",
         ]
@@ -477,6 +517,7 @@ def explain(
             {"label": classifier.id2label[int(i)], "score": float(probabilities[i])} for i in ranked
         ],
         image=prepared[0] if isinstance(prepared, list) else None,
+        backbone_predictions=classifier.backbone_predictions(prepared[0]),
     )
 
 

@@ -219,7 +219,7 @@ def remove_stale_folders(path: str | os.PathLike, older_than_s: float = STALE_OU
         r"(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.)?[a-z0-9_]{8}(?P<old>\.old)?\.tmp"
     )
     here = _host_tag().split("-")[0]
-    removed = []
+    removed: list[str] = []
     try:
         candidates = sorted(path.parent.iterdir())
     except OSError:
@@ -281,7 +281,7 @@ def describe_os_error(err: OSError, what: str | None = None) -> str:
         where += f" {os.fsdecode(err.filename)!r}"
     if getattr(err, "filename2", None) is not None:
         where += f" -> {os.fsdecode(err.filename2)!r}"
-    fix = _OS_ERROR_FIXES.get(err.errno)
+    fix = _OS_ERROR_FIXES.get(err.errno) if err.errno is not None else None
     return f"{where}: {reason[:1].lower()}{reason[1:]}" + (f"; {fix}" if fix else "")
 
 
@@ -419,6 +419,6 @@ def link_tree(source: str | os.PathLike, destination: str | os.PathLike) -> None
     if Path(source).is_dir() and not Path(source).is_symlink():
         shutil.copytree(source, destination, copy_function=link_or_copy, symlinks=True)
     elif Path(source).is_symlink():
-        os.symlink(os.readlink(source), destination)
+        os.symlink(os.readlink(Path(source)), destination)
     else:
         link_or_copy(os.fspath(source), os.fspath(destination))

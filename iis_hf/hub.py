@@ -8,7 +8,7 @@ this module is the one place that tells them apart and downloads the named files
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,9 @@ class ArtefactHubMixin(ModelHubMixin):
         save_directory = Path(save_directory)
         if state_dict is None:
             self._save_pretrained(save_directory)
-        else:
-            self._save_pretrained(save_directory, state_dict=state_dict)
+        else:  # only a module's _save_pretrained (IISModelForImageClassification's) takes a state
+            save_module: Callable[..., None] = self._save_pretrained
+            save_module(save_directory, state_dict=state_dict)
         self.write_model_card(save_directory, model_card, {"repo_id": repo_id, **(model_card_kwargs or {})})
         if push_to_hub:
             return self.push_to_hub(

@@ -287,12 +287,29 @@ def head_section(model, head_accuracy: dict[str, Any] | None) -> str:
         "`concept_bank.json`) sit beside it."
     )
     if head_accuracy:
-        parts = ", ".join(f"{float(k):g}: {v:.4f}" for k, v in head_accuracy.get("accuracies", {}).items())
+        parts = _per_ratio(head_accuracy.get("accuracies"))
         text += f" Accuracy of the saved head on the eval split, per ratio: {parts}"
         if head_accuracy.get("how"):
             text += f" ({head_accuracy['how']})"
         text += "."
+        if head_accuracy.get("trained_head_accuracies"):
+            text += (
+                " The head as trained along with the backbone, before that: "
+                f"{_per_ratio(head_accuracy['trained_head_accuracies'])}."
+            )
     return text
+
+
+# The two head accuracies a training log shows side by side (`iis_hf.training.trainer.MODEL_HEAD_METRIC`).
+HEAD_ACCURACIES_NOTE = (
+    "In the training logs, `eval_model_head_accuracy_<ρ>` is the accuracy of this model's own head (the one "
+    "the loss trains, at the loss ratios) and `eval_iis_accuracy_<ρ>` the IIS curve's A(ρ): heads fitted "
+    "afresh on the current features by the scoring recipe, at each ratio of the IIS grid."
+)
+
+
+def _per_ratio(accuracies: dict[str, Any] | None) -> str:
+    return ", ".join(f"{float(k):g}: {v:.4f}" for k, v in (accuracies or {}).items())
 
 
 def training_section(training: dict[str, Any] | None, history: Sequence[dict[str, Any]] | None) -> str:
@@ -304,7 +321,7 @@ def training_section(training: dict[str, Any] | None, history: Sequence[dict[str
             *(f"| {k} | {v} |" for k, v in training.items()),
             "",
         ]
-    rows = [h for h in (history or []) if "eval_loss" in h or "eval_accuracy" in h]
+    rows, reevaluated = evaluation_rows(history or [])
     if rows:
         columns = [
             ("epoch", "epoch"),
@@ -319,10 +336,47 @@ def training_section(training: dict[str, Any] | None, history: Sequence[dict[str
             "|---|" + "---|" * len(columns),
         ]
         for row in rows:
-            loss = train_losses.get(row.get("step"))
-            cells = [_cell(row.get(key)) for key, _ in columns]
+            step = row.get("step")
+            loss = train_losses.get(step) if step is not None else None
+            cells = [_epoch(row.get(key)) if key == "epoch" else _cell(row.get(key)) for key, _ in columns]
             lines.append(f"| {_cell(loss)} | " + " | ".join(cells) + " |")
+        if any(
+            key.startswith(("eval_model_head_accuracy_", "eval_iis_accuracy_")) for h in rows for key in h
+        ):
+            lines += ["", HEAD_ACCURACIES_NOTE]
+        if reevaluated:
+            lines += [
+                "",
+                "One row per evaluation during training. The model was evaluated again after training (the "
+                "saved model, whose head may have been refitted and whose weights may be the best "
+                "checkpoint's): those results are in the Evaluation table above.",
+            ]
     return "\n".join(lines).strip()
+
+
+def evaluation_rows(history: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The evaluations of `Trainer.state.log_history` for the training table, one per step, and
+    whether a later evaluation at an already listed step was left out.
+
+    `trainer.evaluate()` after `train()` logs one more evaluation at the last step (after the train
+    summary entry, ``train_runtime``): the saved model's, whose eval loss differs from the one logged
+    during training (the head was refitted, or the best checkpoint loaded). The table keeps the
+    evaluation logged first at each step, so each epoch appears once; an evaluation-only run (no
+    evaluation during training) keeps its rows.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: set = set()
+    reevaluated = False
+    for entry in history:
+        if "eval_loss" not in entry and "eval_accuracy" not in entry:
+            continue
+        key = entry.get("step", entry.get("epoch"))
+        if key is not None and key in seen:
+            reevaluated = True
+            continue
+        seen.add(key)
+        rows.append(entry)
+    return rows, reevaluated
 
 
 def _train_losses(history: Sequence[dict[str, Any]]) -> dict[int, float]:
@@ -334,6 +388,11 @@ def _train_losses(history: Sequence[dict[str, Any]]) -> dict[int, float]:
         if "step" in entry and last is not None:
             losses[entry["step"]] = last
     return losses
+
+
+def _epoch(value) -> str:
+    """An epoch as Trainer counts it (1.0, 1.5, 2.0) read as a person reads it: 1, 1.5, 2."""
+    return f"{round(value, 2):g}" if isinstance(value, (int, float)) else _cell(value)
 
 
 def _cell(value) -> str:

@@ -4,7 +4,7 @@ Every entry point that measures an IIS goes through here, with one `ScoringConfi
 and `iis-hf demo`, `IISTrainer`'s evaluation, the evaluate metric's "representations" config and
 the examples. So the same model, data, concepts and settings give the same number wherever it is
 asked for, and every result records the settings it was measured with
-(`IISResult.settings`, which is `ScoringConfig.comparable()` plus the data's sizes).
+(`IISResult.settings`, which is `ScoringConfig.recorded()` plus the data's sizes).
 
 - `score_model(model, train, eval, config)`: the whole chain from images.
 - `score_models(models, train, eval, config)`: the same for several models, each image decoded once.
@@ -16,7 +16,7 @@ asked for, and every result records the settings it was measured with
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,7 +30,11 @@ from .preflight import check_processor_size
 from .score import IISResult, compute_iis
 from .splits import stratified_split
 
-RECIPE_KEYS = CONCEPT_RECIPE_KEYS  # what a bank's provenance says about how it was built
+if TYPE_CHECKING:
+    from .concepts.bank import ConceptsLike
+    from .data_types import Features, FloatArray, ImageData, Labels
+    from .features.store import FeatureStore
+
 # Where a bank came from, recorded with every result (`iis_hf.compare` refuses to rank a score whose
 # bank other weights embedded against one whose bank the scored model embedded itself).
 PROVENANCE_KEYS = ("model", "embedded_by", "refreshed_at_step", "dataset_fingerprint", "seed")
@@ -39,8 +43,8 @@ MIN_CONCEPTS = 2  # a head at ratio rho drops int(C * rho) + 1 concepts: with on
 
 def score_model(
     model,
-    train_data,
-    eval_data,
+    train_data: ImageData,
+    eval_data: ImageData,
     config: ScoringConfig | None = None,
     *,
     image_processor=None,
@@ -207,22 +211,21 @@ def build_concepts(
         progress=config.progress,
     )
     if concepts.kind == "text":
-        from .concepts.text import DEFAULT_CONCEPT_FILE
-
         return ConceptBank.from_text(
-            concepts.concept_file or DEFAULT_CONCEPT_FILE,
-            concepts.clip_model,
+            config=concepts,
             backbone=model,
             probe_dataset=train_data,
             features=features,
             layer=config.extraction.layer,
             pooling=config.extraction.pooling,
-            clip_cutoff=concepts.clip_cutoff,
-            interpretability_cutoff=concepts.interpretability_cutoff,
-            epochs=concepts.projection_epochs,
             **common,
         )
-    prototypes = dict(label_column=label_column, images_per_class=concepts.images_per_class, **common)
+    prototypes = dict(
+        label_column=label_column,
+        images_per_class=concepts.images_per_class,
+        preprocessing=config.extraction.preprocessing,  # parts are resized as the images are
+        **common,
+    )
     if concepts.kind == "cluster":
         library = ConceptBank.from_prototypes(model, train_data, parts="patches", **prototypes)
         return ConceptBank.from_clusters(library, concepts.num_concepts, seed=config.seed)
@@ -235,11 +238,11 @@ def build_concepts(
 
 
 def score_representations(
-    train_features,
-    train_labels,
-    eval_features,
-    eval_labels,
-    concepts,
+    train_features: FloatArray | torch.Tensor | FeatureStore,
+    train_labels: Labels | None,
+    eval_features: FloatArray | torch.Tensor | FeatureStore,
+    eval_labels: Labels | None,
+    concepts: ConceptsLike,
     config: ScoringConfig | None = None,
     *,
     num_classes: int | None = None,
@@ -281,11 +284,12 @@ def score_representations(
         return_heads=return_heads or learned is not None,
     )
     result.settings = {
-        **config.comparable(),
+        **config.recorded(),
         "concepts": concepts_settings(concepts, learned, scored_weights),
         "data": result.settings["data"],
     }
     if learned is not None:  # what each ratio's head chose from the library
+        assert isinstance(concepts, ConceptBank)  # a learned selection is built from a bank only
         chosen = result.heads.concepts.selected_indices().tolist()
         result.metadata["learned_concepts"] = {
             f"{ratio:g}": {"library_rows": rows, "names": [concepts.names[r] for r in rows]}
@@ -298,9 +302,9 @@ def score_representations(
 
 
 def score_labelled_representations(
-    features,
-    labels,
-    concepts,
+    features: Features,
+    labels: Labels,
+    concepts: ConceptsLike,
     config: ScoringConfig | None = None,
     *,
     eval_fraction: float = 0.2,
@@ -382,7 +386,7 @@ def concepts_settings(
         "num_concepts": concepts.num_concepts,
         "fingerprint": concepts.fingerprint(),
     }
-    settings.update({k: concepts.provenance[k] for k in RECIPE_KEYS if k in concepts.provenance})
+    settings.update({k: concepts.provenance[k] for k in CONCEPT_RECIPE_KEYS if k in concepts.provenance})
     recorded = {k: concepts.provenance[k] for k in PROVENANCE_KEYS if concepts.provenance.get(k) is not None}
     provenance = bank_provenance({"provenance": recorded}, scored_weights)
     if provenance:

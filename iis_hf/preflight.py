@@ -349,29 +349,46 @@ def _check_safetensors_header(path: Path, flag: str) -> None:
 def model_loading(name: Any, flag: str = "--model") -> Iterator[None]:
     """Load a model inside this block: a failure becomes one PreflightError naming it, and transformers'
     log lines are held back (shown after a success; summarised in the error after a failure)."""
+    with held_transformers_logs() as held:
+        try:
+            yield
+        except ValueError:
+            raise  # iis-hf's and transformers' own messages name the model already
+        except Exception as err:  # transformers, torch and safetensors raise many types for a bad folder
+            if not _expected_load_error(err):
+                raise
+            raise PreflightError(
+                f"cannot load the model {str(name)!r} ({flag}): {_load_reason(err, held, name)}"
+            ) from err
+
+
+class _Hold(logging.Handler):
+    """On transformers' handlers, as their filter (anything with a `filter` method is one): keep each
+    record instead of printing it; as a handler of its own: keep it."""
+
+    def __init__(self, held: list[logging.LogRecord]) -> None:
+        logging.Handler.__init__(self)
+        self.held = held
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not any(record is r for r in self.held):
+            self.held.append(record)
+        return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.filter(record)
+
+
+@contextlib.contextmanager
+def held_transformers_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold transformers' log records while the block runs; pass on, after a success, those the
+    verbosity would have shown. The load report (e.g. which weights do not fit the config) is logged at
+    warning level: it is heard even under a quieter verbosity, so a failure can be explained."""
     from transformers.utils import logging as transformers_logging
 
     logger = transformers_logging.get_logger("transformers")  # configures its default handler first
     held: list[logging.LogRecord] = []
-
-    class Hold(logging.Filter, logging.Handler):
-        """On transformers' handlers: keep each record instead of printing it; as a handler: keep it."""
-
-        def __init__(self) -> None:
-            logging.Handler.__init__(self)
-
-        def filter(self, record: logging.LogRecord) -> bool:
-            if not any(record is r for r in held):
-                held.append(record)
-            return False
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.filter(record)
-
-    hold = Hold()
-    # the load report (e.g. which weights do not fit the config) is logged at warning level: hear it
-    # even under a quieter verbosity, so a failure can be explained; after a success, only what the
-    # verbosity would have shown is passed on
+    hold = _Hold(held)
     own_level, level = logger.level, logger.getEffectiveLevel()
     logger.setLevel(min(level, logging.WARNING))
     handlers = logger.handlers[:]
@@ -380,16 +397,8 @@ def model_loading(name: Any, flag: str = "--model") -> Iterator[None]:
     logger.addHandler(hold)
     failed = True
     try:
-        yield
+        yield held
         failed = False
-    except ValueError:
-        raise  # iis-hf's and transformers' own messages name the model already
-    except Exception as err:  # transformers, torch and safetensors raise many types for a bad folder
-        if not _expected_load_error(err):
-            raise
-        raise PreflightError(
-            f"cannot load the model {str(name)!r} ({flag}): {_load_reason(err, held, name)}"
-        ) from err
     finally:
         logger.removeHandler(hold)
         logger.setLevel(own_level)

@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,13 @@ from .config import CHANCE_ALPHA, DEFAULT_SPARSITY_RATIOS, HeadsConfig, validate
 from .files import write_json_atomic
 from .splits import check_labels
 from .stats import above_chance, bootstrap_iis
+
+if TYPE_CHECKING:
+    import torch
+
+    from .concepts.bank import ConceptsLike
+    from .data_types import Features, IntArray, Labels, Numbers
+    from .features.store import FeatureStore
 
 BOOTSTRAP_RESAMPLES = 1000  # resamples of the eval rows behind a result's confidence interval
 CONFIDENCE = 0.95
@@ -37,7 +44,7 @@ __all__ = [
 
 def inherent_interpretability_score(
     sparsity_ratios: Sequence[float],
-    accuracies: Sequence[float],
+    accuracies: Numbers,
     standard_accuracy: float,
 ) -> float:
     """Trapezoid integral of ``accuracy(rho) / standard_accuracy`` over the ratios sorted ascending.
@@ -138,11 +145,14 @@ class IISResult:
             raise ValueError(f"not an IIS result: missing keys {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def to_metrics(self, prefix: str = "") -> dict[str, float]:
+    def to_metrics(self, prefix: str = "") -> dict[str, float | None]:
         """Scalars named as every entry point logs them: ``iis``, ``iis_standard_accuracy``,
         ``iis_accuracy_<rho>``, the interval when known, and ``iis_valid`` (1.0, or 0.0 when the score is
         undefined or a head beat the probe: `invalid_reason`), prefixed (``eval_`` in a Trainer's metrics)."""
-        metrics = {f"{prefix}iis": self.iis, f"{prefix}iis_standard_accuracy": self.standard_accuracy}
+        metrics: dict[str, float | None] = {
+            f"{prefix}iis": self.iis,
+            f"{prefix}iis_standard_accuracy": self.standard_accuracy,
+        }
         for ratio, accuracy in zip(self.sparsity_ratios, self.accuracies):
             metrics[f"{prefix}iis_accuracy_{ratio:g}"] = accuracy
         if self.uncertainty is not None:
@@ -289,11 +299,11 @@ def warn_if_probe_is_weak(result: IISResult, advice: str = OWN_PROBE_ADVICE) -> 
 
 
 def compute_iis(
-    train_features,
-    train_labels,
-    eval_features,
-    eval_labels,
-    concepts,
+    train_features: Features | FeatureStore,
+    train_labels: Labels | None,
+    eval_features: Features | FeatureStore,
+    eval_labels: Labels | None,
+    concepts: ConceptsLike,
     *,
     config: HeadsConfig | None = None,
     num_classes: int | None = None,
@@ -405,7 +415,7 @@ def result_of_fits(fits, config: HeadsConfig, seed: int, eval_labels: np.ndarray
             "confidence": CONFIDENCE,
             "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
         },
-        settings={"heads": config.comparable(), "seed": seed},
+        settings={"heads": config.recorded(), "seed": seed},
         metadata={
             "selected_learning_rates": first.learning_rates,
             "standard_learning_rate": first.standard_learning_rate,
@@ -441,10 +451,10 @@ def refuse_chance_level(result: IISResult, eval_labels: np.ndarray) -> None:
 
 
 def iis_from_predictions(
-    predictions,
-    references,
+    predictions: IntArray | torch.Tensor | Sequence[Sequence[int]],
+    references: Labels,
     *,
-    standard_predictions=None,
+    standard_predictions: Labels | None = None,
     standard_accuracy: float | None = None,
     sparsity_ratios: Sequence[float] | None = None,
 ) -> IISResult:
@@ -500,6 +510,18 @@ def iis_from_predictions(
 def class_ids(values, name: str, ndim: int) -> np.ndarray:
     """`values` as an int64 array of `ndim` dimensions, refusing what is not a class id (floats with
     a fraction, non-finite numbers, strings, an empty input) with a ValueError naming `name`."""
+    array = _label_array(values, name, ndim)
+    _check_label_dtype(array, name)
+    if array.ndim == 1 and ndim == 2:
+        raise ValueError(f"{name} must be one row of labels per sample (N x number of ratios)")
+    array = array.reshape(array.shape[0], -1) if ndim == 2 else array.reshape(-1)
+    if np.abs(array).max() > np.iinfo(np.int64).max // 2:
+        raise ValueError(f"{name} hold values too large to be class ids")
+    return array.astype(np.int64)
+
+
+def _label_array(values, name: str, ndim: int) -> np.ndarray:
+    """`values` as a non-empty numpy array of numbers (ragged rows, strings and objects refused)."""
     if isinstance(values, (str, bytes)):
         raise ValueError(f"{name} must be integer class ids, got a string")
     if ndim == 2 and isinstance(values, (list, tuple)):
@@ -516,6 +538,11 @@ def class_ids(values, name: str, ndim: int) -> np.ndarray:
         raise ValueError(f"{name} must be integer class ids, found values like {list(values)[:3]}")
     if array.size == 0:
         raise ValueError(f"{name} is empty: give at least one sample")
+    return array
+
+
+def _check_label_dtype(array: np.ndarray, name: str) -> None:
+    """Integers, booleans, or floats that are whole and finite: anything else is not a class id."""
     if array.dtype.kind in "USO":
         raise ValueError(f"{name} must be integer class ids, found strings like {array.ravel()[:3].tolist()}")
     if array.dtype.kind == "f":
@@ -529,12 +556,6 @@ def class_ids(values, name: str, ndim: int) -> np.ndarray:
             )
     elif array.dtype.kind not in "iub":
         raise ValueError(f"{name} must be integer class ids, got dtype {array.dtype}")
-    if array.ndim == 1 and ndim == 2:
-        raise ValueError(f"{name} must be one row of labels per sample (N x number of ratios)")
-    array = array.reshape(array.shape[0], -1) if ndim == 2 else array.reshape(-1)
-    if np.abs(array).max() > np.iinfo(np.int64).max // 2:
-        raise ValueError(f"{name} hold values too large to be class ids")
-    return array.astype(np.int64)
 
 
 def check_nesting(values, name: str, ndim: int, expected: str) -> None:

@@ -1,7 +1,7 @@
 """Small statistics for IIS: uncertainty of a score, a chance test, and experiment reports.
 
 These are thin, documented wrappers over `scipy.stats` (scipy is installed with scikit-learn, a
-dependency of iis-hf) that fix the conventions used in `examples/reproduce_findings.py` and
+dependency of iis-hf) that fix the conventions used in the experiments (`iis_hf.experiments`) and
 `docs/RESULTS.md`:
 
 - a correlation of fewer than 3 points, or of a constant sequence, is undefined: NaN, never an
@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
+
+from iis_hf.data_types import FloatArray, Labels, Numbers
 
 __all__ = [
     "ChanceTest",
@@ -31,6 +34,8 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_iis",
     "correlation_summary",
+    "detectable_effect",
+    "holm",
     "paired_tests",
     "pearson",
     "permutation_pvalue",
@@ -39,39 +44,39 @@ __all__ = [
 ]
 
 
-def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+def _pair(x: Numbers, y: Numbers) -> tuple[FloatArray, FloatArray]:
+    xs = np.asarray(x, dtype=np.float64).ravel()
+    ys = np.asarray(y, dtype=np.float64).ravel()
+    if xs.shape != ys.shape:
+        raise ValueError(f"x and y must have the same length, got {xs.size} and {ys.size}")
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         raise ValueError("x and y must be finite numbers")
-    return x, y
+    return xs, ys
 
 
-def _defined(x: np.ndarray, y: np.ndarray) -> bool:
+def _defined(x: FloatArray, y: FloatArray) -> bool:
     """A correlation needs 3 points and variation in both variables."""
-    return x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+    return bool(x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0)
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: Numbers, y: Numbers) -> float:
     """Pearson's linear correlation r of x and y (`scipy.stats.pearsonr`); NaN when undefined."""
     from scipy.stats import pearsonr
 
-    x, y = _pair(x, y)
-    if not _defined(x, y):
+    xs, ys = _pair(x, y)
+    if not _defined(xs, ys):
         return math.nan
-    return float(pearsonr(x, y).statistic)
+    return float(pearsonr(xs, ys).statistic)
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Numbers, y: Numbers) -> float:
     """Spearman's rank correlation rho (`scipy.stats.spearmanr`, ties get average ranks); NaN when undefined."""
     from scipy.stats import spearmanr
 
-    x, y = _pair(x, y)
-    if not _defined(x, y):
+    xs, ys = _pair(x, y)
+    if not _defined(xs, ys):
         return math.nan
-    return float(spearmanr(x, y).statistic)
+    return float(spearmanr(xs, ys).statistic)
 
 
 class ConfidenceInterval(NamedTuple):
@@ -83,8 +88,8 @@ class ConfidenceInterval(NamedTuple):
 
 
 def bootstrap_ci(
-    x: Sequence[float],
-    y: Sequence[float] | None,
+    x: Numbers,
+    y: Numbers | None,
     statistic: Callable[..., float],
     n_resamples: int = 2000,
     seed: int = 0,
@@ -105,9 +110,10 @@ def bootstrap_ci(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    xs: FloatArray
+    ys: FloatArray | None
     if y is None:
-        xs = np.asarray(x, dtype=np.float64).ravel()
-        ys = None
+        xs, ys = np.asarray(x, dtype=np.float64).ravel(), None
     else:
         xs, ys = _pair(x, y)
     if xs.size == 0:
@@ -125,18 +131,18 @@ def bootstrap_ci(
     return ConfidenceInterval(float(low), float(high), int(values.size))
 
 
-def _centred_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _centred_correlation(a: FloatArray, b: FloatArray) -> FloatArray:
     a = a - a.mean(axis=-1, keepdims=True)
     b = b - b.mean(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
 
 
-def _pearson_along(x, y, axis=-1):
+def _pearson_along(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
     return _centred_correlation(np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1))
 
 
-def _spearman_along(x, y, axis=-1):
+def _spearman_along(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
     from scipy.stats import rankdata
 
     return _centred_correlation(
@@ -145,8 +151,8 @@ def _spearman_along(x, y, axis=-1):
 
 
 def permutation_pvalue(
-    x: Sequence[float],
-    y: Sequence[float],
+    x: Numbers,
+    y: Numbers,
     method: str = "spearman",
     n_permutations: int = 9999,
     seed: int = 0,
@@ -160,17 +166,18 @@ def permutation_pvalue(
     """
     from scipy.stats import permutation_test
 
-    x, y = _pair(x, y)
-    if not _defined(x, y):
+    xs, ys = _pair(x, y)
+    if not _defined(xs, ys):
         return math.nan
     along = {"spearman": _spearman_along, "pearson": _pearson_along}[method]
 
-    def statistic(permuted_y, axis=-1):  # x stays fixed: n! distinct pairings, not (n!)^2
+    # x stays fixed: n! distinct pairings, not (n!)^2
+    def statistic(permuted_y: FloatArray, axis: int = -1) -> FloatArray:
         permuted_y = np.moveaxis(permuted_y, axis, -1)
-        return along(np.broadcast_to(x, permuted_y.shape), permuted_y)
+        return along(np.broadcast_to(xs, permuted_y.shape), permuted_y)
 
     result = permutation_test(
-        (y,),
+        (ys,),
         statistic,
         permutation_type="pairings",
         vectorized=True,
@@ -182,8 +189,8 @@ def permutation_pvalue(
 
 
 def correlation_summary(
-    x: Sequence[float],
-    y: Sequence[float],
+    x: Numbers,
+    y: Numbers,
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -193,17 +200,17 @@ def correlation_summary(
 
     Keys: n, pearson, pearson_p, pearson_ci ([low, high]), spearman, spearman_p, spearman_ci.
     """
-    x, y = _pair(x, y)
-    out: dict = {"n": int(x.size)}
+    xs, ys = _pair(x, y)
+    out: dict = {"n": int(xs.size)}
     for name, function in (("pearson", pearson), ("spearman", spearman)):
-        ci = bootstrap_ci(x, y, function, n_resamples=n_resamples, seed=seed, confidence=confidence)
-        out[name] = function(x, y)
-        out[f"{name}_p"] = permutation_pvalue(x, y, name, n_permutations=n_permutations, seed=seed)
+        ci = bootstrap_ci(xs, ys, function, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        out[name] = function(xs, ys)
+        out[f"{name}_p"] = permutation_pvalue(xs, ys, name, n_permutations=n_permutations, seed=seed)
         out[f"{name}_ci"] = [ci.low, ci.high]
     return out
 
 
-def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict:
+def paired_tests(a: Numbers, b: Numbers) -> dict:
     """Paired t-test and Wilcoxon signed-rank test of ``a - b`` (two-sided), as a JSON-ready dict.
 
     Keys: n, mean_a, mean_b, sd_a, sd_b (sample sd), mean_difference, sd_difference,
@@ -214,16 +221,16 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict:
     """
     from scipy.stats import ttest_rel, wilcoxon
 
-    a, b = _pair(a, b)
-    if a.size < 2:
-        raise ValueError(f"paired tests need at least 2 pairs, got {a.size}")
-    d = a - b
+    xa, xb = _pair(a, b)
+    if xa.size < 2:
+        raise ValueError(f"paired tests need at least 2 pairs, got {xa.size}")
+    d = xa - xb
     out = {
-        "n": int(a.size),
-        "mean_a": float(a.mean()),
-        "mean_b": float(b.mean()),
-        "sd_a": float(a.std(ddof=1)),
-        "sd_b": float(b.std(ddof=1)),
+        "n": int(xa.size),
+        "mean_a": float(xa.mean()),
+        "mean_b": float(xb.mean()),
+        "sd_a": float(xa.std(ddof=1)),
+        "sd_b": float(xb.std(ddof=1)),
         "mean_difference": float(d.mean()),
         "sd_difference": float(d.std(ddof=1)),
         "n_nonzero": int(np.count_nonzero(d)),
@@ -234,15 +241,52 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict:
     if np.ptp(d) == 0:
         out.update(t_statistic=math.nan, t_p=math.nan)
     else:
-        t = ttest_rel(a, b)
+        t = ttest_rel(xa, xb)
         out.update(t_statistic=float(t.statistic), t_p=float(t.pvalue))
-    w = wilcoxon(a, b)
+    w = wilcoxon(xa, xb)
     out.update(wilcoxon_statistic=float(w.statistic), wilcoxon_p=float(w.pvalue))
     return out
 
 
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the order given (scipy has none).
+
+    The k-th smallest of m p-values is multiplied by (m - k + 1), then made non-decreasing and capped
+    at 1. A missing or NaN p-value (an undefined test) counts as 1 in the family and stays None.
+    """
+    raw = [p if p is not None and math.isfinite(p) else None for p in pvalues]
+    filled = [1.0 if p is None else float(p) for p in raw]
+    adjusted, running = [1.0] * len(filled), 0.0
+    for rank, i in enumerate(sorted(range(len(filled)), key=filled.__getitem__)):
+        running = max(running, min(1.0, (len(filled) - rank) * filled[i]))
+        adjusted[i] = running
+    return [None if p is None else a for p, a in zip(raw, adjusted)]
+
+
+def detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true mean difference a two-sided paired t-test of `n` pairs finds with `power` at
+    `alpha`, given the sd of the differences (noncentral t); 0 when it cannot be computed."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct
+    from scipy.stats import t as student
+
+    if n < 2 or not sd > 0:
+        return 0.0
+    df, crit = n - 1, student.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(delta: float) -> float:
+        nc = delta * math.sqrt(n) / sd
+        lower = nct.cdf(-crit, df, nc)  # negligible here; scipy can return NaN for it
+        return nct.sf(crit, df, nc) + (0.0 if math.isnan(lower) else lower) - power
+
+    high = sd
+    while shortfall(high) < 0:  # widen the bracket (n = 2 needs about 10 sd)
+        high *= 2
+    return float(brentq(shortfall, 1e-12 * sd, high))
+
+
 # --------------------------------------------------------------------------------------- IIS itself
-def trapezoid_weights(sparsity_ratios: Sequence[float]) -> np.ndarray:
+def trapezoid_weights(sparsity_ratios: Numbers) -> FloatArray:
     """Weights w with ``IIS = sum_r w_r * A(r) / A0`` (the trapezoid rule over the sorted ratios),
     in the order the ratios are given."""
     ratios = np.asarray(sparsity_ratios, dtype=np.float64)
@@ -257,9 +301,9 @@ def trapezoid_weights(sparsity_ratios: Sequence[float]) -> np.ndarray:
 
 
 def bootstrap_iis(
-    sparsity_ratios: Sequence[float],
-    probe_correct: np.ndarray,
-    heads_correct: np.ndarray,
+    sparsity_ratios: Numbers,
+    probe_correct: npt.NDArray[np.bool_] | FloatArray,
+    heads_correct: npt.NDArray[np.bool_] | FloatArray,
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -314,7 +358,7 @@ class ChanceTest(NamedTuple):
     p_value: float
 
 
-def above_chance(correct: int, total: int, labels: Sequence[int]) -> ChanceTest:
+def above_chance(correct: int, total: int, labels: Labels) -> ChanceTest:
     """Binomial test of `correct` successes in `total` trials against the majority-class rate of `labels`.
 
     A classifier that always answers the most frequent class reaches that rate without looking at
@@ -327,8 +371,8 @@ def above_chance(correct: int, total: int, labels: Sequence[int]) -> ChanceTest:
     """
     from scipy.stats import binomtest
 
-    labels = np.asarray(labels).reshape(-1)
-    if total < 1 or labels.size == 0:
+    ids = np.asarray(labels).reshape(-1)
+    if total < 1 or ids.size == 0:
         raise ValueError("the chance test needs at least one eval row")
-    rate = float(np.bincount(labels - labels.min()).max() / labels.size)
+    rate = float(np.bincount(ids - ids.min()).max() / ids.size)
     return ChanceTest(rate, float(binomtest(int(correct), int(total), rate, alternative="greater").pvalue))

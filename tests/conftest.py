@@ -194,3 +194,10 @@ def digits():
     from iis_hf.data import load_digits_dataset
 
     return load_digits_dataset(image_size=IMAGE_SIZE)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_mixed_precision(monkeypatch):
+    """transformers 4.x's `TrainingArguments(bf16=True)` sets ACCELERATE_MIXED_PRECISION for the whole
+    process, so every later Trainer would train in bf16 (the floor run of .ci/run): keep it to its test."""
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)

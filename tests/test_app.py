@@ -100,7 +100,7 @@ def test_callbacks_explain_like_explain_prediction(model_folder, image_file, tmp
     assert app.load_model(model_folder) is app.load_model(loaded)  # loaded once per folder
 
     for ratio in RATIOS:
-        status, labels, page, raw = app.explain_callback(loaded, image_file, ratio, 5)
+        status, labels, _backbone, page, raw = app.explain_callback(loaded, image_file, ratio, 5)
         expected = iis_hf.explain_prediction(model_folder, image_file, sparsity_ratio=ratio, top_k=5)
         assert raw["label"] in LABELS.values()
         assert raw["label"] == expected.label and raw["sparsity_ratio"] == ratio
@@ -122,10 +122,10 @@ def test_callbacks_explain_like_explain_prediction(model_folder, image_file, tmp
 def test_callbacks_report_errors_in_the_page(model_folder, image_file, tmp_path):
     bad_image = tmp_path / "broken.png"
     bad_image.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    status, labels, page, raw = app.explain_callback(model_folder, str(bad_image), 0.5, 5)
+    status, labels, backbone, page, raw = app.explain_callback(model_folder, str(bad_image), 0.5, 5)
     # The message comes from iis-hf's image reader (its wording is its own): it names the file.
     assert status.startswith("**Error:**") and "broken.png" in status.replace("\\", "")
-    assert (labels, page, raw) == (None, "", None)
+    assert (labels, backbone, page, raw) == (None, None, "", None)
 
     status, *_ = app.explain_callback(model_folder, image_file, 0.3, 5)
     assert status.startswith("**Error:**") and "no interpretation head for sparsity ratio 0.3" in status
@@ -468,3 +468,41 @@ def test_the_page_explains_an_uploaded_image_in_headless_chromium(model_folder, 
         if driver is not None:
             driver.quit()
         stop_server(process)
+
+
+# ---------------------------------------------------------------------------- what the page offers
+@needs_gradio
+def test_the_ratio_selector_lists_every_ratio_the_heads_were_trained_at(model_folder):
+    _status, ratios, _curve, _info, loaded = app.load_callback(model_folder)
+    assert [value for _name, value in ratios.choices] == list(RATIOS)  # every head, not only one
+    model = app.load_model(loaded)
+    assert model.ratio_choices() == [(f"{r:g}", r) for r in RATIOS]
+    assert "0, 0.5, 0.9" in model.ratio_note() and "fitted afresh" not in model.ratio_note()
+    # A fine-tuned model carries heads at its loss ratios; its IIS curve has a whole grid.
+    grid = [0.0, 0.1, 0.5, 0.9, 0.98]
+    curve = iis_hf.IISResult(iis=0.6, standard_accuracy=0.9, accuracies=[0.9] * 5, sparsity_ratios=grid)
+    finetuned = app.LoadedModel("m", model.classifier, curve)
+    note = finetuned.ratio_note()
+    assert "(0.1, 0.98) were scored with heads fitted afresh" in note, note
+
+
+@needs_gradio
+def test_the_backbones_own_prediction_is_shown_beside_the_one_from_concepts(model_folder, image_file):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from iis_hf.images import load_image
+
+    backbone = AutoModelForImageClassification.from_pretrained(model_folder).eval()
+    processor = AutoImageProcessor.from_pretrained(model_folder)
+    with torch.no_grad():
+        pixels = processor(images=[load_image(image_file)], return_tensors="pt")["pixel_values"]
+        probabilities = backbone(pixel_values=pixels).logits.softmax(-1)[0]
+    expected = LABELS[int(probabilities.argmax())]
+
+    status, concepts, own, page, raw = app.explain_callback(model_folder, image_file, 0.5, 5)
+    assert max(own, key=own.get) == expected and own[expected] == pytest.approx(float(probabilities.max()))
+    assert raw["backbone_predictions"][0]["label"] == expected
+    assert f"the backbone's own classifier predicts **{expected}**" in status
+    assert status.index("from concepts") < status.index("backbone")  # the concept one first, then its own
+    assert f'<b class="iis-backbone-label">{expected}</b>' in page
+    assert set(concepts) <= set(LABELS.values())

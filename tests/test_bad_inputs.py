@@ -374,28 +374,28 @@ PYTHON_CASES = {
     ),
     "metric: infinite representations": (
         lambda ctx: lambda: _metric("representations").compute(
-            predictions=[[0.0, float("inf")], [1.0, 0.0]], references=[0, 1], concepts=np.eye(2)
+            predictions=[[0.0, float("inf")], [1.0, 0.0]], references=[0, 1], concept_bank=np.eye(2)
         ),
         ValueError,
         r"predictions \(representation vectors\) contain NaN or inf",
     ),
     "metric: string references for representations": (
         lambda ctx: lambda: _metric("representations").compute(
-            predictions=[[0.0, 1.0], [1.0, 0.0]], references=["a", "b"], concepts=np.eye(2)
+            predictions=[[0.0, 1.0], [1.0, 0.0]], references=["a", "b"], concept_bank=np.eye(2)
         ),
         ValueError,
         r"references must be integer class ids, found strings",
     ),
     "metric: NaN representations": (
         lambda ctx: lambda: _metric("representations").compute(
-            predictions=[[0.0, float("nan")], [1.0, 0.0]], references=[0, 1], concepts=np.eye(2)
+            predictions=[[0.0, float("nan")], [1.0, 0.0]], references=[0, 1], concept_bank=np.eye(2)
         ),
         ValueError,
         "NaN or inf",
     ),
     "metric: concepts for another model": (
         lambda ctx: lambda: _metric("representations").compute(
-            predictions=planted(30, 16)[0], references=planted(30, 16)[1], concepts=np.ones((5, 4))
+            predictions=planted(30, 16)[0], references=planted(30, 16)[1], concept_bank=np.ones((5, 4))
         ),
         ValueError,
         "the concepts have dimension 4 but the representations have 16",
@@ -403,7 +403,7 @@ PYTHON_CASES = {
     "metric: a bank folder holding a pickle": (
         lambda ctx: (
             lambda folder: lambda: _metric("representations").compute(
-                predictions=planted()[0], references=planted()[1], concepts=str(folder)
+                predictions=planted()[0], references=planted()[1], concept_bank=str(folder)
             )
         )(_pickled_bank(ctx)),
         ValueError,
@@ -428,7 +428,7 @@ PYTHON_CASES = {
     "trainer: no concepts": (
         lambda ctx: lambda: make_args(ctx.tmp / "run", iis_num_concepts=0),
         ValueError,
-        "iis_num_concepts must be >= 1, got 0",
+        "iis_num_concepts must be an int >= 2, got 0",
     ),
     "trainer: args that are not TrainingArguments": (  # a plain TrainingArguments is fine (test_dropin_peft.py)
         lambda ctx: lambda: IISTrainer(model=build_tiny_model("vit"), args={"output_dir": str(ctx.tmp / "run")}),
@@ -442,18 +442,18 @@ PYTHON_CASES = {
             iis_args={"iis_wieght": 0.3},
         ),
         TypeError,
-        "iis_args: unknown IIS setting 'iis_wieght'",
+        "iis_args: unknown IIS setting 'iis_wieght'; did you mean 'iis_weight'\\?",
     ),
     "trainer: a missing concept bank": (
         lambda ctx: lambda: IISTrainer(
-            model=build_tiny_model("vit"), args=make_args(ctx.tmp / "run", iis_concepts=str(ctx.tmp / "nowhere"))
+            model=build_tiny_model("vit"), args=make_args(ctx.tmp / "run", iis_concept_bank=str(ctx.tmp / "nowhere"))
         ),
         ValueError,
         r"concept bank folder .*nowhere does not exist",
     ),
     "trainer: a bank for another model": (
         lambda ctx: lambda: IISTrainer(
-            model=build_tiny_model("vit"), args=make_args(ctx.tmp / "run", iis_concepts=ctx.bank16)
+            model=build_tiny_model("vit"), args=make_args(ctx.tmp / "run", iis_concept_bank=ctx.bank16)
         ),
         ValueError,
         "dimension 16 but ViTForImageClassification gives 32",

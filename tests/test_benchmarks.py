@@ -17,14 +17,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_HEADS = "--rows 600 --dim 16 --concepts 8 --classes 4"
+TINY_HEADS = "--rows 600 --dim 16 --num-concepts 8 --classes 4"
 CASES = {  # script and arguments, the keys its JSON line must carry
     "heads vs reference": (
         f"bench_heads.py {TINY_HEADS} --epochs 1",
         {"reference_s", "ours_s", "speedup", "max_accuracy_gap"},
     ),
     "heads growth": (
-        "bench_heads.py --growth 300 600 --dim 16 --concepts 8 --classes 4",
+        "bench_heads.py --growth 300 600 --dim 16 --num-concepts 8 --classes 4",
         {"rows", "seconds", "exponent", "linear_fit_us_per_row", "linear_fit_r2"},
     ),
     "heads anchor": (
@@ -32,7 +32,7 @@ CASES = {  # script and arguments, the keys its JSON line must carry
         {"epoch_s_all_ratios_one_pass", "epoch_s_one_ratio_after_another", "ratio", "steps_per_epoch"},
     ),
     "graphed vs eager heads": (
-        "check_graphed_heads.py --rows 2000 --dim 32 --concepts 16 --classes 5 --epochs 2 --device cpu",
+        "check_graphed_heads.py --rows 2000 --dim 32 --num-concepts 16 --classes 5 --epochs 2 --device cpu",
         {"graphed_s", "eager_s", "max_accuracy_gap", "max_weight_difference", "same_best_epochs"},
     ),
     "extraction": (
@@ -40,7 +40,7 @@ CASES = {  # script and arguments, the keys its JSON line must carry
         {"bare_img_s", "ours_img_s", "ratio"},
     ),
     "memory": (
-        "bench_memory.py --rows 2000 --eval-rows 200 --dim 16 --classes 4 --concepts 8",
+        "bench_memory.py --rows 2000 --eval-rows 200 --dim 16 --classes 4 --num-concepts 8",
         {"store_gib", "peak_rss_gib", "ratio", "seconds"},
     ),
     "trainer overhead": (
@@ -62,6 +62,14 @@ CASES = {  # script and arguments, the keys its JSON line must carry
     "IIS uncertainty": (
         "iis_uncertainty.py --cases digits_random --seeds 2 --eval-sizes 60",
         {"rows"},
+    ),
+    "pipeline stages": (
+        "bench_pipeline_stages.py 16 --layers 2 --image-size 64 --num-workers 0 1",
+        {"ratio_processor_w0", "forward_s"},
+    ),
+    "GPU scoring script, on the CPU": (
+        "gpu_score_throughput.py --num-images 300 --device cpu",
+        {"images_per_s", "bound_by"},
     ),
     "digits fine-tuning": (
         "finetune_digits.py --seeds 0 --pretrain-epochs 0.2 --finetune-epochs 0.2 --train-size 64",
@@ -89,3 +97,15 @@ def test_benchmark_runs_tiny_and_ends_with_its_json_line(case):
     if case == "digits fine-tuning":  # plain Trainer and IISTrainer, each with its IIS
         assert [run["iis_weight"] is None for run in result["runs"]] == [True, False]
         assert all(0.0 <= run["iis"] <= 1.0 for run in result["runs"])
+
+
+def test_benchmarks_and_examples_import_iis_hf_as_a_package():
+    """No script puts code on sys.path to import it (the experiments are `iis_hf.experiments`); the
+    one exception runs the published authors' checkout in its own child interpreter."""
+    for path in sorted([*(REPO / "benchmarks").glob("*.py"), *(REPO / "examples").glob("*.py")]):
+        lines = [line.strip() for line in path.read_text().splitlines() if "sys.path" in line]
+        lines = [line for line in lines if not line.startswith("#")]
+        if path.name == "compare_with_published.py":
+            assert lines == ["sys.path[:0] = [training, checkout]"], lines  # their code, their child process
+        else:
+            assert not lines, (path.name, lines)

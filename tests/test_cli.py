@@ -84,7 +84,7 @@ def test_score_on_an_image_folder_with_cluster_concepts(tiny_models, image_folde
             image_folder,
             "--output-dir",
             str(out_dir),
-            "--concepts",
+            "--concept-kind",
             "cluster",
             "--sparsity-ratios",
             "0",
@@ -288,7 +288,7 @@ def test_demo_passes_protocol_and_seeds_to_the_scoring(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(iis_hf.demo, "run_demo", fake_run_demo)
     monkeypatch.setattr("iis_hf.outputs.comparison_table", lambda results: "")
-    argv = ["demo", "--output-dir", str(tmp_path / "d"), "--protocol", "paper", "--seeds", "2"]
+    argv = ["demo", "--output-dir", str(tmp_path / "d"), "--protocol", "paper", "--num-seeds", "2"]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert seen["heads"].protocol == "paper" and seen["heads"].num_seeds == 2
@@ -306,19 +306,18 @@ def test_console_script_reports_usage_errors_with_exit_2(tmp_path):
     assert bad.returncode == 2 and "--dataset" in bad.stderr
 
 
-def test_deprecated_ratio_spellings_still_work_and_say_so(tmp_path):
+def test_pre_release_spellings_are_gone(tmp_path, capsys):
+    """`--ratios`, `--concepts`, `--seeds` and `iis_eval_ratios` never shipped: one name per setting."""
     from iis_hf.cli import build_parser
     from iis_hf.training import IISTrainingArguments
 
-    with pytest.warns(FutureWarning, match="--ratios is deprecated; use --sparsity-ratios"):
-        args = build_parser().parse_args(
-            ["score", "--model", "m", "--dataset", "d", "--output-dir", "o", "--ratios", "0", "0.5"]
-        )
-    assert args.sparsity_ratios == [0.0, 0.5]
+    for old in (["--ratios", "0", "0.5"], ["--concepts", "cluster"], ["--seeds", "2"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["score", "--model", "m", "--dataset", "d", "--output-dir", "o", *old])
+        assert "unrecognized arguments" in capsys.readouterr().err
     assert (
         build_parser().parse_args(["score", "--model", "m", "--dataset", "d", "--output_dir", "o"]).output_dir
         == "o"
     )
-    with pytest.warns(FutureWarning, match="iis_eval_ratios is deprecated"):
-        training = IISTrainingArguments(output_dir=str(tmp_path), iis_eval_ratios=[0.0, 0.5], report_to=[])
-    assert training.iis_eval_sparsity_ratios == [0.0, 0.5]
+    with pytest.raises(TypeError, match="iis_eval_ratios"):
+        IISTrainingArguments(output_dir=str(tmp_path), iis_eval_ratios=[0.0, 0.5], report_to=[])

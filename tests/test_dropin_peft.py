@@ -122,7 +122,10 @@ def lora_with_new_classifier(base: str, modules_to_save=("classifier",)):
         label2id={name: i for i, name in enumerate(NEW_LABELS)},
         ignore_mismatched_sizes=True,
     )
-    config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=list(modules_to_save))
+    # ViT's attention projections: q_proj/v_proj in transformers 5, query/value in 4.x
+    config = peft.LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj", "query", "value"], modules_to_save=list(modules_to_save)
+    )
     return peft.get_peft_model(model, config)
 
 

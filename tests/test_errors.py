@@ -121,7 +121,7 @@ def test_an_iis_error_is_one_line_and_exit_2(message, line, tmp_path, capsys, mo
     def refuse(args):
         raise IISError(message)
 
-    monkeypatch.setattr(cli, "scoring_config", refuse)
+    monkeypatch.setattr(cli.score, "scoring_config", refuse)
     code = main(["score", "--model", "m", "--dataset", "d", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
@@ -149,14 +149,6 @@ def test_a_ratio_out_of_range_names_sparsity_ratios(argv, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_deprecated_ratios_spelling_is_named_as_the_flag_it_stands_for(tmp_path, capsys):
-    with pytest.warns(FutureWarning, match="--ratios is deprecated"):
-        code = main(
-            ["score", "--model", "m", "--dataset", "d", "--output-dir", str(tmp_path), "--ratios", "1.5"]
-        )
-    assert code == 2 and error_lines(capsys.readouterr().err) == [f"iis-hf score: {RATIO_LINE}"]
-
-
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
@@ -165,8 +157,8 @@ def test_the_deprecated_ratios_spelling_is_named_as_the_flag_it_stands_for(tmp_p
             ["score", "--head-batch-size", "0"],
             "iis-hf score: error: --head-batch-size must be an int >= 1, got 0",
         ),
-        (["score", "--seeds", "0"], "iis-hf score: error: --seeds must be an int >= 1, got 0"),
-        (["demo", "--seeds", "0"], "iis-hf demo: error: --seeds must be an int >= 1, got 0"),
+        (["score", "--num-seeds", "0"], "iis-hf score: error: --num-seeds must be an int >= 1, got 0"),
+        (["demo", "--num-seeds", "0"], "iis-hf demo: error: --num-seeds must be an int >= 1, got 0"),
         (["demo", "--num-concepts", "0"], "iis-hf demo: error: --num-concepts must be an int >= 2, got 0"),
     ],
     ids=["extraction batch", "head batch", "score seeds", "demo seeds", "demo concepts"],

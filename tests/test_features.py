@@ -517,3 +517,90 @@ def test_two_processes_return_the_one_process_result(tmp_path, saved):
     assert [f["nocache"] for f in forwards] == [5, 4] and [f["cache"] for f in forwards] == [5, 4]
     assert [f["cached"] for f in forwards] == [0, 0]
     assert len(list(next(cache_dir.iterdir()).glob("chunk-*.safetensors"))) == 4
+
+
+# ---------------------------------------------------------------- decoding off the critical path
+def test_auto_num_workers_follows_the_measured_threshold_and_the_device(monkeypatch):
+    from iis_hf.features import auto_num_workers
+    from iis_hf.features.sources import MAX_WORKERS, WORKERS_FROM_IMAGES
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    below, above = WORKERS_FROM_IMAGES - 1, WORKERS_FROM_IMAGES
+    assert auto_num_workers(10**6, 0) == 0 and auto_num_workers(3, 2) == 2  # asked for: as asked
+    assert auto_num_workers(below, device="cuda", cpus=16) == 0  # too few images to gain
+    # pixel values: nothing to decode
+    assert auto_num_workers(10**6, device="cuda", decodes=False, cpus=16) == 0
+    # CPU: only the cores the forward's threads leave free (this machine: 2 cores, OMP_NUM_THREADS=1 -> 1)
+    cpu = [
+        auto_num_workers(above, device="cpu", cpus=c, threads=t)
+        for c, t in [(2, 1), (2, 2), (16, 14), (64, 8)]
+    ]
+    assert cpu == [1, 0, 2, 4]
+    # an accelerator waits on the workers: every core but one, capped
+    assert [auto_num_workers(above, device="cuda", cpus=c) for c in (1, 2, 16, 64)] == [1, 1, 15, MAX_WORKERS]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # eight processes share the node's cores
+    assert auto_num_workers(above, device=torch.device("cuda", 3), cpus=64) == 7
+
+
+def test_loader_options_pin_memory_for_cuda_and_choose_workers(monkeypatch):
+    """The CUDA code path, without a GPU: batches are pinned, copies to the device non-blocking."""
+    from iis_hf.features import extract
+    from iis_hf.features.preprocess import to_device
+    from iis_hf.features.sources import WORKERS_FROM_IMAGES
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cuda = extract.loader_options(WORKERS_FROM_IMAGES, None, [torch.device("cuda", 0)])
+    assert cuda["pin_memory"] and cuda["num_workers"] >= 1
+    cpu = extract.loader_options(WORKERS_FROM_IMAGES - 1, None, ["cpu"])
+    assert cpu == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
+    assert extract.loader_options(10**6, 3, ["cpu"])["num_workers"] == 3
+
+    class Recorder:
+        def to(self, device, **kwargs):
+            self.call = (device, kwargs)
+            return self
+
+    sent = to_device(Recorder(), torch.device("cuda", 0))
+    assert sent.call == (torch.device("cuda", 0), {"non_blocking": True})
+
+
+def test_workers_chosen_automatically_give_the_same_features(monkeypatch, image_dataset):
+    """num_workers=None (the planned default): workers from the threshold on, same features."""
+    import torch.utils.data
+
+    from iis_hf.config import ExtractionConfig
+    from iis_hf.features import sources
+
+    vit, processor = build("vit"), tiny_image_processor()
+    seen = []
+    loader = torch.utils.data.DataLoader
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return loader(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", recording)
+    monkeypatch.setattr(sources, "WORKERS_FROM_IMAGES", len(image_dataset))
+    monkeypatch.setattr(sources, "available_cpus", lambda: torch.get_num_threads() + 1)  # one core free
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    config = ExtractionConfig(batch_size=5)
+    config.num_workers = None  # what ExtractionConfig's default is to become (auto)
+    auto = extract_features(
+        vit, image_dataset, config=config, image_processor=processor, device="cpu", progress=False
+    )
+    small = extract_features(
+        vit, image_dataset.select(range(4)), config=config, image_processor=processor, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    plain = extract_features(
+        vit,
+        image_dataset,
+        image_processor=processor,
+        device="cpu",
+        batch_size=5,
+        num_workers=0,
+        progress=False,
+    )
+    assert seen == [1, 0, 0]  # one worker for the free core at the threshold; none below it or when asked
+    assert torch.equal(auto.features, plain.features) and torch.equal(auto.labels, plain.labels)
+    assert torch.equal(small.features, plain.features[:4])

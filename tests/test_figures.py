@@ -9,7 +9,16 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from iis_hf.plotting import _wrap, plot_explanation, plot_iis_vs_accuracy
+import iis_hf
+from iis_hf.plotting import (
+    _wrap,
+    describe_settings,
+    model_colors,
+    plot_explanation,
+    plot_iis_curve,
+    plot_iis_curves,
+    plot_iis_vs_accuracy,
+)
 
 
 @pytest.fixture
@@ -105,3 +114,150 @@ def test_a_score_figure_names_the_model_and_the_dataset(tiny_models, tmp_path, m
             "--quiet"]  # fmt: skip
     assert main(args) == 0
     assert titles == [f"IIS of {model} on {dataset}"]
+
+
+# ---------------------------------------------------------------------------- what a figure says
+def renderer_of(fig):
+    return FigureCanvasAgg(fig).get_renderer()  # pyplot detached the closed figure from its canvas
+
+
+def assert_title_fits(fig, ax, words: str) -> None:
+    """The title keeps every word of `words` and lies within the axes' width, as the figure renders it."""
+    renderer = renderer_of(fig)
+    title = ax.title.get_window_extent(renderer)
+    box = ax.get_window_extent(renderer)
+    assert box.x0 - 1 <= title.x0 and title.x1 <= box.x1 + 1, (title, box, ax.get_title())
+    assert ax.get_title().split() == words.split()  # rewrapped, nothing cut
+
+
+def result(
+    name_kind="prototype-patches", protocol="converged", seeds=None, a0=0.9, accuracies=(0.9, 0.7, 0.4)
+):
+    uncertainty = None
+    if seeds:
+        uncertainty = {"ci": [0.5, 0.7], "sd": 0.02, "num_seeds": seeds, "confidence": 0.95,
+                       "accuracies_sd": [0.08, 0.12, 0.1]}  # fmt: skip
+    return iis_hf.IISResult(
+        iis=0.6,
+        standard_accuracy=a0,
+        accuracies=list(accuracies),
+        sparsity_ratios=[0.0, 0.5, 0.9],
+        protocol=protocol,
+        uncertainty=uncertainty,
+        settings={
+            "heads": {"epochs": 30},
+            "concepts": {"kind": name_kind, "num_concepts": 200},
+            "data": {
+                "dataset": "/data/a-dataset-with-a-long-name/validation-images",
+                "eval_split": "validation",
+            },
+        },
+    )
+
+
+def test_a_curve_title_names_the_concept_kind_and_the_protocol(tmp_path, figures):
+    plot_iis_curves({"": result(protocol="paper", seeds=3)}, tmp_path / "c.png", title="IIS of m on d")
+    ax = figures[-1].axes[0]
+    assert ax.get_title().startswith("IIS of m on d\n")
+    assert "200 prototype-patches concepts · paper protocol, 3 seeds" in ax.get_title()
+    assert describe_settings([result(name_kind="text")]) == "200 text concepts · converged protocol"
+
+
+def test_long_titles_are_wrapped_to_fit_the_axes(tmp_path, figures):
+    heading = "IIS vs accuracy on /data/a-dataset-with-a-long-name/validation-images"
+    settings = "200 prototype-patches concepts · 8 ratios up to 0.98 · converged protocol · eval: validation"
+    points = [{"name": "m", "standard_accuracy": 0.9, "iis": 0.6}]
+    plot_iis_vs_accuracy(points, tmp_path / "s.png", title=f"{heading}\n{settings}", max_iis=0.98)
+    assert_title_fits(figures[-1], figures[-1].axes[0], f"{heading} {settings}")
+    assert "eval: validation" in figures[-1].axes[0].get_title()  # not "eval: validatio"
+    model = "someone/" + "a-very-long-model-name-" * 4  # one word, longer than the axes
+    plot_iis_curve(result(), tmp_path / "c.png", title=f"IIS of {model}")
+    title = figures[-1].axes[0].get_title()
+    renderer = renderer_of(figures[-1])
+    ax = figures[-1].axes[0]
+    assert ax.title.get_window_extent(renderer).x1 <= ax.get_window_extent(renderer).x1 + 1
+    assert model in title.replace("\n", "")  # broken across lines, whole
+
+
+def test_the_seed_band_stays_inside_the_axes_and_leaves_the_a0_label_visible(tmp_path, figures):
+    # The paper protocol with 3 seeds: A(rho)/A0 near and above 1, with a wide band around it.
+    above = result(protocol="paper", seeds=3, a0=0.9, accuracies=(0.93, 0.92, 0.85))
+    plot_iis_curve(above, tmp_path / "c.png")
+    fig = figures[-1]
+    ax = fig.axes[0]
+    band_top = max(
+        path.vertices[:, 1].max() for collection in ax.collections for path in collection.get_paths()
+    )
+    assert band_top <= ax.get_ylim()[1]  # the band does not run off the top
+    (label,) = [t for t in ax.texts if t.get_text() == "standard accuracy A0"]
+    renderer = renderer_of(fig)
+    inside = ax.get_window_extent(renderer)
+    extent = label.get_window_extent(renderer)
+    assert (
+        inside.x0 <= extent.x0
+        and extent.x1 <= inside.x1
+        and inside.y0 <= extent.y0
+        and extent.y1 <= inside.y1
+    )
+    assert label.get_zorder() > max(c.get_zorder() for c in [*ax.collections, *ax.lines])  # drawn on top
+    assert (
+        label.get_bbox_patch() is not None and label.get_bbox_patch().get_alpha() >= 0.8
+    )  # on its own ground
+
+
+def drawn_colors(fig) -> dict[str, tuple]:
+    """The colour each model is drawn in: the scatter's point beside its name, or a curve's legend line."""
+    from matplotlib.colors import to_rgba
+
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    if legend is not None and any(": IIS" in t.get_text() for t in legend.get_texts()):
+        return {
+            text.get_text().split(": IIS")[0]: to_rgba(line.get_color())
+            for text, line in zip(legend.get_texts(), legend.get_lines())
+        }
+    colors = {}
+    for text in ax.texts:
+        for collection in ax.collections:
+            offsets = collection.get_offsets()
+            if len(offsets) == 1 and tuple(offsets[0]) == tuple(text.xy):
+                colors[text.get_text()] = tuple(collection.get_edgecolor()[0])
+    return colors
+
+
+def test_compare_gives_each_model_the_same_colour_in_both_figures(tmp_path, figures):
+    # Ranked by IIS: b, c, a; by accuracy (the scatter's old order): c, a, b.
+    results = {
+        "a": result(a0=0.95, accuracies=(0.95, 0.5, 0.2)),
+        "b": result(a0=0.99, accuracies=(0.99, 0.98, 0.95)),
+        "c": result(a0=0.90, accuracies=(0.9, 0.8, 0.6)),
+    }
+    for name, r in results.items():
+        r.iis = {"a": 0.4, "b": 0.9, "c": 0.7}[name]
+    board = iis_hf.Leaderboard.from_results(results)
+    board.save(tmp_path / "board")
+    scatter, curves = figures[-2:]
+    assert drawn_colors(scatter) == drawn_colors(curves) and set(drawn_colors(scatter)) == set(results)
+    assert len(set(drawn_colors(scatter).values())) == 3
+    assert model_colors(["b", "c", "a"]) == board.colors() == {"b": "C0", "c": "C1", "a": "C2"}
+    assert_title_fits(scatter, scatter.axes[0], scatter.axes[0].get_title())
+    assert_title_fits(curves, curves.axes[0], curves.axes[0].get_title())
+    assert (
+        "prototype-patches" in curves.axes[0].get_title()
+        and "converged protocol" in curves.axes[0].get_title()
+    )
+
+
+def test_no_plotting_function_is_over_80_lines():
+    import ast
+    import inspect
+
+    import iis_hf.plotting
+
+    tree = ast.parse(inspect.getsource(iis_hf.plotting))
+    lengths = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    assert max(lengths.values()) <= 80, {name: n for name, n in lengths.items() if n > 80}

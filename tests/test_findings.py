@@ -1,22 +1,33 @@
-"""`iis_hf.stats` against hand-computed values, and examples/reproduce_findings.py on a tiny slice."""
+"""`iis_hf.stats` against hand-computed values, and the reproduction (`iis_hf.experiments.reproduce`,
+run by examples/reproduce_findings.py) on a tiny slice."""
 
 from __future__ import annotations
 
 import gzip
 import importlib.metadata
-import importlib.util
 import json
 import math
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from iis_hf.experiments import data as experiment_data
+from iis_hf.experiments import reproduce
+from iis_hf.experiments.findings_analysis import analyse_finetuning
+from iis_hf.experiments.findings_report import READING_BEGIN, READING_END, write_report
+from iis_hf.experiments.findings_runs import default_scenarios, scenario_datasets
+from iis_hf.experiments.models import build_model, with_new_classifier
+from iis_hf.experiments.scoring import SCORE_RATIOS
+from iis_hf.experiments.statistics import verdict
 from iis_hf.stats import (
     bootstrap_ci,
     correlation_summary,
+    holm,
     paired_tests,
     pearson,
     permutation_pvalue,
@@ -26,13 +37,6 @@ from iis_hf.stats import (
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "reproduce_findings.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_findings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------- statistics
@@ -156,15 +160,14 @@ def test_correlation_summary_keys_and_values():
 def smoke_run(tmp_path_factory):
     """One --smoke run (a few seconds): 1 model x 3 checkpoints, 2 seeds x 3 fine-tuning settings."""
     root = tmp_path_factory.mktemp("reproduce")
-    script = load_script()
     output, report = root / "out", root / "docs" / "RESULTS.md"
     argv = ["--smoke", "--output-dir", str(output), "--write-report", str(report), "--quiet"]
-    results = script.main(argv)
-    return script, results, output, report
+    results = reproduce.run(argv)
+    return results, output, report
 
 
 def test_smoke_run_writes_strict_json_with_every_part(smoke_run):
-    script, returned, output, _ = smoke_run
+    returned, output, _ = smoke_run
     text = (output / "results.json").read_text()
     results = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert {
@@ -190,7 +193,7 @@ def test_smoke_run_writes_strict_json_with_every_part(smoke_run):
         assert set(row["concepts"]) == {"prototype", "cluster"}
         for kind in row["concepts"].values():
             assert 0 < kind["probe_accuracy"] <= 1 and set(kind["interpretation_accuracy"]) == {
-                str(r) for r in script.SCORE_RATIOS
+                str(r) for r in SCORE_RATIOS
             }
     # seeds 0, 1 x (Trainer, IISTrainer at each head learning rate of the grid)
     settings = {(r["iis_weight"], r["head_learning_rate"], tuple(r["ratios"])) for r in results["finetuning"]}
@@ -228,7 +231,7 @@ def test_smoke_run_writes_strict_json_with_every_part(smoke_run):
 
 
 def test_smoke_run_writes_png_figures_and_a_report_that_links_them(smoke_run):
-    _, results, output, report = smoke_run
+    results, output, report = smoke_run
     expected = {"finding1_digits.png", "finding3_digits.png", "finding2_digits.png"}
     assert set(results["figures"]) == expected
     for name in expected:
@@ -247,21 +250,21 @@ def test_smoke_run_writes_png_figures_and_a_report_that_links_them(smoke_run):
 
 
 def test_report_keeps_a_hand_written_reading(smoke_run, tmp_path):
-    script, results, output, _ = smoke_run
+    results, output, _ = smoke_run
     target = tmp_path / "RESULTS.md"
-    script.write_report(results, target, output)
+    write_report(results, target, output)
     text = target.read_text()
-    assert script.READING_BEGIN in text and script.READING_END in text
-    mine = f"{script.READING_BEGIN}\nThe figures agree on digits.\n{script.READING_END}"
-    start, end = text.index(script.READING_BEGIN), text.index(script.READING_END) + len(script.READING_END)
+    assert READING_BEGIN in text and READING_END in text
+    mine = f"{READING_BEGIN}\nThe figures agree on digits.\n{READING_END}"
+    start, end = text.index(READING_BEGIN), text.index(READING_END) + len(READING_END)
     target.write_text(text[:start] + mine + text[end:])
-    script.write_report(results, target, output)
+    write_report(results, target, output)
     assert mine in target.read_text()
 
 
 def test_report_can_be_rebuilt_from_results_json_alone(smoke_run, tmp_path):
-    script, results, output, report = smoke_run
-    again = script.main(
+    results, output, report = smoke_run
+    again = reproduce.run(
         [
             "--from-results",
             str(output / "results.json"),
@@ -281,7 +284,7 @@ def test_report_can_be_rebuilt_from_results_json_alone(smoke_run, tmp_path):
 
 
 def test_extra_runs_get_their_own_section_marked_with_their_device(smoke_run, tmp_path):
-    script, results, output, report = smoke_run
+    results, output, report = smoke_run
     other = json.loads((output / "results.json").read_text())
     other["environment"]["cuda"] = "NVIDIA Test GPU"  # as if it had run on a GPU
     for row in other["checkpoints"]:
@@ -296,7 +299,7 @@ def test_extra_runs_get_their_own_section_marked_with_their_device(smoke_run, tm
         str(tmp_path / "RESULTS.md"),
         "--quiet",
     ]
-    again = script.main(argv)
+    again = reproduce.run(argv)
     (run,) = again["extra_runs"]  # two files from one device: one section
     assert run["device"] == "NVIDIA Test GPU"
     assert len(run["checkpoints"]) == 2 * len(results["checkpoints"])
@@ -311,11 +314,23 @@ def test_extra_runs_get_their_own_section_marked_with_their_device(smoke_run, tm
         == report.read_text().split("## Finding 1")[1].split("## Reading")[0]
     )
     with pytest.raises(SystemExit):
-        script.parse_args(["--extra-results", str(extra)])  # needs --from-results
+        reproduce.parse_args(["--extra-results", str(extra)])  # needs --from-results
+
+
+def test_the_example_script_is_the_experiments_command_line(tmp_path):
+    """examples/reproduce_findings.py runs `iis_hf.experiments.reproduce.main` (no sys.path tricks):
+    a fixable error is one line and exit code 2."""
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"finetuning": []}))
+    argv = ["--from-results", str(empty), "--finetuning-results", str(empty), "--output-dir", str(tmp_path)]
+    done = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "no fine-tuning runs" in line and "--skip-finetuning" in line
+    assert "sys.path" not in SCRIPT.read_text()
 
 
 def test_verdict_needs_both_tests():
-    verdict = load_script().verdict
     assert verdict({"t_p": 0.01, "wilcoxon_p": 0.02, "mean_difference": 0.1}) == "higher"
     assert verdict({"t_p": 0.01, "wilcoxon_p": 0.02, "mean_difference": -0.1}) == "lower"
     assert verdict({"t_p": 0.01, "wilcoxon_p": 0.0625, "mean_difference": 0.1}) == "no detectable difference"
@@ -335,7 +350,6 @@ def test_verdict_needs_both_tests():
 
 
 def test_holm_matches_hand_computed_values():
-    holm = load_script().holm
     # sorted 0.01, 0.02, 0.03, 0.04 times 4, 3, 2, 1: 0.04, 0.06, 0.06 (kept non-decreasing), 0.06
     assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
@@ -360,7 +374,6 @@ def _run(scenario, seed, weight, accuracy, iis, head_lr=1e-2):
 
 
 def test_finding2_is_corrected_over_every_setting_of_every_scenario():
-    script = load_script()
     runs = []
     for seed in range(8):
         for scenario in ("digits", "animals-to-digits"):
@@ -368,12 +381,12 @@ def test_finding2_is_corrected_over_every_setting_of_every_scenario():
             # +1 point on every seed at lr 1e-2 (both raw p-values small); nothing at lr 1e-3
             runs.append(_run(scenario, seed, 1.0, 0.91 + 0.001 * seed, 0.9, head_lr=1e-2))
             runs.append(_run(scenario, seed, 1.0, 0.90 + 0.01 * (-1) ** seed, 0.9, head_lr=1e-3))
-    out = script.analyse_finetuning(runs)
+    out = analyse_finetuning(runs)
     assert list(out) == ["digits", "animals-to-digits"]
     assert out["animals-to-digits"]["source"] == "animals" and out["animals-to-digits"]["target"] == "digits"
     tests = [s["accuracy"] for entry in out.values() for s in entry["settings"]]
     for name in ("t_p", "wilcoxon_p"):
-        assert [t[f"{name}_holm"] for t in tests] == pytest.approx(script.holm([t[name] for t in tests]))
+        assert [t[f"{name}_holm"] for t in tests] == pytest.approx(holm([t[name] for t in tests]))
     verdicts = {
         (scenario, s["head_learning_rate"]): s["finding2"]
         for scenario, e in out.items()
@@ -388,50 +401,47 @@ def test_finding2_is_corrected_over_every_setting_of_every_scenario():
 
 def test_finding2_of_an_older_results_file_is_still_analysed():
     """Runs written before scenarios and head learning rates (dataset, iis_weight and ratios only)."""
-    script = load_script()
     runs = []
     for seed in range(3):
         for weight, accuracy in ((None, 0.9), (0.1, 0.91), (0.5, 0.89)):
             run = {"dataset": "digits", "seed": seed, "iis_weight": weight, "ratios": [0.9]}
             runs.append({**run, "accuracy": accuracy + 0.001 * seed, "iis": 0.95})
-    out = script.analyse_finetuning(runs)
+    out = analyse_finetuning(runs)
     labels = [s["label"] for s in out["digits"]["settings"]]
     assert labels == ["IISTrainer λ=0.1", "IISTrainer λ=0.5"]
     assert out["digits"]["settings"][0]["head_learning_rate"] is None
 
 
 def test_a_new_classifier_keeps_every_other_pretrained_weight():
-    script = load_script()
-    source = script.build_model("resnet-s", [f"s{i}" for i in range(10)], seed=5)
+    source = build_model("resnet-s", [f"s{i}" for i in range(10)], seed=5)
     names = [f"t{i}" for i in range(10)]
-    moved = script.with_new_classifier(source, names, seed=3)
-    fresh = script.build_model("resnet-s", names, seed=3)
+    moved = with_new_classifier(source, build_model("resnet-s", names, seed=3))
+    fresh = build_model("resnet-s", names, seed=3)
     assert moved.config.id2label == dict(enumerate(names))
     for key, value in moved.state_dict().items():
         expected = (fresh if key.startswith("classifier.") else source).state_dict()[key]
         assert torch.equal(value, expected), key
     assert not torch.equal(moved.classifier[1].weight, source.classifier[1].weight)
-    again = script.with_new_classifier(source, names, seed=3)  # seeded: the same head again
+    again = with_new_classifier(source, build_model("resnet-s", names, seed=3))  # seeded: the same head
     assert torch.equal(again.classifier[1].weight, moved.classifier[1].weight)
 
 
 def test_scenarios_and_their_data_sets():
-    script = load_script()
-    assert script.default_scenarios(["digits", "animals"]) == [
+    assert default_scenarios(["digits", "animals"]) == [
         "digits",
         "animals",
         "digits-to-animals",
         "animals-to-digits",
     ]
-    assert script.scenario_datasets("animals-to-digits") == ("animals", "digits")
-    assert script.scenario_datasets("digits") == ("digits", "digits")
-    assert script.parse_args(["--smoke"]).scenarios == ["digits"]
+    assert scenario_datasets("animals-to-digits") == ("animals", "digits")
+    assert scenario_datasets("digits") == ("digits", "digits")
+    assert reproduce.parse_args(["--smoke"]).scenarios == ["digits"]
     with pytest.raises(SystemExit):
-        script.parse_args(["--smoke", "--scenarios", "animals-to-digits"])  # animals not in --datasets
+        reproduce.parse_args(["--smoke", "--scenarios", "animals-to-digits"])  # animals not in --datasets
     with pytest.raises(SystemExit):
-        script.parse_args(["--smoke", "--scenarios", "cifar-to-digits"])
+        reproduce.parse_args(["--smoke", "--scenarios", "cifar-to-digits"])
     with pytest.raises(SystemExit):
-        script.parse_args(["--finetuning-results", "x.json"])  # needs --from-results
+        reproduce.parse_args(["--finetuning-results", "x.json"])  # needs --from-results
 
 
 # ------------------------------------------------------------------------------- the second data set
@@ -447,11 +457,11 @@ def _has_animal_shapes() -> bool:
     not _has_animal_shapes(), reason="animal-shape-mnist is not installed (extra 'reproduce')"
 )
 def test_animal_shapes_load_offline_without_duplicates_across_splits():
-    data = load_script().load_animal_shapes_dataset(train_size=200, test_size=100, seed=0)
+    data = experiment_data.load_animal_shapes_dataset(train_size=200, test_size=100, seed=0)
     assert len(data["train"]) == 200 and len(data["test"]) == 100
     assert data["train"].features["label"].names[:3] == ["bear", "bird", "cat"]
     # stratified: each class in proportion to its share of the de-duplicated images
-    images, labels = load_script().read_animal_shapes()
+    images, labels = experiment_data.read_animal_shapes()
     assert images.shape == (10000, 28, 28) and np.bincount(labels).tolist() == [1000] * 10
     _, first = np.unique(images.reshape(10000, -1), axis=0, return_index=True)
     share = np.bincount(labels[first], minlength=10) / first.size
@@ -470,10 +480,10 @@ def test_animal_shapes_load_offline_without_duplicates_across_splits():
 )
 def test_transfer_finetuning_run_merges_into_a_report(smoke_run, tmp_path):
     """Finding 2 alone (--skip-checkpoints) in a transfer scenario, then merged into the smoke run's report."""
-    script, results, output, _ = smoke_run
+    results, output, _ = smoke_run
     argv = ["--smoke", "--datasets", "digits", "animals", "--skip-checkpoints"]
     argv += ["--scenarios", "animals-to-digits", "--head-learning-rates", "0.01", "--quiet"]
-    transfer = script.main([*argv, "--output-dir", str(tmp_path / "transfer")])
+    transfer = reproduce.run([*argv, "--output-dir", str(tmp_path / "transfer")])
     assert not transfer["checkpoints"] and len(transfer["finetuning"]) == 4  # 2 seeds x (Trainer, 1 setting)
     assert {(r["scenario"], r["source"], r["dataset"]) for r in transfer["finetuning"]} == {
         ("animals-to-digits", "animals", "digits")
@@ -481,7 +491,7 @@ def test_transfer_finetuning_run_merges_into_a_report(smoke_run, tmp_path):
     pretraining = transfer["scenarios"]["animals-to-digits"]["pretraining"]
     assert pretraining["epochs"] == 1.0 and 0 <= pretraining["source_test_accuracy"] <= 1
     assert transfer["figures"] == ["finding2_animals-to-digits.png"]
-    merged = script.main(
+    merged = reproduce.run(
         [
             "--from-results",
             str(output / "results.json"),
@@ -504,20 +514,18 @@ def test_transfer_finetuning_run_merges_into_a_report(smoke_run, tmp_path):
     saved = json.loads((tmp_path / "RESULTS.json").read_text())
     assert "--skip-checkpoints" in saved["finetuning_run"]["command"]
     # a later redraw of the merged file keeps finding 2's provenance without being told again
-    again = script.main(
+    again = reproduce.run(
         ["--from-results", str(tmp_path / "RESULTS.json"), "--output-dir", str(tmp_path / "f2"), "--quiet"]
     )
     assert again["finding2"] == merged["finding2"]
 
 
 def test_array_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
-    script = load_script()
     path = tmp_path / "evil.gz"
     with gzip.open(path, "wb") as stream:
         pickle.dump(print, stream)  # a global other than numpy's array machinery
-    with gzip.open(path, "rb") as stream, pytest.raises(pickle.UnpicklingError, match="refusing"):
-        script._ArrayUnpickler(stream).load()
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        experiment_data._read_package_pickle(path)
     with gzip.open(path, "wb") as stream:
         pickle.dump(np.arange(6, dtype=np.uint8).reshape(2, 3), stream)
-    with gzip.open(path, "rb") as stream:
-        np.testing.assert_array_equal(script._ArrayUnpickler(stream).load(), [[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(experiment_data._read_package_pickle(path), [[0, 1, 2], [3, 4, 5]])

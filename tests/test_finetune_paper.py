@@ -1,6 +1,7 @@
-"""Smoke test of benchmarks/finetune_paper.py (issue 19) at its micro configuration.
+"""Smoke test of the paper's finding-2 re-test (issue 19; `iis_hf.experiments.finetune_paper`, run by
+benchmarks/finetune_paper.py) at its micro configuration.
 
-The script is run end to end in this process (a few tiny runs: pre-training with early stopping,
+The experiment is run end to end in this process (a few tiny runs: pre-training with early stopping,
 the validation grid, the pre-registration, the confirmatory arms, the analysis and the report),
 then again to check that it resumes without redoing anything. The statistics' helpers are checked
 against known values. The numbers of the micro run mean nothing and are not checked.
@@ -8,34 +9,32 @@ against known values. The numbers of the micro run mean nothing and are not chec
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from iis_hf.demo import demo_image_processor
+from iis_hf.experiments import finetune_paper, paper_runs
+from iis_hf.experiments.data import Collator
+from iis_hf.experiments.paper_analysis import choose
+from iis_hf.experiments.paper_design import ENDPOINTS, SCENARIOS
+from iis_hf.stats import detectable_effect, holm
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune_paper.py"
 
 
 @pytest.fixture(scope="module")
-def script():
-    """The script as a module (registered in sys.modules, where its dataclasses look themselves up)."""
-    spec = importlib.util.spec_from_file_location("finetune_paper_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(sys.modules, spec.name, module)
-        spec.loader.exec_module(module)
-        yield module
-
-
-@pytest.fixture(scope="module")
-def micro_run(script, tmp_path_factory):
+def micro_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune_paper")
     report = out / "report" / "finding2.md"
-    results = script.main(["--scale", "micro", "--output-dir", str(out), "--write-report", str(report)])
-    return script, out, report, results
+    results = finetune_paper.run(
+        ["--scale", "micro", "--output-dir", str(out), "--write-report", str(report)]
+    )
+    return out, report, results
 
 
 def _strict(text: str):
@@ -46,7 +45,7 @@ def _strict(text: str):
 
 
 def test_micro_run_writes_runs_preregistration_results_and_report(micro_run):
-    script, out, report, _ = micro_run
+    out, report, _ = micro_run
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     grid = [r for r in runs if r["phase"] == "grid"]
     confirm = [r for r in runs if r["phase"] == "confirm"]
@@ -54,9 +53,9 @@ def test_micro_run_writes_runs_preregistration_results_and_report(micro_run):
     assert len(confirm) == 2 * 2 * 3  # 2 seeds x 2 scenarios x (off-the-shelf, CE only, chosen)
     assert all("validation" in r and "scores" not in r for r in grid)  # the grid never reads test
     prereg = _strict((out / "preregistration.json").read_text())
-    assert set(prereg["chosen"]) == set(script.SCENARIOS)
+    assert set(prereg["chosen"]) == set(SCENARIOS)
     assert max(r["finished"] for r in grid) <= prereg["created"] <= min(r["finished"] for r in confirm)
-    assert {e["name"] for e in prereg["plan"]["endpoints"]} == {e[0] for e in script.ENDPOINTS}
+    assert {e["name"] for e in prereg["plan"]["endpoints"]} == {e[0] for e in ENDPOINTS}
 
     saved = _strict((out / "results.json").read_text())
     assert len(saved["runs"]) == len(runs) and saved["preregistration"] == prereg
@@ -77,45 +76,60 @@ def test_micro_run_writes_runs_preregistration_results_and_report(micro_run):
 
 
 def test_a_rerun_resumes_without_training_again(micro_run, monkeypatch):
-    script, out, _, results = micro_run
+    out, _, results = micro_run
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run or a saved backbone was redone")
 
-    monkeypatch.setattr(script, "run_arm", refuse)
-    monkeypatch.setattr(script, "build_backbone", refuse)
-    again = script.main(["--scale", "micro", "--output-dir", str(out)])
+    monkeypatch.setattr(paper_runs, "run_arm", refuse)
+    monkeypatch.setattr(paper_runs, "build_resnet", refuse)
+    again = finetune_paper.run(["--scale", "micro", "--output-dir", str(out)])
     assert len(again["runs"]) == len(results["runs"])
     assert again["confirmatory"]["endpoints"] == results["confirmatory"]["endpoints"]
 
 
-def test_holm_and_the_detectable_effect_match_known_values(script):
+def test_the_benchmark_script_is_the_experiments_command_line(micro_run):
+    """benchmarks/finetune_paper.py runs `iis_hf.experiments.finetune_paper.main` (no sys.path
+    tricks): --report-only rewrites the report from results.json, in a fresh process."""
+    out, _, _ = micro_run
+    report = out / "again" / "finding2.md"
+    argv = ["--output-dir", str(out), "--report-only", "--write-report", str(report)]
+    done = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (
+        report.read_text().startswith("## Finding 2")
+        and (report.parent / "finding2_differences.png").is_file()
+    )
+    assert "sys.path" not in SCRIPT.read_text()
+
+
+def test_holm_and_the_detectable_effect_match_known_values():
     # m = 4 (the undefined p counts as 1): 0.01 x 4, then max(0.04, 0.03 x 3), then max(0.09, 0.04 x 2)
-    adjusted = script.holm([0.01, 0.04, 0.03, None])
+    adjusted = holm([0.01, 0.04, 0.03, None])
     assert adjusted[:3] == pytest.approx([0.04, 0.09, 0.09]) and adjusted[3] is None
     # G*Power: a paired t-test with 20 pairs detects d_z = 0.6604 at 80% power, alpha 0.05.
-    assert script.detectable_effect(1.0, 20) == pytest.approx(0.6604, abs=1e-3)
-    assert script.detectable_effect(0.02, 20) == pytest.approx(0.6604 * 0.02, rel=1e-3)
-    assert script.detectable_effect(0.0, 20) == 0.0
+    assert detectable_effect(1.0, 20) == pytest.approx(0.6604, abs=1e-3)
+    assert detectable_effect(0.02, 20) == pytest.approx(0.6604 * 0.02, rel=1e-3)
+    assert detectable_effect(0.0, 20) == 0.0
 
 
-def test_choice_takes_the_largest_mean_gain_and_the_earlier_setting_on_ties(script):
+def test_choice_takes_the_largest_mean_gain_and_the_earlier_setting_on_ties():
     def row(scenario, arm, gain):
         return {"scenario": scenario, "arm": arm, "gain": gain, "setting": {"arm": arm}}
 
     summary = [
-        row(sc, arm, gain) for sc in script.SCENARIOS for arm, gain in (("a", 0.01), ("b", 0.02), ("c", 0.02))
+        row(sc, arm, gain) for sc in SCENARIOS for arm, gain in (("a", 0.01), ("b", 0.02), ("c", 0.02))
     ]
-    assert script.choose(summary) == {sc: [{"arm": "b"}] for sc in script.SCENARIOS}
+    assert choose(summary) == {sc: [{"arm": "b"}] for sc in SCENARIOS}
 
 
-def test_augmentation_depends_on_seed_row_and_visit_only(script):
+def test_augmentation_depends_on_seed_row_and_visit_only():
     from PIL import Image
 
     image = Image.fromarray((torch.arange(32 * 32 * 3) % 251).reshape(32, 32, 3).numpy().astype("uint8"))
     rows = [{"image": image, "label": 0, "row": i} for i in range(4)]
-    processor = script.processor()
-    first, second = script.Collator(processor, seed=3), script.Collator(processor, seed=3)
+    processor = demo_image_processor()
+    first, second = Collator(processor, seed=3), Collator(processor, seed=3)
     a = first(rows)["pixel_values"]
     second([{"image": image, "label": 0}])  # an un-augmented pass (prototypes, head fits) in between
     b = second(rows)["pixel_values"]

@@ -236,7 +236,7 @@ def _metric(config=None):
         ),
         (
             "representations",
-            dict(predictions=np.zeros((2, 2, 2)), references=[0, 1], concepts=np.eye(2)),
+            dict(predictions=np.zeros((2, 2, 2)), references=[0, 1], concept_bank=np.eye(2)),
             r"^predictions must be a list of N lists of D floats .*; got a 3-D numpy array$",
         ),
         (
@@ -263,7 +263,7 @@ def test_metric_format_errors_are_one_short_line_naming_the_argument(config, kwa
 def test_a_format_error_the_checks_miss_is_still_one_line():
     with pytest.raises(ValueError) as caught:  # rows nested unevenly: only `datasets` sees it
         _metric("representations").compute(
-            predictions=[[0.0, 1.0], [[1.0], [0.0]]], references=[0, 1], concepts=np.eye(2)
+            predictions=[[0.0, 1.0], [[1.0], [0.0]]], references=[0, 1], concept_bank=np.eye(2)
         )
     text = str(caught.value)
     assert text.startswith("the inputs do not fit the iis metric's 'representations' config (predictions: ")

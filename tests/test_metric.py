@@ -185,8 +185,8 @@ def test_no_warning_for_a_sound_probe(iis, recwarn):
             r"\['epochs'\] only apply to the 're",
         ),
         (
-            {"sparsity_ratios": [0.0, 0.5], "standard_accuracy": 1.0, "concepts": [[1.0]], "seed": 1},
-            r"\['concepts', 'seed'\] only apply to the 'representations' config",
+            {"sparsity_ratios": [0.0, 0.5], "standard_accuracy": 1.0, "concept_bank": [[1.0]], "seed": 1},
+            r"\['concept_bank', 'seed'\] only apply to the 'representations' config",
         ),
     ],
 )
@@ -253,7 +253,10 @@ def test_canonical_load_signature_and_doctests():
     assert metric_cls.__name__ == "Iis"
     parameters = inspect.signature(metric_cls._compute).parameters
     assert all(p.kind != p.VAR_KEYWORD for p in parameters.values())
-    assert {"sparsity_ratios", "standard_accuracy", "concepts", "epochs", "eval_fraction"} <= set(parameters)
+    assert {"sparsity_ratios", "standard_accuracy", "concept_bank", "epochs", "eval_fraction"} <= set(
+        parameters
+    )
+    assert set(module.HEADS_KEYWORDS.values()) <= set(parameters)  # generated from HeadsConfig's fields
 
     real_load = evaluate.load
 
@@ -277,7 +280,7 @@ def test_module_imports_its_work_from_iis_hf():
     # Like evaluate's canonical metrics (accuracy imports sklearn), the module is declarative: its
     # computations come from the library, so evaluate names iis_hf as the dependency to install.
     imports = evaluate.loading.get_imports(str(METRIC_DIR / "iis.py"))
-    libraries = {name for kind, name, *_ in imports if kind == "library"}
+    libraries = {name for kind, name, *_ in imports if kind == "library"} - set(sys.stdlib_module_names)
     assert libraries == {"datasets", "evaluate", "iis_hf"}, libraries
     source = (METRIC_DIR / "iis.py").read_text()
     assert "np." not in source and "def _integrate" not in source and "def _stratified_split" not in source
@@ -411,7 +414,7 @@ def test_representations_config_scores_separable_features(iis_repr):
     from iis_hf import inherent_interpretability_score
 
     x, y, c = _separable()
-    out = iis_repr.compute(predictions=x, references=y, concepts=c, epochs=5)
+    out = iis_repr.compute(predictions=x, references=y, concept_bank=c, epochs=5)
     assert set(out) == {
         "iis", "iis_standard_accuracy", *(f"iis_accuracy_{r:g}" for r in GRID), "iis_ci_low", "iis_ci_high",
         "iis_valid", "iis_num_eval",
@@ -434,21 +437,25 @@ def test_representations_concepts_as_list_tensor_bank_and_folder(iis_repr, tmp_p
 
     x, y, c = _separable()
     kwargs = {"epochs": 3, "sparsity_ratios": [0.0, 0.5, 0.9], "seed": 1}
-    reference = iis_repr.compute(predictions=x, references=y, concepts=c, **kwargs)
+    reference = iis_repr.compute(predictions=x, references=y, concept_bank=c, **kwargs)
     assert list(reference)[2:5] == ["iis_accuracy_0", "iis_accuracy_0.5", "iis_accuracy_0.9"]
 
     bank = ConceptBank(vectors=torch.from_numpy(c), names=[f"concept {i}" for i in range(len(c))])
     bank.save_pretrained(tmp_path / "bank")
     for concepts in (c.tolist(), torch.from_numpy(c), bank, str(tmp_path / "bank")):
-        out = iis_repr.compute(predictions=x.tolist(), references=y.tolist(), concepts=concepts, **kwargs)
+        out = iis_repr.compute(predictions=x.tolist(), references=y.tolist(), concept_bank=concepts, **kwargs)
         assert out == pytest.approx(reference)
 
 
 @pytest.mark.filterwarnings("ignore:interpretation accuracy exceeds")
 def test_representations_split_is_stratified_and_seeded(iis_repr):
     x, y, c = _separable(n=300)
-    a = iis_repr.compute(predictions=x, references=y + 10, concepts=c, epochs=2, sparsity_ratios=[0.0, 0.5])
-    b = iis_repr.compute(predictions=x, references=y + 10, concepts=c, epochs=2, sparsity_ratios=[0.0, 0.5])
+    a = iis_repr.compute(
+        predictions=x, references=y + 10, concept_bank=c, epochs=2, sparsity_ratios=[0.0, 0.5]
+    )
+    b = iis_repr.compute(
+        predictions=x, references=y + 10, concept_bank=c, epochs=2, sparsity_ratios=[0.0, 0.5]
+    )
     assert a == b  # label ids need not start at 0; same seed, same result
 
     from iis_hf.splits import stratified_split  # the split the config uses, tested in test_splits.py
@@ -463,16 +470,16 @@ def test_representations_split_is_stratified_and_seeded(iis_repr):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({}, r"needs concepts=: a C x D array"),
-        ({"concepts": np.ones((5, 4))}, r"the concepts have dimension 4 but the representations have 16"),
-        ({"concepts": np.ones(16)}, r"concepts must be a \(C, D\) array, got shape \(16,\)"),
-        ({"concepts": [[1.0, 2.0], [3.0]]}, r"concepts must be a \(C, D\) array"),
-        ({"concepts": np.ones((5, 16)), "standard_accuracy": 0.9}, r"trains its own linear probe"),
+        ({}, r"needs concept_bank="),
+        ({"concept_bank": np.ones((5, 4))}, r"the concepts have dimension 4 but the representations have 16"),
+        ({"concept_bank": np.ones(16)}, r"concepts must be a \(C, D\) array, got shape \(16,\)"),
+        ({"concept_bank": [[1.0, 2.0], [3.0]]}, r"concepts must be a \(C, D\) array"),
+        ({"concept_bank": np.ones((5, 16)), "standard_accuracy": 0.9}, r"trains its own linear probe"),
         (
-            {"concepts": np.ones((5, 16)), "eval_fraction": 1.5},
+            {"concept_bank": np.ones((5, 16)), "eval_fraction": 1.5},
             r"eval_fraction must be in \(0, 1\), got 1\.5",
         ),
-        ({"concepts": np.ones((5, 16)), "sparsity_ratios": [0.1, 0.1]}, r"duplicate sparsity ratios"),
+        ({"concept_bank": np.ones((5, 16)), "sparsity_ratios": [0.1, 0.1]}, r"duplicate sparsity ratios"),
     ],
 )
 def test_representations_errors(iis_repr, kwargs, match):
@@ -483,11 +490,13 @@ def test_representations_errors(iis_repr, kwargs, match):
 
 def test_representations_rejects_ragged_rows_and_nan(iis_repr):
     with pytest.raises(ValueError, match=r"same length, got rows of lengths \[2, 3\]"):
-        iis_repr.compute(predictions=[[0.0, 1.0], [1.0, 0.0, 2.0]], references=[0, 1], concepts=np.eye(2))
+        iis_repr.compute(predictions=[[0.0, 1.0], [1.0, 0.0, 2.0]], references=[0, 1], concept_bank=np.eye(2))
     with pytest.raises(ValueError, match=r"NaN or inf"):
-        iis_repr.compute(predictions=[[0.0, float("nan")], [1.0, 0.0]], references=[0, 1], concepts=np.eye(2))
+        iis_repr.compute(
+            predictions=[[0.0, float("nan")], [1.0, 0.0]], references=[0, 1], concept_bank=np.eye(2)
+        )
     with pytest.raises(ValueError, match=r"single class"):
-        iis_repr.compute(predictions=[[0.0, 1.0], [1.0, 0.0]], references=[3, 3], concepts=np.eye(2))
+        iis_repr.compute(predictions=[[0.0, 1.0], [1.0, 0.0]], references=[3, 3], concept_bank=np.eye(2))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_a_plain_trainer_logs_every_iis_key_whole(tmp_path, caplog):
             progress=False,
         )  # concepts embedded by the model being evaluated
         scores = iis.compute(
-            predictions=features, references=labels, concepts=bank, epochs=3, sparsity_ratios=ratios
+            predictions=features, references=labels, concept_bank=bank, epochs=3, sparsity_ratios=ratios
         )
         return {"accuracy": float((predicted == labels).mean()), **scores}
 

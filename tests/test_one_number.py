@@ -80,7 +80,7 @@ def test_cli_pipeline_metric_and_trainer_give_the_same_iis(setting, tmp_path, ca
     scores = metric.compute(
         predictions=features.features.numpy(),
         references=features.labels.numpy(),
-        concepts=setting["bank"],
+        concept_bank=setting["bank"],
         sparsity_ratios=RATIOS,
         epochs=EPOCHS,
         eval_fraction=0.2,
@@ -98,7 +98,7 @@ def test_cli_pipeline_metric_and_trainer_give_the_same_iis(setting, tmp_path, ca
             use_cpu=True,
             disable_tqdm=True,
             seed=0,
-            iis_concepts=setting["bank"],
+            iis_concept_bank=setting["bank"],
             iis_eval_sparsity_ratios=RATIOS,
             iis_eval_epochs=EPOCHS,
         ),

@@ -154,7 +154,7 @@ def test_seeds_on_the_command_line(tiny_models, tmp_path, capsys):
     make_image_dataset(num_classes=3, per_class=10).save_to_disk(str(data))
     out = tmp_path / "out"
     code = main([
-        "score", "--model", tiny_models("vit"), "--dataset", str(data), "--output-dir", str(out), "--seeds", "3",
+        "score", "--model", tiny_models("vit"), "--dataset", str(data), "--output-dir", str(out), "--num-seeds", "3",
         "--epochs", "3", "--num-concepts", "20", "--images-per-class", "2", "--no-progress",
     ])  # fmt: skip
     stdout, err = capsys.readouterr()

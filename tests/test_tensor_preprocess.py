@@ -180,10 +180,10 @@ def test_tensor_path_with_workers_gives_the_same_features(image_dataset):
 def test_the_setting_is_checked_and_part_of_comparability():
     with pytest.raises(IISError, match="preprocessing"):
         ExtractionConfig(preprocessing="gpu")
-    assert ExtractionConfig().comparable()["preprocessing"] == "processor"
+    assert ExtractionConfig().recorded()["preprocessing"] == "processor"
 
     def result(preprocessing: str) -> IISResult:
-        extraction = ExtractionConfig(preprocessing=preprocessing).comparable()
+        extraction = ExtractionConfig(preprocessing=preprocessing).recorded()
         return IISResult(0.5, 0.9, [0.9, 0.4], [0.0, 0.9], settings={"extraction": extraction})
 
     assert comparable_view(result("tensor"))["extraction: preprocessing"] == "tensor"
@@ -218,3 +218,54 @@ def test_iis_through_the_tensor_path_equals_the_processor_path():
     assert results["tensor"].standard_accuracy == pytest.approx(
         results["processor"].standard_accuracy, abs=0.005
     )
+
+
+def test_on_the_cpu_the_workers_prepare_the_pixel_values():
+    """Extraction on the CPU sets `prepare_on`: the resize then runs where the images are decoded
+    (a DataLoader worker), giving exactly what `RawImages.prepare` gives on the model's side."""
+    runner = tensor_path(TINY_PROCESSORS["deit"]())
+    images = synthetic_images([(40, 40), (64, 48), (30, 45)])
+    raw = runner(images)
+    assert isinstance(raw, RawImages)
+    runner.prepare_on = torch.device("cpu")
+    prepared = runner(images)
+    assert torch.is_tensor(prepared) and torch.equal(prepared, raw.prepare("cpu"))
+
+
+def test_prototype_patches_are_resized_batched_on_the_tensor_path(monkeypatch):
+    """200 concepts x 16 patches were each resized by the processor: with preprocessing="tensor" they
+    go through the tensor path a batch at a time, with features within the paths' agreement."""
+    from iis_hf.concepts import ConceptBank
+    from iis_hf.features import preprocess
+
+    model, processor = build_tiny_model("vit"), TINY_PROCESSORS["deit"]()
+    data = make_image_dataset(num_classes=3, per_class=4, size=48)
+    calls = []
+    prepare = preprocess.RawImages.prepare
+
+    def counting(self, device):
+        calls.append(len(self))
+        return prepare(self, device)
+
+    monkeypatch.setattr(preprocess.RawImages, "prepare", counting)
+    banks = {
+        preprocessing: ConceptBank.from_prototypes(
+            model, data, image_processor=processor, images_per_class=2, batch_size=32, device="cpu",
+            preprocessing=preprocessing, progress=False,  # 96 parts: no workers (auto_num_workers)
+        )
+        for preprocessing in ("processor", "tensor")
+    }  # fmt: skip
+    patches = 3 * 2 * 16
+    assert banks["tensor"].num_concepts == patches and sum(calls) == patches + 1  # + the width probe
+    assert len(calls) == 1 + patches // 32  # one call per batch, not per patch
+    cosine = torch.nn.functional.cosine_similarity(banks["tensor"].vectors, banks["processor"].vectors, dim=1)
+    assert cosine.min() > MIN_COSINE, f"min cosine {cosine.min():.6f}"
+    assert banks["tensor"].provenance["preprocessing"] == "tensor"
+    assert "preprocessing" not in banks["processor"].provenance  # as banks were recorded before
+    uncovered = _processor("ViTImageProcessor", size={"height": 32, "width": 32}, resample=Image.NEAREST)
+    calls.clear()
+    bank = ConceptBank.from_prototypes(
+        model, data, image_processor=uncovered, images_per_class=1, device="cpu", preprocessing="tensor",
+        progress=False,
+    )  # fmt: skip
+    assert not calls and "preprocessing" not in bank.provenance  # the processor resized them

@@ -38,6 +38,8 @@ from iis_hf.concepts.text import (
     load_clip,
     read_concept_words,
 )
+from iis_hf.config import ConceptsConfig
+from iis_hf.errors import IISError
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 50, 220)}
 SHAPES = ("square", "circle")
@@ -268,6 +270,26 @@ def test_bad_settings_and_shapes_are_refused(probe):
         ConceptBank.from_text(WORDS, None, clip_similarities=sims)
 
 
+def test_a_concepts_config_sets_what_the_keywords_set(probe, colour_bank, tmp_path):
+    """The pipeline passes its ConceptsConfig; a caller may pass keywords: one recipe, one bank."""
+    _images, meta, features = probe
+    sims = similarities_by_construction(meta)
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(WORDS) + "\n")
+    config = ConceptsConfig(kind="text", concept_file=str(words), clip_cutoff=0.25, projection_epochs=1000)
+    bank = ConceptBank.from_text(config=config, features=features, clip_similarities=sims, progress=False)
+    assert bank.names == colour_bank.names
+    torch.testing.assert_close(bank.vectors, colour_bank.vectors)
+    assert bank.provenance["clip_scores"] == colour_bank.provenance["clip_scores"]
+    # a keyword overrides the config's field (`epochs` is its `projection_epochs`)
+    with pytest.raises(ValueError, match=r"CLIP cutoff 0\.4"):
+        ConceptBank.from_text(config=config, features=features, clip_similarities=sims, clip_cutoff=0.4)
+    with pytest.raises(IISError, match="projection_epochs must be an int >= 1"):
+        ConceptBank.from_text(config=config, features=features, clip_similarities=sims, epochs=0)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['epoch'\]"):
+        ConceptBank.from_text(WORDS, features=features, clip_similarities=sims, epoch=5)
+
+
 # ---------------------------------------------------------------------------- saving, loading, plugging in
 def test_a_text_bank_round_trips_with_identical_outputs(tmp_path, probe, colour_bank):
     _images, _meta, features = probe
@@ -388,7 +410,7 @@ def test_a_text_bank_path_works_in_the_metric(tmp_path, probe, colour_bank):
     scores = metric.compute(
         predictions=features.tolist(),
         references=labels,
-        concepts=str(tmp_path / "bank"),
+        concept_bank=str(tmp_path / "bank"),
         sparsity_ratios=[0.0, 0.5],
         epochs=5,
         eval_fraction=0.6,  # 54 of the 90 images scored: the config refuses fewer than 50
@@ -482,7 +504,7 @@ def test_score_with_text_concepts_on_the_command_line(tmp_path, tiny_models, tin
         "--no-progress",
     ]
     common += [
-        "--concepts",
+        "--concept-kind",
         "text",
         "--concept-file",
         str(words),
@@ -531,4 +553,4 @@ def test_score_with_text_concepts_on_the_command_line(tmp_path, tiny_models, tin
             str(words),
         ]
     )
-    assert code == 2 and "--concepts text" in capsys.readouterr().err
+    assert code == 2 and "--concept-kind text" in capsys.readouterr().err

@@ -122,7 +122,7 @@ def test_arguments_parse_from_the_command_line_and_json(tmp_path):
             "--iis_sparsity_ratios",
             "0.5",
             "0.9",
-            "--iis_concepts",
+            "--iis_concept_bank",
             "my/bank",
             "--use_cpu",
             "--report_to",
@@ -130,7 +130,9 @@ def test_arguments_parse_from_the_command_line_and_json(tmp_path):
         ]
     )
     assert (
-        args.iis_weight == 0.5 and args.iis_sparsity_ratios == [0.5, 0.9] and args.iis_concepts == "my/bank"
+        args.iis_weight == 0.5
+        and args.iis_sparsity_ratios == [0.5, 0.9]
+        and args.iis_concept_bank == "my/bank"
     )
     assert args.remove_unused_columns is False  # image datasets need their raw column
     assert json.loads(args.to_json_string())["iis_weight"] == 0.5
@@ -243,8 +245,8 @@ def test_training_logs_both_loss_parts_and_evaluates_iis(tmp_path):
     metrics = trainer.evaluate()
     expected = {
         "eval_accuracy",
-        "eval_interpretation_accuracy_0.5",
-        "eval_interpretation_accuracy_0.9",
+        "eval_model_head_accuracy_0.5",
+        "eval_model_head_accuracy_0.9",
         "eval_iis",
         "eval_iis_standard_accuracy",
         "eval_iis_accuracy_0",

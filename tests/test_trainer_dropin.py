@@ -47,7 +47,7 @@ def test_compute_metrics_is_called_once_with_the_eval_prediction_a_plain_trainer
     assert prediction.predictions.shape == (len(evaluation), 3)  # the backbone's logits, one array
     assert prediction.inputs is not None and prediction.inputs.shape[0] == len(evaluation)
     assert metrics["eval_mine"] == pytest.approx(metrics["eval_accuracy"])  # ours and theirs agree
-    assert "eval_iis" in metrics and "eval_interpretation_accuracy_0.9" in metrics
+    assert "eval_iis" in metrics and "eval_model_head_accuracy_0.9" in metrics
 
 
 def test_batch_eval_metrics_works(tmp_path):
@@ -69,8 +69,12 @@ def test_predict_gives_the_backbone_logits_and_the_interpretation_logits_separat
     output = trainer.predict(evaluation)
     assert output.predictions.shape == (len(evaluation), 3)
     assert np.argmax(output.predictions, -1).shape == (len(evaluation),)
-    interpretation = trainer.predict_from_concepts(evaluation)
+    interpretation = trainer.interpretation_logits(evaluation)
     assert interpretation.shape == (len(evaluation), 1, 3)  # one loss ratio (0.9)
+    probabilities = trainer.predict_from_concepts(evaluation)  # as the model gives them, for one ratio
+    assert probabilities.shape == (len(evaluation), 3)
+    assert np.allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    assert np.array_equal(probabilities.argmax(-1), interpretation[:, 0].argmax(-1))
 
 
 # ---------------------------------------------------------------- the head trains as a head
@@ -159,7 +163,10 @@ def test_a_peft_lora_model_resumes_and_loads_the_best_checkpoint(tmp_path):
     peft = pytest.importorskip("peft")
 
     def lora():
-        config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"])
+        # ViT's attention projections: q_proj/v_proj in transformers 5, query/value in 4.x
+        config = peft.LoraConfig(
+            r=4, target_modules=["q_proj", "v_proj", "query", "value"], modules_to_save=["classifier"]
+        )
         return peft.get_peft_model(build_tiny_model("vit"), config)
 
     common = dict(

@@ -82,7 +82,7 @@ def test_the_new_arguments_default_to_the_earlier_behaviour_and_parse_from_the_c
         ({"iis_concept_refresh_epochs": float("nan")}, "iis_concept_refresh_epochs"),
         ({"iis_concepts_per_feature": -0.5}, "iis_concepts_per_feature"),
         ({"iis_concepts_per_feature": True}, "iis_concepts_per_feature"),
-        ({"iis_concepts_per_feature": 0.5, "iis_concepts": "my/bank"}, "iis_concepts_per_feature"),
+        ({"iis_concepts_per_feature": 0.5, "iis_concept_bank": "my/bank"}, "iis_concepts_per_feature"),
     ],
 )
 def test_bad_values_are_a_value_error_naming_the_argument(tmp_path, settings, name):
@@ -230,7 +230,7 @@ def test_any_loss_ratio_list_with_0_1_trains_saves_and_reloads(tmp_path, ratios)
     trainer = make_trainer(tmp_path, iis_sparsity_ratios=ratios, max_steps=2, iis_eval=False)
     trainer.train()
     metrics = trainer.evaluate()
-    assert {f"eval_interpretation_accuracy_{r:g}" for r in ratios} <= set(metrics)
+    assert {f"eval_model_head_accuracy_{r:g}" for r in ratios} <= set(metrics)
     trainer.save_model()
     reloaded = IISModelForImageClassification.from_pretrained(tmp_path)
     assert reloaded.sparsity_ratios == ratios

@@ -175,7 +175,7 @@ def test_a_text_bank_left_with_one_word_is_refused_on_the_command_line_in_flags(
     out_dir = tmp_path / "out"
     code = cli.main(
         ["score", "--model", tiny_models("vit"), "--dataset", saved_dataset, "--output-dir", str(out_dir),
-         "--concepts", "text", "--concept-file", str(words), "--clip-model", save_tiny_clip(tmp_path / "clip"),
+         "--concept-kind", "text", "--concept-file", str(words), "--clip-model", save_tiny_clip(tmp_path / "clip"),
          "--clip-cutoff", "-1", "--interpretability-cutoff", "-1", "--projection-epochs", "20",
          "--epochs", "2", "--sparsity-ratios", "0", "0.5", "--no-progress"]
     )  # fmt: skip
@@ -230,12 +230,13 @@ def test_keywords_become_the_flags_of_the_command_that_printed_them():
     assert cli.in_flags("Train longer (epochs=).", "finetune") == "Train longer (--iis_eval_epochs)."
     assert cli.in_flags("pass label_column=", "finetune") == "pass --label_column_name"
     assert cli.in_flags("set iis_num_concepts= instead", "finetune") == "set --iis_num_concepts instead"
+    # every head setting has its iis_eval_* argument, generated from the same field
+    assert cli.in_flags("raise the learning rate (learning_rate=)", "finetune") == (
+        "raise the learning rate (--iis_eval_learning_rate)"
+    )
     # a value after "=" is a Python expression, not a setting's name; unknown keywords stay
-    for kept in (
-        "ConceptBank(kind='text', num_concepts=1, dim=8)",
-        "raise the learning rate (learning_rate=)",
-    ):
-        assert cli.in_flags(kept, "finetune") == kept  # the eval heads' learning rate has no finetune flag
+    for kept in ("ConceptBank(kind='text', num_concepts=1, dim=8)", "tune the warmup (warmup_epochs=)"):
+        assert cli.in_flags(kept, "finetune") == kept
     assert cli.in_flags("(learning_rate=)", "score") == "(--learning-rate)"
     assert cli.in_flags("pass --epochs=3 or x.epochs=", "score") == "pass --epochs=3 or x.epochs="
 

@@ -67,7 +67,11 @@ def test_the_representations_config_refuses_too_few_scored_images():
     concepts = rng.normal(size=(6, 8)).astype(np.float32)
     with pytest.raises(ValueError) as refused:
         metric.compute(
-            predictions=features, references=labels, concepts=concepts, epochs=1, sparsity_ratios=[0.0, 0.5]
+            predictions=features,
+            references=labels,
+            concept_bank=concepts,
+            epochs=1,
+            sparsity_ratios=[0.0, 0.5],
         )
     message = str(refused.value)
     assert message.startswith("the representations config scored only 40 of the 200 representations")
@@ -75,7 +79,7 @@ def test_the_representations_config_refuses_too_few_scored_images():
     out = metric.compute(
         predictions=features,
         references=labels,
-        concepts=concepts,
+        concept_bank=concepts,
         epochs=1,
         sparsity_ratios=[0.0, 0.5],
         eval_fraction=0.3,

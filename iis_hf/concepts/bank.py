@@ -14,12 +14,14 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
+from ..config import ConceptsConfig
+from ..data_types import ConceptVectors
 from ..files import (
     read_json,
     read_safetensors,
@@ -32,6 +34,7 @@ from ..version import __version__
 from .projection import (
     PROJECTION_KEYS,
     PROJECTION_TYPE,
+    ConceptProjection,
     FixedConcepts,
     LinearConcepts,
     check_projection_state,
@@ -61,14 +64,20 @@ bank = iis_hf.ConceptBank.from_pretrained("{{ repo_id | default("path/to/bank", 
 """
 
 
-def as_concept_projection(concepts) -> nn.Module:
+ConceptsLike: TypeAlias = "ConceptBank | ConceptProjection | ConceptVectors | str | os.PathLike[str]"
+"""What a head takes as its concepts: a bank, its folder or Hub id, (C, D) vectors, or a projection."""
+
+
+def as_concept_projection(concepts: ConceptsLike) -> ConceptProjection:
     """A module mapping (B, D) representations to (B, C) raw concept activations.
 
     `concepts` may be a `ConceptBank`, its folder or Hub id, a (C, D) array of vectors, or already a
     projection module (e.g. `LearnedConcepts`).
     """
-    if isinstance(concepts, nn.Module) and hasattr(concepts, "num_concepts"):
+    if isinstance(concepts, ConceptProjection):
         return concepts
+    if isinstance(concepts, nn.Module) and hasattr(concepts, "num_concepts"):
+        return cast(ConceptProjection, concepts)  # another module that projects onto concepts
     if isinstance(concepts, ConceptBank):
         return concepts.projection()
     if isinstance(concepts, (str, os.PathLike)):
@@ -147,7 +156,7 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
         """Whether activations come from a learned projection (text concepts) rather than ``x @ P.T``."""
         return self.projection_state is not None
 
-    def projection(self) -> nn.Module:
+    def projection(self) -> ConceptProjection:
         """The module that turns representations into raw concept activations.
 
         `FixedConcepts` (``x @ vectors.T``) for prototype, cluster and custom banks; `LinearConcepts`
@@ -216,7 +225,9 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
         return cls(**cluster_fields(library, num_concepts, seed=seed))
 
     @classmethod
-    def from_text(cls, concepts, clip_model: str | None = None, **kwargs) -> ConceptBank:
+    def from_text(
+        cls, concepts=None, clip_model=None, *, config: ConceptsConfig | None = None, **kwargs
+    ) -> ConceptBank:
         """Text concepts: words scored by CLIP, with a projection from the backbone learned to match.
 
         Words (a list, or a file with one per line) whose mean top-`top_k` CLIP similarity over the
@@ -226,13 +237,14 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
         are dropped; the activations are standardised with the train mean/std. The bank's kind is
         "text" and its `projection()` is the standardised linear map. `backbone=` and
         `probe_dataset=` are needed unless `features=` (the probe images' representations) and
-        `clip_similarities=` (N_images x num_words) are given. Every argument is described in
-        `iis_hf.concepts.text.text_concept_fields`.
+        `clip_similarities=` (N_images x num_words) are given. `config` (a `ConceptsConfig`) gives
+        the concept file, CLIP model, cutoffs and projection epochs; `concepts` (words), `clip_model`
+        and the keywords `clip_cutoff`, `interpretability_cutoff`, `epochs` override it. The other
+        keywords are the fields of `iis_hf.concepts.text.TextProbe` and `TextRecipe`.
         """
-        from ..config import DEFAULT_CLIP_MODEL
-        from .text import text_concept_fields
+        from .text import text_concept_fields, text_settings
 
-        return cls(**text_concept_fields(concepts, clip_model or DEFAULT_CLIP_MODEL, **kwargs))
+        return cls(**text_concept_fields(*text_settings(concepts, clip_model, config, **kwargs)))
 
     # ------------------------------------------------------------------ saving and loading
     def generate_model_card(self, *args, repo_id: str | None = None, **kwargs) -> ModelCard:
@@ -277,7 +289,7 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
         )
 
     @classmethod
-    def from_pretrained(
+    def from_pretrained(  # type: ignore[override]  # files only: the mixin's cache and download options do not apply
         cls,
         path_or_repo_id: str | os.PathLike,
         *,
@@ -297,43 +309,19 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
                 token=token,
             )
         refuse_pickles(folder, "concept bank", stems=(Path(CONFIG_NAME).stem,))
-        config = read_json(folder / CONFIG_NAME, "concept bank config")
-        if config.get("format") != FORMAT:
-            raise ValueError(
-                f"{folder / CONFIG_NAME} is not an iis-hf concept bank (format={config.get('format')!r})"
-            )
-        names = config.get("names")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{folder / CONFIG_NAME}: 'names' must be a list of strings")
-        sources = config.get("sources")
-        if sources is not None and not (
-            isinstance(sources, list) and all(isinstance(s, dict) for s in sources)
-        ):
-            raise ValueError(f"{folder / CONFIG_NAME}: 'sources' must be a list of objects or null")
-        version = config.get("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version > FORMAT_VERSION_PROJECTION:
-            raise ValueError(
-                f"{folder / CONFIG_NAME} has format_version {version!r}, newer than this iis-hf "
-                f"({__version__}) reads: upgrade iis-hf"
-            )
+        config = _read_bank_config(folder)
         tensors = read_safetensors(folder / WEIGHTS_NAME, "concept bank weights")
-        projection_state = None
-        projection = config.get("projection")
-        if projection is not None:
-            if projection != PROJECTION_TYPE:
-                raise ValueError(f"{folder / CONFIG_NAME}: unknown concept projection {projection!r}")
-            missing = [PROJECTION_PREFIX + k for k in PROJECTION_KEYS if PROJECTION_PREFIX + k not in tensors]
-            if missing:
-                raise ValueError(f"{folder / WEIGHTS_NAME} lacks the projection tensors {missing}")
-            projection_state = {k: tensors[PROJECTION_PREFIX + k] for k in PROJECTION_KEYS}
-        elif "vectors" not in tensors:
-            raise ValueError(f"{folder / WEIGHTS_NAME} has no 'vectors' tensor")
+        projection_state = _projection_state(config.get("projection"), tensors, folder)
+        vectors = tensors.get("vectors")
+        if vectors is None:  # a projection bank (checked above): its directions are the weight's rows
+            assert projection_state is not None
+            vectors = projection_state["weight"]
         bank = cls(
-            vectors=tensors.get("vectors"),
+            vectors=vectors,
             projection_state=projection_state,
-            names=names,
+            names=config["names"],
             kind=str(config.get("kind", "custom")),
-            sources=sources,
+            sources=config.get("sources"),
             thumbnails=tensors.get("thumbnails"),
             provenance=config.get("provenance") or {},
         )
@@ -352,3 +340,42 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
                     f"{bank.num_concepts} x {bank.dim}: the two files come from different banks"
                 )
         return bank
+
+
+def _read_bank_config(folder: Path) -> dict[str, Any]:
+    """`concept_bank.json` checked: our format, names as strings, sources as objects, a version we read."""
+    config = read_json(folder / CONFIG_NAME, "concept bank config")
+    if config.get("format") != FORMAT:
+        raise ValueError(
+            f"{folder / CONFIG_NAME} is not an iis-hf concept bank (format={config.get('format')!r})"
+        )
+    names = config.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{folder / CONFIG_NAME}: 'names' must be a list of strings")
+    sources = config.get("sources")
+    if sources is not None and not (isinstance(sources, list) and all(isinstance(s, dict) for s in sources)):
+        raise ValueError(f"{folder / CONFIG_NAME}: 'sources' must be a list of objects or null")
+    version = config.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION_PROJECTION:
+        raise ValueError(
+            f"{folder / CONFIG_NAME} has format_version {version!r}, newer than this iis-hf "
+            f"({__version__}) reads: upgrade iis-hf"
+        )
+    return config
+
+
+def _projection_state(
+    projection: Any, tensors: dict[str, torch.Tensor], folder: Path
+) -> dict[str, torch.Tensor] | None:
+    """The learned projection's tensors of a text bank (None for a bank of plain vectors, which then
+    must hold a 'vectors' tensor)."""
+    if projection is None:
+        if "vectors" not in tensors:
+            raise ValueError(f"{folder / WEIGHTS_NAME} has no 'vectors' tensor")
+        return None
+    if projection != PROJECTION_TYPE:
+        raise ValueError(f"{folder / CONFIG_NAME}: unknown concept projection {projection!r}")
+    missing = [PROJECTION_PREFIX + k for k in PROJECTION_KEYS if PROJECTION_PREFIX + k not in tensors]
+    if missing:
+        raise ValueError(f"{folder / WEIGHTS_NAME} lacks the projection tensors {missing}")
+    return {k: tensors[PROJECTION_PREFIX + k] for k in PROJECTION_KEYS}

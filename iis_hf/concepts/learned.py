@@ -12,14 +12,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data_types import ConceptVectors
 from .bank import ConceptBank
-from .projection import FixedConcepts
+from .projection import ConceptProjection, FixedConcepts
 
 GUMBEL_TEMPERATURE = 0.1
 
 
-class LearnedConcepts(nn.Module):
+class LearnedConcepts(ConceptProjection):
     """Concept activations from a learned selection of library prototypes.
+
+    A `ConceptProjection` whose matrix is not fixed: `num_concepts` and `dim` are its own, and the
+    chosen (heads, C, D) vectors are `concept_vectors()`.
 
     Args:
         library: a `ConceptBank` of prototypes (or a (M, D) array); rows are L2-normalised.
@@ -30,9 +34,11 @@ class LearnedConcepts(nn.Module):
             the output is then (num_heads, B, C).
     """
 
+    library: torch.Tensor  # a buffer: declared so the type checker knows it is a tensor
+
     def __init__(
         self,
-        library,
+        library: ConceptBank | ConceptVectors,
         num_concepts: int,
         temperature: float = GUMBEL_TEMPERATURE,
         seed: int = 0,
@@ -40,8 +46,11 @@ class LearnedConcepts(nn.Module):
         seeds: list[int] | None = None,
     ):
         super().__init__()
-        bank = library if isinstance(library, ConceptBank) else None
-        vectors = bank.vectors if bank is not None else FixedConcepts(library).vectors
+        bank: ConceptBank | None
+        if isinstance(library, ConceptBank):
+            bank, vectors = library, library.vectors
+        else:
+            bank, vectors = None, FixedConcepts(library).vectors
         if bank is not None and bank.has_projection:
             raise ValueError("learned concepts select from a prototype library, not from a text bank")
         if not 1 <= num_concepts <= vectors.shape[0]:

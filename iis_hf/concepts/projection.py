@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data_types import ConceptVectors
+
 PROJECTION_TYPE = "linear-standardized"
 PROJECTION_KEYS = ("weight", "mean", "std")
 
@@ -41,21 +43,25 @@ class ConceptProjection(nn.Module):
 class FixedConcepts(ConceptProjection):
     """Activations ``x @ P.T`` for fixed concept rows P, L2-normalised here whatever the caller gave."""
 
-    def __init__(self, vectors: torch.Tensor):
+    vectors: torch.Tensor  # a buffer: declared so the type checker knows it is a tensor
+
+    def __init__(self, vectors: ConceptVectors):
         super().__init__()
-        if not torch.is_tensor(vectors):
+        if isinstance(vectors, torch.Tensor):
+            rows = vectors
+        else:
             try:
-                vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+                rows = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"concepts must be a (C, D) array of numbers ({err})") from err
-        if vectors.ndim != 2 or vectors.shape[0] < 1:
-            raise ValueError(f"concepts must be a (C, D) array, got shape {tuple(vectors.shape)}")
-        vectors = vectors.detach().float()
-        if not torch.isfinite(vectors).all():
+        if rows.ndim != 2 or rows.shape[0] < 1:
+            raise ValueError(f"concepts must be a (C, D) array, got shape {tuple(rows.shape)}")
+        rows = rows.detach().float()
+        if not torch.isfinite(rows).all():
             raise ValueError("concept vectors contain NaN or inf")
-        if (vectors.norm(dim=1) == 0).any():
+        if (rows.norm(dim=1) == 0).any():
             raise ValueError("a concept vector is all zeros and cannot be normalised; remove it")
-        self.register_buffer("vectors", normalize_rows(vectors))
+        self.register_buffer("vectors", normalize_rows(rows))
 
     def matrix(self) -> torch.Tensor:
         return self.vectors
@@ -72,6 +78,11 @@ class LinearConcepts(ConceptProjection):
     probe images it was fitted on. All three are buffers, never trainable parameters.
     """
 
+    # buffers: declared so the type checker knows they are tensors
+    weight: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, weight: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         weight, mean, std = check_projection_state({"weight": weight, "mean": mean, "std": std})
@@ -86,7 +97,7 @@ class LinearConcepts(ConceptProjection):
         return (self.check_dim(representations) @ self.weight.T - self.mean) / self.std
 
 
-def check_projection_state(state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_projection_state(state: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate a learned projection: weight (C, D), mean (C,), std (C,) > 0, all finite."""
     if not isinstance(state, dict) or set(state) != set(PROJECTION_KEYS):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__

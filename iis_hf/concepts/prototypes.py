@@ -37,16 +37,23 @@ def prototype_fields(
     image_processor=None,
     image_column: str | None = None,
     label_column: str | None = None,
-    batch_size: int = 64,
-    precision: str = "fp32",
     device=None,
     seed: int = 0,
     progress: bool = True,
+    **extraction: Any,
 ) -> dict[str, Any]:
-    """The fields of a prototype `ConceptBank` (see `ConceptBank.from_prototypes`)."""
+    """The fields of a prototype `ConceptBank` (see `ConceptBank.from_prototypes`).
+
+    The parts (crops of a few pixels to a few hundred a side) are each resized to the model's input:
+    with ``preprocessing="tensor"``, where `iis_hf.features.preprocess` covers the image processor,
+    they are resized as batches (parts of one size stacked, one interpolation per size), otherwise
+    one at a time by the processor; both in the DataLoader workers `iis_hf.features.auto_num_workers`
+    chooses for that many parts, overlapped with the forward. `extraction` are `ExtractionConfig`'s
+    settings for embedding the parts (``batch_size=64, precision="fp32", preprocessing="processor"``).
+    """
     from ..data import detect_columns, undecoded
-    from ..features import extract_features, load_image_processor, load_vision_model
-    from ..images import load_image
+    from ..features import auto_num_workers, extract_features, load_image_processor, load_vision_model
+    from ..features.preprocess import tensor_path
 
     if parts not in PART_KINDS:
         raise ValueError(f"parts must be 'patches' or 'segments', got {parts!r}")
@@ -61,24 +68,22 @@ def prototype_fields(
     rows = sample_per_class(dataset[label_column], images_per_class, seed)
     label_names = class_names(dataset, label_column)
 
-    crops, sources = [], []
-    stored = undecoded(dataset, image_column)  # decoded by iis_hf.images only, never by datasets first
-    for row in rows:
-        example = stored[int(row)]
-        image = load_image(example[image_column], what=f"row {int(row)} of column {image_column!r}")
-        label = int(example[label_column])
-        for crop, source in grid_patches(image, grid) if parts == "patches" else slic_segments(image):
-            crops.append(crop)
-            sources.append({"image_index": int(row), "label": label, **source})
+    crops, sources = image_parts(
+        undecoded(dataset, image_column), rows, image_column, label_column, parts, grid
+    )
     if num_concepts is not None:
         keep = choose_prototypes(len(crops), num_concepts, seed, images=len(rows))
         crops, sources = [crops[i] for i in keep], [sources[i] for i in keep]
+    preprocessing = extraction.pop("preprocessing", "processor")
+    if preprocessing == "tensor" and tensor_path(image_processor) is None:
+        preprocessing = "processor"  # not covered: the processor resizes them, as it does the images
     vectors = extract_features(
         model,
         crops,
         image_processor=image_processor,
-        batch_size=batch_size,
-        precision=precision,
+        preprocessing=preprocessing,
+        num_workers=auto_num_workers(len(crops), device=device or _default_device()),
+        **extraction,
         device=device,
         progress=f"prototype {parts}" if progress else False,
     ).features
@@ -89,17 +94,22 @@ def prototype_fields(
         "sources": sources,
         "thumbnails": torch.stack([thumbnail(c) for c in crops]),
         "provenance": {
-            "model": getattr(model, "name_or_path", None) or type(model).__name__,
-            "embedded_by": weights_fingerprint(model),  # which weights: a fine-tuned model's are others
-            "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
+            **embedding_provenance(model, dataset),
             "parts": parts,
             "grid": grid if parts == "patches" else None,
             "images_per_class": images_per_class,
+            # how the parts were resized (recorded where it is not the processor, as in the settings)
+            **({"preprocessing": preprocessing} if preprocessing != "processor" else {}),
             "seed": seed,
             "label_names": label_names,
             "iis_hf_version": __version__,
         },
     }
+
+
+def _default_device() -> str:
+    """Where extraction runs when no device is named (for choosing its workers only)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def choose_prototypes(
@@ -228,8 +238,36 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def embedding_provenance(model: Any, dataset: Any) -> dict[str, Any]:
+    """Which model, which weights (a fine-tuned model's are others) and which data embedded a bank."""
+    return {
+        "model": getattr(model, "name_or_path", None) or type(model).__name__,
+        "embedded_by": weights_fingerprint(model),
+        "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
+    }
+
+
+def image_parts(
+    stored, rows, image_column: str, label_column: str, parts: str, grid: int
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The parts (grid patches or SLIC segments) of the chosen rows' images, and where each came from.
+    Images are decoded by `iis_hf.images.load_image` only, never by `datasets` first."""
+    from ..images import load_image
+
+    crops, sources = [], []
+    for row in rows:
+        example = stored[int(row)]
+        image = load_image(example[image_column], what=f"row {int(row)} of column {image_column!r}")
+        label = int(example[label_column])
+        for crop, source in grid_patches(image, grid) if parts == "patches" else slic_segments(image):
+            crops.append(crop)
+            sources.append({"image_index": int(row), "label": label, **source})
+    return crops, sources
+
+
 def thumbnail(image) -> torch.Tensor:
     from PIL import Image
 
-    small = image.convert("RGB").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.BILINEAR)
+    bilinear = Image.BILINEAR  # type: ignore[attr-defined]  # Image.Resampling needs Pillow 9.1; setup.py admits 9.0
+    small = image.convert("RGB").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), bilinear)
     return torch.from_numpy(np.asarray(small).copy()).permute(2, 0, 1)

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import DEFAULT_CLIP_CUTOFF, DEFAULT_CLIP_MODEL, DEFAULT_INTERPRETABILITY_CUTOFF
+from ..config import ConceptsConfig
 from ..devices import resolve_device
 from ..errors import first_line
 from ..model_card import weights_fingerprint
@@ -76,13 +78,14 @@ def read_concept_words(concepts) -> list[str]:
         where = f"concept file {str(path)!r}"
     else:
         try:
-            words = [w.strip() if isinstance(w, str) else None for w in concepts]
+            given = list(concepts)
         except TypeError:
             raise ValueError(
                 f"concepts must be a list of words or a path to a text file, got {type(concepts).__name__}"
             ) from None
-        if any(w is None for w in words):
+        if not all(isinstance(w, str) for w in given):
             raise ValueError("every concept must be a string (a word or a short phrase)")
+        words = [w.strip() for w in given]
         where = "the list of concepts"
     unique = list(dict.fromkeys(w for w in words if w))
     if not unique:
@@ -329,154 +332,242 @@ def fit_text_projection(
 
 
 # ---------------------------------------------------------------------------- the bank
-def text_concept_fields(
-    concepts,
-    clip_model=DEFAULT_CLIP_MODEL,
-    *,
-    backbone=None,
-    probe_dataset=None,
-    features=None,
-    clip_similarities=None,
-    clip_processor=None,
-    image_processor=None,
-    image_column: str | None = None,
-    layer: int | None = None,
-    pooling: str = "default",
-    prompt: str = DEFAULT_PROMPT,
-    clip_cutoff: float = DEFAULT_CLIP_CUTOFF,
-    interpretability_cutoff: float = DEFAULT_INTERPRETABILITY_CUTOFF,
-    top_k: int = 5,
-    holdout_fraction: float = 0.2,
-    epochs: int = 1000,
-    learning_rate: float = 1e-3,
-    projection_batch_size: int = 5000,
-    batch_size: int = 64,
-    precision: str = "fp32",
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """The fields of a text `ConceptBank` (see the module docstring for the recipe).
+@dataclass
+class TextProbe:
+    """The data text concepts are fitted to: the words, the probe images (or their representations)
+    and CLIP's view of them (a model, or similarities given). Labels are not used.
 
-    Args:
-        concepts: a list of words, or a text file with one word per line (``#`` comments allowed).
-        clip_model: a `CLIPModel`, a Hub id or a local folder (with its `CLIPProcessor` saved beside
-            the weights, or pass `clip_processor=`). Not needed when `clip_similarities` is given.
-        backbone: the vision model whose representation the concepts interpret (instance, Hub id
-            or folder); its features come from `extract_features(backbone, probe_dataset, ...)`
-            with `image_processor`, `image_column`, `layer`, `pooling`, `precision`. Not needed when
-            `features` is given.
-        probe_dataset: the probe images (a `datasets.Dataset` or a list of PIL images); labels are
-            not used.
-        features: optional (N, D) representations of the probe images, in order (skips extraction).
-        clip_similarities: optional (N, num_words) similarities (skips CLIP), e.g. to test the fit
-            with similarities known by construction.
-        prompt: how a word is put to CLIP's text encoder; ``"{}"`` (the word itself) by default.
-        clip_cutoff: drop words whose mean top-`top_k` CLIP similarity over the images is <= this.
-        interpretability_cutoff: drop words whose held-out match (cubed cosine) is <= this.
-        holdout_fraction: share of probe images held out for the interpretability cutoff.
-        epochs, learning_rate, projection_batch_size: Adam on the projection (label-free CBM: 1000
-            steps of batch 5000 at lr 1e-3; here epochs, early-stopped after 100 without improvement).
-        batch_size: images per forward pass of CLIP and the backbone.
+    `words` (a list, or a file with one word per line) default to the settings' `concept_file`, else
+    the starter vocabulary; `clip_model`, a `CLIPModel` instance, overrides the settings' name.
     """
-    words = read_concept_words(concepts)
-    check_settings(
-        clip_cutoff,
-        interpretability_cutoff,
-        top_k,
-        holdout_fraction,
-        epochs,
-        learning_rate,
-        projection_batch_size,
+
+    words: Sequence[str] | str | os.PathLike | None = None
+    backbone: Any = None
+    probe_dataset: Any = None
+    features: Any = None
+    clip_similarities: Any = None
+    clip_model: Any = None
+    clip_processor: Any = None
+    image_processor: Any = None
+    image_column: str | None = None
+
+
+@dataclass
+class TextRecipe:
+    """The recipe's knobs `ConceptsConfig` does not hold (label-free CBM's defaults), and how the work runs.
+
+    `layer`, `pooling`, `batch_size` and `precision` are the backbone's extraction (`batch_size`
+    also batches CLIP); `learning_rate` and `projection_batch_size` are Adam's on the projection.
+    """
+
+    prompt: str = DEFAULT_PROMPT
+    top_k: int = 5
+    holdout_fraction: float = 0.2
+    learning_rate: float = 1e-3
+    projection_batch_size: int = 5000
+    layer: int | None = None
+    pooling: str = "default"
+    batch_size: int = 64
+    precision: str = "fp32"
+    seed: int = 0
+    device: Any = None
+    progress: bool = True
+
+
+# `ConceptBank.from_text`'s keywords that are `ConceptsConfig` fields (`epochs` is the projection's).
+CONFIG_KEYWORDS = {
+    "clip_cutoff": "clip_cutoff",
+    "interpretability_cutoff": "interpretability_cutoff",
+    "epochs": "projection_epochs",
+}
+
+
+def text_settings(
+    concepts=None, clip_model=None, config: ConceptsConfig | None = None, **keywords: Any
+) -> tuple[ConceptsConfig, TextProbe, TextRecipe]:
+    """`ConceptBank.from_text`'s arguments sorted, by field name, into the settings and the data.
+
+    Why: its callers keep one flat call (every keyword of `TextProbe`, `TextRecipe` and
+    `CONFIG_KEYWORDS`), while the recipe reads each setting from the one object that holds it.
+    """
+    data_names = {f.name for f in fields(TextProbe)} - {"words", "clip_model"}
+    recipe_names = {f.name for f in fields(TextRecipe)}
+    unknown = sorted(set(keywords) - data_names - recipe_names - set(CONFIG_KEYWORDS))
+    if unknown:
+        raise TypeError(f"ConceptBank.from_text() got unexpected keyword arguments {unknown}")
+    overrides = {CONFIG_KEYWORDS[k]: v for k, v in keywords.items() if k in CONFIG_KEYWORDS}
+    if isinstance(clip_model, (str, os.PathLike)):
+        overrides["clip_model"] = str(clip_model)
+    config = replace(config, **overrides) if config is not None else ConceptsConfig(kind="text", **overrides)
+    probe = TextProbe(
+        words=concepts,
+        clip_model=None if isinstance(clip_model, (str, os.PathLike)) else clip_model,
+        **{k: v for k, v in keywords.items() if k in data_names},
     )
+    return config, probe, TextRecipe(**{k: v for k, v in keywords.items() if k in recipe_names})
+
+
+def text_concept_fields(
+    config: ConceptsConfig, probe: TextProbe, recipe: TextRecipe | None = None
+) -> dict[str, Any]:
+    """The fields of a text `ConceptBank` (the module docstring gives the recipe): the words of
+    `probe` (or `config.concept_file`) cut by `config`'s CLIP and interpretability cutoffs, and the
+    projection fitted for `config.projection_epochs` epochs.
+
+    `probe` needs `backbone` and `probe_dataset` unless it gives `features` (the probe images'
+    (N, D) representations, in order) and `clip_similarities` ((N, num_words), e.g. known by
+    construction). `config.clip_model` (or `probe.clip_model`) is a Hub id or a local folder with its
+    `CLIPProcessor` saved beside the weights (or pass `probe.clip_processor`).
+    """
+    recipe = recipe if recipe is not None else TextRecipe()
+    source = probe.words if probe.words is not None else config.concept_file or DEFAULT_CONCEPT_FILE
+    words = read_concept_words(source)
+    check_settings(config, recipe)
+    features = probe.features
     if features is None:  # step 0: the backbone's representations of the probe images
         features = probe_features(
-            backbone,
-            probe_dataset,
-            image_processor=image_processor,
-            image_column=image_column,
-            layer=layer,
-            pooling=pooling,
-            batch_size=batch_size,
-            precision=precision,
-            device=device,
-            progress=progress,
+            probe.backbone,
+            probe.probe_dataset,
+            image_processor=probe.image_processor,
+            image_column=probe.image_column,
+            layer=recipe.layer,
+            pooling=recipe.pooling,
+            batch_size=recipe.batch_size,
+            precision=recipe.precision,
+            device=recipe.device,
+            progress=recipe.progress,
         )
     features = _as_matrix(features, "features")
+    similarities, clip_name = probe_similarities(words, int(features.shape[0]), config, probe, recipe)
+    fit = fit_words(words, features, similarities, config, recipe)
+    record = recipe_record(config, probe, recipe, clip_name, int(features.shape[0]), fit)
+    return text_bank_fields(
+        words, fit.passed_clip, fit.keep, fit.clip_scores, fit.matches, record, fit.projection_state
+    )
+
+
+def probe_similarities(
+    words: list[str], num_images: int, config: ConceptsConfig, probe: TextProbe, recipe: TextRecipe
+) -> tuple[torch.Tensor, str | None]:
+    """Step 1: CLIP's image-word similarities over the probe images (or those given), and the name
+    of the CLIP model that computed them (None for given ones)."""
     clip_name = None
-    if clip_similarities is None:  # step 1: CLIP's image-word similarities over the probe images
-        if probe_dataset is None:
+    similarities = probe.clip_similarities
+    if similarities is None:
+        if probe.probe_dataset is None:
             raise ValueError("CLIP needs the probe images: pass probe_dataset= (or clip_similarities=)")
+        clip_model = probe.clip_model if probe.clip_model is not None else config.clip_model
         if clip_model is None:
             raise ValueError("pass clip_model= (a CLIPModel, Hub id or folder) or clip_similarities=")
         clip_name = _name(clip_model)
-        clip_similarities = compute_clip_similarities(
+        similarities = compute_clip_similarities(
             clip_model,
-            probe_dataset,
+            probe.probe_dataset,
             words,
-            clip_processor=clip_processor,
-            prompt=prompt,
-            image_column=image_column,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
+            clip_processor=probe.clip_processor,
+            prompt=recipe.prompt,
+            image_column=probe.image_column,
+            batch_size=recipe.batch_size,
+            device=recipe.device,
+            progress=recipe.progress,
         )
-    similarities = _as_matrix(clip_similarities, "clip_similarities")
-    if similarities.shape != (features.shape[0], len(words)):
+    similarities = _as_matrix(similarities, "clip_similarities")
+    if similarities.shape != (num_images, len(words)):
         raise ValueError(
-            f"clip_similarities must be (N_images, num_words) = ({features.shape[0]}, {len(words)}), "
+            f"clip_similarities must be (N_images, num_words) = ({num_images}, {len(words)}), "
             f"got {tuple(similarities.shape)}"
         )
+    return similarities, clip_name
 
-    # 2. the CLIP cutoff; 3. the projection, fitted on the training part of the probe images
-    passed_clip, clip_scores = apply_clip_cutoff(similarities, words, clip_cutoff, top_k)
-    train_idx, holdout_idx = split_probe(features.shape[0], holdout_fraction, seed)
+
+@dataclass
+class WordFit:
+    """What steps 2-5 found: the words past each cutoff, their scores, and the standardised projection."""
+
+    passed_clip: list[int]  # positions in the words
+    clip_scores: torch.Tensor  # every word's mean top-k CLIP similarity
+    keep: list[int]  # positions in `passed_clip`
+    matches: torch.Tensor  # held-out match of each word in `passed_clip`
+    projection_state: dict[str, torch.Tensor]  # weight, mean, std of the kept words
+    num_train: int
+    num_holdout: int
+    best_epoch: int
+
+
+def fit_words(
+    words: list[str],
+    features: torch.Tensor,
+    similarities: torch.Tensor,
+    config: ConceptsConfig,
+    recipe: TextRecipe,
+) -> WordFit:
+    """Steps 2-5: the CLIP cutoff, the projection fitted on the training part of the probe images,
+    the interpretability cutoff on the held-out part, the standardisation."""
+    passed_clip, clip_scores = apply_clip_cutoff(similarities, words, config.clip_cutoff, recipe.top_k)
+    train_idx, holdout_idx = split_probe(features.shape[0], recipe.holdout_fraction, recipe.seed)
     targets = similarities[:, passed_clip]
     weight, best_epoch = fit_text_projection(
         features[train_idx],
         targets[train_idx],
         features[holdout_idx],
         targets[holdout_idx],
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=projection_batch_size,
-        seed=seed,
-        device=device,
-        progress=progress,
+        epochs=config.projection_epochs,
+        learning_rate=recipe.learning_rate,
+        batch_size=recipe.projection_batch_size,
+        seed=recipe.seed,
+        device=recipe.device,
+        progress=recipe.progress,
     )
-    # 4. the interpretability cutoff, measured with the folded (raw-feature) projection
+    # 4. measured with the folded (raw-feature) projection
     matches = cubed_cosine_similarity(
         targets[holdout_idx].double(), (features[holdout_idx] @ weight.T).double()
     )
-    keep = apply_interpretability_cutoff(matches, [words[i] for i in passed_clip], interpretability_cutoff)
-    # 5. standardisation with the train mean/std
-    weight = weight[keep].contiguous()
-    mean, std = standardisation(features[train_idx] @ weight.T, [words[passed_clip[j]] for j in keep])
-
-    recipe = {
-        "model": _name(backbone),
-        "embedded_by": weights_fingerprint(backbone),  # None for given features or a backbone's name
-        "clip_model": str(clip_name) if clip_name is not None else "given similarities",
-        "dataset_fingerprint": getattr(probe_dataset, "_fingerprint", None),
-        "layer": layer,
-        "pooling": pooling,
-        "prompt": prompt,
-        "clip_cutoff": clip_cutoff,
-        "interpretability_cutoff": interpretability_cutoff,
-        "top_k": top_k,
-        "holdout_fraction": holdout_fraction,
-        "num_probe_images": int(features.shape[0]),
-        "num_train": len(train_idx),
-        "num_holdout": len(holdout_idx),
-        "epochs": epochs,
-        "best_epoch": best_epoch,
-        "learning_rate": learning_rate,
-        "projection_batch_size": projection_batch_size,
-        "seed": seed,
-    }
-    return text_bank_fields(
-        words, passed_clip, keep, clip_scores, matches, recipe, {"weight": weight, "mean": mean, "std": std}
+    passed_words = [words[i] for i in passed_clip]
+    keep = apply_interpretability_cutoff(matches, passed_words, config.interpretability_cutoff)
+    weight = weight[keep].contiguous()  # 5. with the train mean/std
+    mean, std = standardisation(features[train_idx] @ weight.T, [passed_words[j] for j in keep])
+    return WordFit(
+        passed_clip,
+        clip_scores,
+        keep,
+        matches,
+        {"weight": weight, "mean": mean, "std": std},
+        len(train_idx),
+        len(holdout_idx),
+        best_epoch,
     )
+
+
+def recipe_record(
+    config: ConceptsConfig,
+    probe: TextProbe,
+    recipe: TextRecipe,
+    clip_name: str | None,
+    num_images: int,
+    fit: WordFit,
+) -> dict[str, Any]:
+    """Every setting the bank was built with, for its provenance."""
+    return {
+        "model": _name(probe.backbone),
+        "embedded_by": weights_fingerprint(probe.backbone),  # None for given features or a name
+        "clip_model": str(clip_name) if clip_name is not None else "given similarities",
+        "dataset_fingerprint": getattr(probe.probe_dataset, "_fingerprint", None),
+        "layer": recipe.layer,
+        "pooling": recipe.pooling,
+        "prompt": recipe.prompt,
+        "clip_cutoff": config.clip_cutoff,
+        "interpretability_cutoff": config.interpretability_cutoff,
+        "top_k": recipe.top_k,
+        "holdout_fraction": recipe.holdout_fraction,
+        "num_probe_images": num_images,
+        "num_train": fit.num_train,
+        "num_holdout": fit.num_holdout,
+        "epochs": config.projection_epochs,
+        "best_epoch": fit.best_epoch,
+        "learning_rate": recipe.learning_rate,
+        "projection_batch_size": recipe.projection_batch_size,
+        "seed": recipe.seed,
+    }
 
 
 def probe_features(backbone, probe_dataset, **extraction) -> torch.Tensor:
@@ -568,9 +659,12 @@ def standardisation(activations: torch.Tensor, names: list[str]) -> tuple[torch.
     return mean, std
 
 
-def check_settings(
-    clip_cutoff, interpretability_cutoff, top_k, holdout_fraction, epochs, learning_rate, batch_size
-):
+def check_settings(config: ConceptsConfig, recipe: TextRecipe) -> None:
+    """The settings the recipe reads, checked before any work (the objects may have been changed
+    after they were built)."""
+    clip_cutoff, interpretability_cutoff = config.clip_cutoff, config.interpretability_cutoff
+    top_k, holdout_fraction, epochs = recipe.top_k, recipe.holdout_fraction, config.projection_epochs
+    learning_rate, batch_size = recipe.learning_rate, recipe.projection_batch_size
     for name, value in (("clip_cutoff", clip_cutoff), ("interpretability_cutoff", interpretability_cutoff)):
         if not isinstance(value, (int, float)) or math.isnan(value):
             raise ValueError(f"{name} must be a number, got {value!r}")

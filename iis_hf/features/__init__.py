@@ -13,12 +13,14 @@ from .backbones import (
     pooled_representation,
 )
 from .extract import ExtractedFeatures, extract_features, extract_features_of_models
+from .sources import auto_num_workers
 from .store import FeatureStore, write_feature_store
 
 __all__ = [
     "ExtractedFeatures",
     "FeatureStore",
     "as_vision_model",
+    "auto_num_workers",
     "capture_classifier_input",
     "extract_features",
     "extract_features_of_models",

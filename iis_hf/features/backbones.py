@@ -69,13 +69,12 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
             f"nor a reachable Hugging Face Hub model id ({first_line(err)})"
         ) from err
 
-    classification_names = set()
+    classification_names: set[str] = set()
     for value in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.values():
         classification_names.update([value] if isinstance(value, str) else value)
     architectures = getattr(config, "architectures", None) or []
-    auto_class = AutoModel
-    if any(arch in classification_names for arch in architectures):
-        auto_class = AutoModelForImageClassification
+    classifies = any(arch in classification_names for arch in architectures)
+    auto_class = AutoModelForImageClassification if classifies else AutoModel
     try:
         model = auto_class.from_pretrained(name_or_path, config=config, trust_remote_code=False, **kwargs)
     except OSError as err:
@@ -100,8 +99,11 @@ def as_vision_model(model: nn.Module) -> nn.Module:
         tower_name = getattr(tower, "name_or_path", "") or ""
         model_name = getattr(model, "name_or_path", "") or ""
         if model_name and not tower_name:
-            tower.name_or_path = model_name
-            tower.config._name_or_path = model_name
+            # torch types nn.Module.__setattr__ for tensors and modules only; it stores any value
+            tower.name_or_path = model_name  # type: ignore[assignment]
+            tower_config = getattr(tower, "config", None)  # a transformers model: its config names it
+            if tower_config is not None:
+                tower_config._name_or_path = model_name
         return tower
     raise ValueError(
         f"{type(model).__name__} ({getattr(model, 'name_or_path', '') or 'no name'}) is not a vision model: "

@@ -187,7 +187,8 @@ def chunk_record(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
     digest = hashlib.sha256()
     for name in ("features", "labels"):  # in this order, features then labels
         if name in tensors:
-            digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy())
+            # numpy's stubs declare ndarray's buffer protocol only for Python >= 3.12
+            digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     record["sha256"] = digest.hexdigest()
     return record
 

@@ -36,7 +36,14 @@ def process_layout() -> tuple[int, int, torch.device]:
     return 1, 0, state.device
 
 
-def all_gather_chunks(computed, my_chunks, bounds, world, width, has_labels):
+def all_gather_chunks(
+    computed: dict[int, tuple[torch.Tensor, torch.Tensor | None]],
+    my_chunks: list[int],
+    bounds: list[tuple[int, int]],
+    world: int,
+    width: int,
+    has_labels: bool,
+) -> list[Any]:
     """Share every rank's chunks with every rank; returns the list of all chunks, in order."""
     import torch.distributed as dist
 
@@ -62,13 +69,17 @@ def all_gather_chunks(computed, my_chunks, bounds, world, width, has_labels):
 
     mine = [computed[c] for c in my_chunks]
     all_features = gather(padded([m[0] for m in mine], (width,), torch.float32))
-    all_labels = gather(padded([m[1] for m in mine], (), torch.int64)) if has_labels else None
+    all_labels: list[torch.Tensor] | None = None
+    if has_labels:
+        labels_of = [m[1] for m in mine if m[1] is not None]
+        assert len(labels_of) == len(mine), "a chunk of a labelled data set was extracted without labels"
+        all_labels = gather(padded(labels_of, (), torch.int64))
     parts: list[Any] = [None] * num_chunks
     for r in range(world):
         offset = 0
         for c in owned[r]:
             n = bounds[c][1] - bounds[c][0]
-            labels = all_labels[r][offset : offset + n] if has_labels else None
+            labels = all_labels[r][offset : offset + n] if all_labels is not None else None
             parts[c] = (all_features[r][offset : offset + n], labels)
             offset += n
     return parts

@@ -32,8 +32,8 @@ from .backbones import (
 )
 from .cache import CACHE_FORMAT_VERSION, FeatureCache, processor_config
 from .distributed import all_gather_chunks, process_layout
-from .preprocess import tensor_path, to_device
-from .sources import ImageProcessors, Source, prepare_source
+from .preprocess import TensorPreprocessor, tensor_path, to_device
+from .sources import ImageProcessors, Source, auto_num_workers, prepare_source
 
 DEFAULT_CHUNK_SIZE = ExtractionConfig().chunk_size
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -74,7 +74,9 @@ def extract_features(
             ("processor": each image through the image processor; "tensor": resized, cropped and
             normalised as batches on the model's device, where `iis_hf.features.preprocess` covers the
             processor, pixel values at most two uint8 levels from its), `num_workers`
-            (DataLoader workers decoding images while the model runs), `chunk_size` (rows per chunk,
+            (DataLoader workers decoding and preprocessing images while the model runs; None:
+            chosen by `iis_hf.features.auto_num_workers` from the number of images and the device;
+            never a change to the features), `chunk_size` (rows per chunk,
             the unit of distribution and caching, independent of the number of processes) and
             `cache_dir` (features cached under ``cache_dir/<key>/`` as float16 safetensors chunks,
             keyed by the model's config and weights, the dataset fingerprint, the image processor,
@@ -286,6 +288,8 @@ def _extract_chunks(
         if needing:
             groups.setdefault(needing, []).append(c)
     total = sum(plan.bounds[c][1] - plan.bounds[c][0] for chunks in groups.values() for c in chunks)
+    options = loader_options(total, config.num_workers, [devices[m] for m in running], source.decodes)
+    _prepare_where_decoded(processors, [devices[m] for m in running])
     widths = {}
     try:
         with (
@@ -306,7 +310,7 @@ def _extract_chunks(
                     m: (models[m], devices[m], group_processors.slots[i]) for i, m in enumerate(group)
                 }
                 for c, features, labels in _run_chunks(
-                    group_models, group_source, chunks, plan.bounds, config, pbar
+                    group_models, group_source, chunks, plan.bounds, config, pbar, options
                 ):
                     for m, values in features.items():
                         if caches[m] is not None:
@@ -317,6 +321,15 @@ def _extract_chunks(
         for m in running:
             models[m].train(was_training[m])
     return widths
+
+
+def _prepare_where_decoded(processors, devices) -> None:
+    """With every model on the CPU, the tensor path's device is the CPU: its resize then runs where
+    the images are decoded (in the workers, overlapped with the forward), with the same result."""
+    if all(torch.device(d).type == "cpu" for d in devices):
+        for runner in processors:
+            if isinstance(runner, TensorPreprocessor):
+                runner.prepare_on = torch.device("cpu")
 
 
 def _collect_chunks(
@@ -368,11 +381,29 @@ def compact(features: torch.Tensor) -> torch.Tensor:
     return features
 
 
-def _run_chunks(group_models, source: Source, chunks, bounds, config: ExtractionConfig, pbar):
+def loader_options(num_images: int, requested: int | None, devices, decodes: bool = True) -> dict[str, Any]:
+    """The DataLoader's settings for `num_images` read for models on `devices`.
+
+    Workers (`auto_num_workers` where `requested` is None) decode and preprocess the next batches
+    while the model runs; on CUDA batches are pinned, so the copies to the device (``non_blocking``
+    in `to_device`) overlap the forward too.
+    """
+    devices = [torch.device(d) for d in devices]
+    accelerator = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
+    return {
+        "num_workers": auto_num_workers(num_images, requested, device=accelerator, decodes=decodes),
+        "pin_memory": any(d.type == "cuda" for d in devices),
+        "persistent_workers": False,
+    }
+
+
+def _run_chunks(
+    group_models, source: Source, chunks, bounds, config: ExtractionConfig, pbar, options: dict[str, Any]
+):
     """Yield (chunk, {model index: features (n, D) float32 CPU}, labels or None) for each chunk, in order.
 
     `group_models` maps a model's index to (model, device, where its pixel values sit in a batch's
-    list of them: identical processors share one).
+    list of them: identical processors share one); `options` are the DataLoader's (`loader_options`).
     """
     from torch.utils.data import DataLoader
 
@@ -384,14 +415,7 @@ def _run_chunks(group_models, source: Source, chunks, bounds, config: Extraction
             owners.append(c)
     if not batches:
         return
-    loader = DataLoader(
-        source.batches,
-        batch_size=None,
-        sampler=batches,
-        num_workers=config.num_workers,
-        pin_memory=any(device.type == "cuda" for _, device, _ in group_models.values()),
-        persistent_workers=False,
-    )
+    loader = DataLoader(source.batches, batch_size=None, sampler=batches, **options)
     pending: dict[int, list[torch.Tensor]] = {m: [] for m in group_models}
     pending_labels: list[torch.Tensor] = []
     for i, batch in enumerate(loader):

@@ -77,13 +77,20 @@ class TensorPlan:
 
 
 class TensorPreprocessor:
-    """Stands in for an image processor: in the workers, images -> `RawImages` (uint8 tensors)."""
+    """Stands in for an image processor: in the workers, images -> `RawImages` (uint8 tensors).
+
+    With `prepare_on` set (a CPU device: extraction sets it where every model runs on the CPU), the
+    workers also prepare the pixel values there, so the resize overlaps the forward as the
+    processor's does; the values are the same wherever `RawImages.prepare` runs on the CPU.
+    """
 
     def __init__(self, processor: Any, plan: TensorPlan):
         self.processor, self.plan = processor, plan
+        self.prepare_on: torch.device | None = None
 
-    def __call__(self, images: list) -> RawImages:
-        return RawImages.from_images(images, self.plan)
+    def __call__(self, images: list) -> RawImages | torch.Tensor:
+        raw = RawImages.from_images(images, self.plan)
+        return raw if self.prepare_on is None else raw.prepare(self.prepare_on)
 
     def to_dict(self) -> dict[str, Any]:
         """The processor's settings, marked: identical processors on the tensor path share a slot."""
@@ -127,7 +134,7 @@ def tensor_plan(processor: Any) -> TensorPlan | None:
         crop = (crop_size["height"], crop_size["width"])
     plan = TensorPlan(
         resize=resize, crop_pct=crop_pct, mode=mode, crop=crop,
-        scale=float(get("rescale_factor")) if get("do_rescale") else None,
+        scale=_rescale_factor(get) if get("do_rescale") else None,
         mean=_channels(get("image_mean")) if get("do_normalize") else None,
         std=_channels(get("image_std")) if get("do_normalize") else None,
     )  # fmt: skip
@@ -253,3 +260,9 @@ def to_device(pixel_values: torch.Tensor | RawImages, device: torch.device | str
 
 
 __all__ = ["COVERED_PROCESSORS", "RawImages", "TensorPlan", "TensorPreprocessor", "tensor_path", "to_device"]
+
+
+def _rescale_factor(get: Any) -> float:
+    """The processor's rescale factor (1/255 where a processor that rescales leaves it unset)."""
+    factor = get("rescale_factor")
+    return float(factor) if factor is not None else 1 / 255

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..files import temporary_sibling
@@ -49,7 +50,7 @@ class FeatureStore:
         if stop - start != self.num_rows * self.dim * 2 or self._data_start + stop > len(self._map):
             raise ValueError(f"{self.path} is truncated or inconsistent")
         self._features_offset = self._data_start + start
-        self.features = np.frombuffer(
+        self.features: npt.NDArray[np.float16] | None = np.frombuffer(
             self._map, dtype=np.float16, count=self.num_rows * self.dim, offset=self._features_offset
         ).reshape(self.num_rows, self.dim)
         self.labels = None
@@ -71,6 +72,8 @@ class FeatureStore:
 
     def chunk(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) as a float32 tensor; their pages are released from this process."""
+        if self.features is None:
+            raise ValueError(f"feature store {self.path} is closed")
         out = torch.from_numpy(self.features[start:stop].astype(np.float32))
         self._release(start, stop)
         return out
@@ -82,11 +85,11 @@ class FeatureStore:
         so a single batch of 1024 random rows mapped a 460 MB store entirely; reading the rows into
         a buffer keeps the resident set at the size of the batch.
         """
-        index = np.asarray(index, dtype=np.int64)
-        out = np.empty((index.shape[0], self.dim), dtype=np.float16)
+        positions = np.asarray(index, dtype=np.int64)
+        out = np.empty((positions.shape[0], self.dim), dtype=np.float16)
         row_bytes = self.dim * 2
         descriptor = self._file.fileno()
-        for i, row in enumerate(index.tolist()):
+        for i, row in enumerate(positions.tolist()):
             os.preadv(descriptor, [out[i].data], self._features_offset + row * row_bytes)
         return torch.from_numpy(out.astype(np.float32))
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..concepts import as_concept_projection
+from ..concepts import LearnedConcepts, as_concept_projection
+from ..concepts.bank import ConceptsLike
 from ..config import ratio_index, validate_sparsity_ratios
 from .sparsify import kth_smallest, sparsify, sparsify_stacked
 
@@ -72,7 +73,7 @@ class InterpretationHead(nn.Module):
         sparsity_ratio: fraction rho of concepts dropped per sample, in [0, 1).
     """
 
-    def __init__(self, concepts, num_classes: int, sparsity_ratio: float = 0.0):
+    def __init__(self, concepts: ConceptsLike, num_classes: int, sparsity_ratio: float = 0.0):
         super().__init__()
         if not 0.0 <= float(sparsity_ratio) < 1.0:
             raise ValueError(f"sparsity_ratio must be in [0, 1), got {sparsity_ratio}")
@@ -104,9 +105,11 @@ class InterpretationHeads(nn.Module):
     (`forward_normalized`): this is what makes scoring cost little more than reading the features.
     """
 
+    ks_index: torch.Tensor  # a buffer: declared so the type checker knows it is a tensor
+
     def __init__(
         self,
-        concepts,
+        concepts: ConceptsLike,
         num_classes: int,
         sparsity_ratios: Sequence[float],
         seed: int = 0,
@@ -118,7 +121,7 @@ class InterpretationHeads(nn.Module):
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         projection = as_concept_projection(concepts)
-        if hasattr(projection, "for_heads"):  # learned concepts: an independent selection per ratio
+        if isinstance(projection, LearnedConcepts):  # an independent selection per ratio
             projection = projection.for_heads([ratio_seed(seed, r) + 17 for r in ratios])
         self.concepts = projection
         num_concepts = self.concepts.num_concepts
@@ -187,9 +190,9 @@ class InterpretationHeads(nn.Module):
     def head(self, sparsity_ratio: float) -> InterpretationHead:
         """A standalone `InterpretationHead` with the trained parameters of one ratio."""
         index = ratio_index(self.sparsity_ratios, sparsity_ratio)
-        concepts = self.concepts
-        if hasattr(concepts, "selected_bank"):  # learned: freeze this ratio's selection
-            concepts = concepts.selected_bank(index)
+        concepts: ConceptsLike = self.concepts
+        if isinstance(self.concepts, LearnedConcepts):  # freeze this ratio's selection
+            concepts = self.concepts.selected_bank(index)
         single = InterpretationHead(concepts, self.weight.shape[1], sparsity_ratio)
         with torch.no_grad():
             single.norm.weight.copy_(self.norm_weight[index])
@@ -206,6 +209,10 @@ class LinearProbe(nn.Module):
     whose LayerNorm does the same job; an unconverged probe inflates IIS (docs/METHOD.md). The
     published probe reads raw representations: pass mean 0 and std 1 (and ``init="trunc_normal"``).
     """
+
+    # buffers: declared so the type checker knows they are tensors
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self, mean: torch.Tensor, std: torch.Tensor, num_classes: int, seed: int = 0, init: str = "uniform"

@@ -90,6 +90,7 @@ def feature_moments(rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
             total_sq = torch.zeros_like(total)
         total += chunk.sum(0)
         total_sq += (chunk * chunk).sum(0)
+    assert total is not None and total_sq is not None, "feature moments of no rows"
     total, total_sq = total.cpu(), total_sq.cpu()
     n = max(len(rows), 1)
     mean = total / n

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,10 @@ from ..splits import stratified_split
 from .graphed_step import WARMUP_STEPS, GraphedStep
 from .modules import InterpretationHeads, LinearProbe
 from .rows import Rows, feature_moments, project
+
+if TYPE_CHECKING:
+    from ..concepts.bank import ConceptsLike
+    from ..features.store import FeatureStore
 
 EVAL_CHUNK = 2048  # small enough for the per-ratio working set to stay in cache
 RELEASE_EVERY = 16  # batches between releases of a memory-mapped store's pages
@@ -57,11 +62,11 @@ class HeadFit:
 
 
 def fit_heads(
-    train_features,
+    train_features: torch.Tensor | FeatureStore,
     train_labels: torch.Tensor,
-    eval_features,
+    eval_features: torch.Tensor | FeatureStore,
     eval_labels: torch.Tensor,
-    concepts,
+    concepts: ConceptsLike,
     *,
     num_classes: int,
     config: HeadsConfig | None = None,
@@ -236,12 +241,13 @@ class _HeadTraining:
         x = self.train_x.gather(probe_idx).to(device, non_blocking=True)
         z = None
         if heads_train and not self.learned:
+            assert self.train_z is not None  # fixed concepts: projected once by _project_once
             z = self.train_z[head_idx.to(self.train_z.device)].to(device, non_blocking=True)
         for probe, stack, optimizer in zip(self.probes, self.stacks, self.optimizers):
             with self.autocast:
                 loss = F.cross_entropy(probe(x), y)
                 if heads_train:
-                    logits = stack.forward_normalized(stack.normalize(x) if self.learned else z)
+                    logits = stack.forward_normalized(stack.normalize(x) if z is None else z)
                     # Sum over ratios of each ratio's mean loss: each head gets exactly its own gradient.
                     heads_loss = F.cross_entropy(
                         logits.float().reshape(-1, self.num_classes), head_y, reduction="sum"
@@ -331,7 +337,9 @@ class _HeadTraining:
     def evaluate_epoch(self, epoch: int, heads_train: bool, last_epoch: bool, probe_epochs: int) -> dict:
         """Measure every probe and stack; keep each ratio's best state. Returns the bar's postfix."""
         data, last = self.data, self.config.model_selection == "last"
-        record = {"epoch": epoch, "standard": [], "heads": []}
+        standard: list[float] = []
+        heads_accuracies: list[list[float]] = []
+        record = {"epoch": epoch, "standard": standard, "heads": heads_accuracies}
         for li, (probe, stack) in enumerate(zip(self.probes, self.stacks)):
             heads = stack if heads_train else None
             eval_probe, eval_heads = evaluate(
@@ -349,12 +357,12 @@ class _HeadTraining:
                     copy_ratio_state(self.best_heads[li], stack.state_dict(), r)
             if self.best.update_probe(li, epoch, sel_probe, eval_probe, last=last and last_epoch):
                 self.best_probes[li] = copy.deepcopy(probe.state_dict())
-            record["standard"].append(eval_probe)
-            record["heads"].append(eval_heads)
+            standard.append(eval_probe)
+            heads_accuracies.append(eval_heads)
         self.history.append(record)
-        postfix = {"A0": f"{max(record['standard']):.3f}"}
+        postfix = {"A0": f"{max(standard):.3f}"}
         if heads_train:
-            postfix["A_last"] = f"{max(h[-1] for h in record['heads']):.3f}"
+            postfix["A_last"] = f"{max(h[-1] for h in heads_accuracies):.3f}"
         return postfix
 
 

@@ -46,7 +46,6 @@ class IISHeadConfig:
         sparsity_ratios: the ratios the head has one classifier for (the ratios of the loss).
         num_classes, num_concepts, in_features: its shape (`in_features`: the representation width).
         iis_weight: lambda in ``loss = CE(model) + lambda * CE(interpretation heads)``.
-        pooling: which vector of the backbone is the representation ("classifier_input").
         representation_module: the submodule whose input it is, when not the classifier found by name.
         base_model_name_or_path: the backbone the head was made for (informative).
         id2label, label2id: the class names of a PEFT backbone's trained classifier. An adapter folder
@@ -60,12 +59,10 @@ class IISHeadConfig:
     num_concepts: int
     in_features: int | None = None
     iis_weight: float = DEFAULT_IIS_WEIGHT
-    pooling: str = "classifier_input"
     representation_module: str | None = None
     base_model_name_or_path: str | None = None
     id2label: dict[str, str] | None = None
     label2id: dict[str, int] | None = None
-    head_type: str = "InterpretationHeads"
     concept_bank: str = BANK_CONFIG_NAME
     format: str = HEAD_FORMAT
     format_version: int = HEAD_FORMAT_VERSION
@@ -90,7 +87,7 @@ class IISHeadConfig:
     def backbone_label_settings(self) -> dict[str, Any]:
         """The config settings a base model needs to predict the head's classes (`from_pretrained` kwargs)."""
         settings: dict[str, Any] = {"num_labels": self.num_classes}
-        if self.id2label is not None:
+        if self.id2label is not None and self.label2id is not None:  # checked_labels: both or neither
             settings["id2label"] = {int(k): v for k, v in self.id2label.items()}
             settings["label2id"] = dict(self.label2id)
         return settings

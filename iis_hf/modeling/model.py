@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,9 @@ from ..files import FILE_MODE, read_safetensors, save_safetensors_atomic
 from ..heads import InterpretationHeads
 from ..hub import ArtefactHubMixin
 from .head_config import DEFAULT_IIS_WEIGHT, IIS_HEAD_NAME, IISHeadConfig, checked_labels, head_folder
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 HEAD_PREFIX = "iis_head."
 BACKBONE_PREFIX = "backbone."
@@ -70,8 +74,8 @@ class IISModelForImageClassification(
     """A `*ForImageClassification` backbone plus interpretation heads at `sparsity_ratios`.
 
     Args:
-        backbone: a transformers image-classification model (its classifier input is the
-            representation the concepts interpret).
+        backbone: a transformers image-classification model, or a PEFT model wrapping one (its
+            classifier input is the representation the concepts interpret).
         concepts: the `ConceptBank` the heads project onto (its dimension must match).
         sparsity_ratios: the ratios the interpretability loss uses (averaged over them).
         iis_weight: lambda in ``loss = CE(model) + lambda * CE(interpretation heads)``.
@@ -89,7 +93,7 @@ class IISModelForImageClassification(
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: PreTrainedModel,
         concepts: ConceptBank,
         sparsity_ratios=(0.9,),
         iis_weight: float = DEFAULT_IIS_WEIGHT,
@@ -107,7 +111,10 @@ class IISModelForImageClassification(
             raise TypeError(f"concepts must be a ConceptBank, got {type(concepts).__name__}")
         if iis_weight < 0:
             raise ValueError(f"iis_weight must be >= 0, got {iis_weight}")
-        num_labels = int(backbone.config.num_labels)
+        labels = backbone.config.num_labels
+        if labels is None:
+            raise ValueError(f"{type(backbone).__name__}'s config names no classes (its id2label is None)")
+        num_labels = int(labels)
         self.backbone = backbone
         self.concept_bank = concepts
         self.iis_weight = float(iis_weight)
@@ -161,6 +168,7 @@ class IISModelForImageClassification(
     @property
     def head_config(self) -> IISHeadConfig:
         """What `iis_config.json` says about this model's head."""
+        id2label, label2id = adapter_class_names(self.backbone, int(self.iis_head.weight.shape[1]))
         return IISHeadConfig(
             sparsity_ratios=self.sparsity_ratios,
             num_classes=int(self.iis_head.weight.shape[1]),
@@ -169,7 +177,8 @@ class IISModelForImageClassification(
             iis_weight=self.iis_weight,
             base_model_name_or_path=self.name_or_path or None,
             representation_module=self.representation_module,
-            **adapter_class_names(self.backbone, int(self.iis_head.weight.shape[1])),
+            id2label=id2label,
+            label2id=label2id,
         )
 
     # -- forward -----------------------------------------------------------------------------------
@@ -179,6 +188,7 @@ class IISModelForImageClassification(
         with capture_classifier_input(self.backbone, self.representation_module) as holder:
             logits = self.backbone(pixel_values=pixel_values, return_dict=True).logits
         representations = holder.value
+        assert representations is not None  # the capture hook ran in the backbone's forward
         # The head runs in float32 even when the backbone autocasts (ResNet pools in bf16).
         normalized = self.iis_head.normalize(representations.float())
         activations = self.iis_head.concept_activations_normalized(normalized)
@@ -311,9 +321,9 @@ class IISModelForImageClassification(
             self.concept_bank = ConceptBank.from_pretrained(folder)
 
     @classmethod
-    def from_pretrained(
+    def from_pretrained(  # type: ignore[override]  # PEFT-style (backbone, head): not the mixin's one-repo loader
         cls,
-        pretrained: str | os.PathLike | nn.Module,
+        pretrained: str | os.PathLike | PreTrainedModel,
         head_path_or_id: str | os.PathLike | None = None,
         *,
         revision: str | None = None,
@@ -353,11 +363,6 @@ class IISModelForImageClassification(
         model.load_head(folder)
         return model.eval()
 
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, token: str | None, **kwargs):
-        """`ModelHubMixin`'s loading hook: the same as `from_pretrained(model_id)`."""
-        return cls.from_pretrained(model_id, revision=revision, token=token)
-
 
 def is_peft_model(backbone: nn.Module) -> bool:
     """A PEFT-wrapped backbone (`peft.PeftModel`): its checkpoint holds adapters, not full weights."""
@@ -369,32 +374,35 @@ def load_adapter_weights(backbone: nn.Module, folder: str | os.PathLike) -> None
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
-    for name in backbone.peft_config:
+    adapters: dict[str, Any] = getattr(backbone, "peft_config", {})  # is_peft_model: it has one
+    for name in adapters:
         where = Path(folder) if name == "default" else Path(folder) / name
         try:
             weights = load_peft_weights(str(where), device="cpu")
         except (OSError, ValueError) as err:
             raise ValueError(f"{where} holds no weights for the adapter {name!r} ({err})") from err
         result = set_peft_model_state_dict(backbone, weights, adapter_name=name)
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(
-                f"{where}: adapter weights that do not fit the model: {result.unexpected_keys[:5]}"
-            )
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise ValueError(f"{where}: adapter weights that do not fit the model: {unexpected[:5]}")
 
 
-def adapter_class_names(backbone: nn.Module, num_classes: int) -> dict[str, dict]:
+def adapter_class_names(
+    backbone: nn.Module, num_classes: int
+) -> tuple[dict[str, str] | None, dict[str, int] | None]:
     """A PEFT backbone's `id2label` / `label2id`, for `iis_config.json`: its adapter folder has no
-    config.json, and its base model's config names the base's classes, not the trained classifier's."""
+    config.json, and its base model's config names the base's classes, not the trained classifier's.
+    (None, None) for any other backbone."""
     if not is_peft_model(backbone):
-        return {}
+        return None, None
     config = getattr(backbone, "config", None)
     try:
         id2label, label2id = checked_labels(
             getattr(config, "id2label", None), getattr(config, "label2id", None) or None, num_classes
         )
-    except ValueError:
-        return {}  # names that do not fit the classifier: never fail a save, loading names them LABEL_i
-    return {"id2label": id2label, "label2id": label2id} if id2label is not None else {}
+    except ValueError:  # names that do not fit the classifier: never fail a save, loading names them LABEL_i
+        return None, None
+    return id2label, label2id
 
 
 def has_adapter(name: str | os.PathLike, revision: str | None, token: str | None) -> bool:
@@ -421,7 +429,7 @@ def transformers_errors_only() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
 
 
-def _load_adapter_backbone(name: str, revision, token, kwargs, head: IISHeadConfig) -> nn.Module:
+def _load_adapter_backbone(name: str, revision, token, kwargs, head: IISHeadConfig) -> PreTrainedModel:
     """A PEFT adapter folder's backbone: its base model, made to predict the head's classes, then the adapter.
 
     A classifier trained on new labels is saved in the adapter (`modules_to_save`), but the base
@@ -439,10 +447,11 @@ def _load_adapter_backbone(name: str, revision, token, kwargs, head: IISHeadConf
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read the PEFT adapter config of {name!r}: {err}") from err
     base = _load_adapter_base(adapter, token, {**head.backbone_label_settings(), **kwargs})
-    return PeftModel.from_pretrained(base, name, config=adapter, revision=revision, token=token)
+    peft_model = PeftModel.from_pretrained(base, name, config=adapter, revision=revision, token=token)
+    return cast("PreTrainedModel", peft_model)  # PEFT forwards the PreTrainedModel API to its base
 
 
-def _load_adapter_base(adapter, token, kwargs) -> nn.Module:
+def _load_adapter_base(adapter, token, kwargs) -> PreTrainedModel:
     """The base model of a PEFT adapter; a ValueError when a tensor it lacks is not the adapter's."""
     from transformers import AutoModelForImageClassification
 
@@ -479,7 +488,7 @@ def replaced_by_adapter(key: str, modules_to_save: list[str]) -> bool:
 
 def _load_backbone(
     name: str | os.PathLike, revision, token, kwargs, head: IISHeadConfig | None = None
-) -> nn.Module:
+) -> PreTrainedModel:
     """A folder / Hub id's backbone: a standard checkpoint, or a PEFT adapter over its base model."""
     from transformers import AutoModelForImageClassification
 

@@ -9,29 +9,119 @@ at each evaluation onto a `HeadsConfig` (`iis_eval_sparsity_ratios`, `iis_eval_e
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
+import inspect
 import math
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainingArguments
 
 from ..config import (
-    DEFAULT_SPARSITY_RATIOS,
-    PROTOCOLS,
     ConceptsConfig,
     HeadsConfig,
     ScoringConfig,
+    config_fields,
+    field_type,
+    setting_name,
     validate_sparsity_ratios,
 )
+from ..errors import IISError
 from ..modeling.head_config import DEFAULT_IIS_WEIGHT, DEFAULT_LOSS_SPARSITY_RATIOS
 from .numbers import check_number_fields
 
-HEAD_INITS = ("random", "warm")  # iis_head_init: a seeded random head, or one fitted before the first step
+HEAD_INITS = ("random", "warm")
+EVAL_PREFIX = "iis_eval_"  # HeadsConfig's settings, for the heads of eval_iis: iis_eval_epochs, ...
+CONCEPTS_PREFIX = "iis_"  # ConceptsConfig's: iis_concept_kind, iis_num_concepts, ...
+TRAINER_CONCEPT_SETTINGS = ("kind", "num_concepts", "images_per_class", "bank")
+TRAINER_CONCEPT_KINDS = ("prototype-patches", "prototype-segments")  # built from the training images
+
+
+def trainer_annotation(config: type, f: Field) -> tuple[Any, Any]:
+    """(the annotation HfArgumentParser parses a setting with, its default): a setting that takes one
+    value or a list (`learning_rate`) is a list here, so the command line can give either."""
+    annotation = field_type(config, f.name)
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if isinstance(annotation, types.UnionType) and any(
+        typing.get_origin(a) is list for a in typing.get_args(annotation)
+    ):
+        annotation = next(a for a in typing.get_args(annotation) if typing.get_origin(a) is list)
+        default = default if isinstance(default, list) else [default]
+    return annotation, default
+
+
+def with_config_fields(
+    config: type,
+    prefix: str,
+    *,
+    only: tuple[str, ...] | None = None,
+    help_prefix: str = "",
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> Callable[[type], type]:
+    """Add one `TrainingArguments` field per setting of `config` (prefix + `setting_name`, with its
+    help, choices and default) before `@dataclass` reads the class: a new setting is one field there."""
+
+    def add_fields(cls: type) -> type:
+        annotations = dict(inspect.get_annotations(cls))
+        for f in config_fields(config):
+            if only is not None and f.name not in only:
+                continue
+            name = prefix + setting_name(config, f.name)
+            annotations[name], default = trainer_annotation(config, f)
+            metadata: dict[str, Any] = {"help": help_prefix + f.metadata["help"]}
+            allowed = (choices or {}).get(f.name, f.metadata.get("choices"))
+            if allowed:
+                metadata["choices"] = list(allowed)
+            if isinstance(default, list):
+                setattr(cls, name, field(default_factory=functools.partial(list, default), metadata=metadata))
+            else:
+                setattr(cls, name, field(default=default, metadata=metadata))
+        cls.__annotations__ = annotations
+        return cls
+
+    return add_fields
+
+
+def trainer_names(config: type, prefix: str) -> dict[str, str]:
+    """Field name -> the Trainer argument that sets it (``epochs`` -> ``iis_eval_epochs``)."""
+    return {f.name: prefix + setting_name(config, f.name) for f in config_fields(config)}
+
+
+def trainer_config(args: Any, config: type, prefix: str, only: tuple[str, ...] | None = None) -> Any:
+    """An instance of `config` from the fields `with_config_fields` added; a bad value is an IISError
+    that names the Trainer's argument (``iis_eval_epochs must be ...``)."""
+    names = trainer_names(config, prefix)
+    values = {k: getattr(args, v) for k, v in names.items() if only is None or k in only}
+    try:
+        return config(**values)
+    except IISError as err:
+        raise in_trainer_spelling(err, names) from err
+
+
+def in_trainer_spelling(err: IISError, names: Mapping[str, str]) -> IISError:
+    """`err` with its setting named as the Trainer argument `names` maps its field to."""
+    key = err.field
+    if key is None or key not in names:
+        return err
+    message, setting = str(err), err.setting or ""
+    if message.startswith(setting + " "):
+        return IISError(names[key] + message[len(setting) :], field=names[key])
+    return IISError(f"{names[key]}: {message}", field=names[key])
 
 
 @dataclass
+@with_config_fields(HeadsConfig, EVAL_PREFIX, help_prefix="eval_iis heads: ")
+@with_config_fields(
+    ConceptsConfig,
+    CONCEPTS_PREFIX,
+    only=TRAINER_CONCEPT_SETTINGS,
+    help_prefix="concepts: ",
+    choices={"kind": TRAINER_CONCEPT_KINDS},  # built from the training images
+)
 class IISTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus the interpretability loss and IIS at evaluation time.
 
@@ -45,6 +135,14 @@ class IISTrainingArguments(TrainingArguments):
     domain, 0.61 at 1e-3) at no cost to the backbone. `iis_refit_head=True`: even at 1e-2 the trained
     head stays well below a converged one (`benchmarks/saved_head_accuracy.py`).
     """
+
+    if TYPE_CHECKING:
+        # Generated by `with_config_fields` from ConceptsConfig, so the type checker does not see them:
+        # declared here for it alone (never executed, so `@dataclass` never sees these annotations).
+        iis_concept_kind: str = ConceptsConfig.kind
+        iis_num_concepts: int = ConceptsConfig.num_concepts
+        iis_images_per_class: int = ConceptsConfig.images_per_class
+        iis_concept_bank: str | None = ConceptsConfig.bank
 
     iis_weight: float = field(
         default=DEFAULT_IIS_WEIGHT,
@@ -80,23 +178,6 @@ class IISTrainingArguments(TrainingArguments):
             "by name)"
         },
     )
-    iis_concepts: str = field(
-        default="auto",
-        metadata={
-            "help": "a ConceptBank folder or Hub id, or 'auto': prototype concepts built from the training set "
-            "with the starting backbone"
-        },
-    )
-    iis_num_concepts: int = field(
-        default=ConceptsConfig.num_concepts, metadata={"help": "number of concepts C for 'auto' concepts"}
-    )
-    iis_concept_parts: str = field(
-        default="patches",
-        metadata={"help": "image parts of 'auto' prototypes", "choices": ["patches", "segments"]},
-    )
-    iis_images_per_class: int = field(
-        default=ConceptsConfig.images_per_class, metadata={"help": "images per class for 'auto' prototypes"}
-    )
     iis_concepts_per_feature: float | None = field(
         default=None,
         metadata={
@@ -128,29 +209,8 @@ class IISTrainingArguments(TrainingArguments):
             "help": "at each evaluation, fit heads on current features and report eval_iis (--no_iis_eval: skip it)"
         },
     )
-    iis_eval_sparsity_ratios: list[float] = field(
-        default_factory=lambda: list(DEFAULT_SPARSITY_RATIOS),
-        metadata={"help": "ratio grid of the IIS measured at evaluation"},
-    )
-    iis_eval_epochs: int = field(
-        default=HeadsConfig.epochs, metadata={"help": "epochs of head training for eval_iis"}
-    )
-    iis_eval_protocol: str = field(
-        default=HeadsConfig.protocol,
-        metadata={
-            "help": "how eval_iis is measured: 'converged' (default) or 'paper'",
-            "choices": list(PROTOCOLS),
-        },
-    )
-    iis_eval_seeds: int = field(
-        default=HeadsConfig.num_seeds,
-        metadata={"help": "seeds of the eval_iis heads (eval_iis is their mean)"},
-    )
     iis_eval_max_train_samples: int = field(
         default=5000, metadata={"help": "training images whose features fit the eval_iis heads"}
-    )
-    iis_eval_ratios: list[float] | None = field(
-        default=None, metadata={"help": "deprecated spelling of --iis_eval_sparsity_ratios"}
     )
     # Image datasets keep their raw `image` column until the collator transforms it; Trainer's
     # default (True) would drop it first.
@@ -173,11 +233,6 @@ class IISTrainingArguments(TrainingArguments):
     def __post_init__(self):
         check_number_fields(self)  # before Trainer's own checks: their errors do not name the flag
         super().__post_init__()
-        if self.iis_eval_ratios is not None:
-            warnings.warn(
-                "iis_eval_ratios is deprecated; use iis_eval_sparsity_ratios", FutureWarning, stacklevel=3
-            )
-            self.iis_eval_sparsity_ratios, self.iis_eval_ratios = self.iis_eval_ratios, None
         if self.iis_weight < 0:
             raise ValueError(f"iis_weight must be >= 0, got {self.iis_weight}")
         if self.iis_head_learning_rate is not None and not (
@@ -191,17 +246,13 @@ class IISTrainingArguments(TrainingArguments):
                 f"iis_head_weight_decay must be a finite number >= 0, got {self.iis_head_weight_decay}"
             )
         self.iis_sparsity_ratios = validate_sparsity_ratios(self.iis_sparsity_ratios)
-        self.iis_eval_sparsity_ratios = validate_sparsity_ratios(self.iis_eval_sparsity_ratios, minimum=2)
-        for name in (
-            "iis_num_concepts",
-            "iis_images_per_class",
-            "iis_eval_epochs",
-            "iis_eval_seeds",
-            "iis_eval_max_train_samples",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iis_eval_max_train_samples < 1:
+            raise IISError(
+                f"iis_eval_max_train_samples must be >= 1, got {self.iis_eval_max_train_samples}",
+                field="iis_eval_max_train_samples",
+            )
         self.validate_training_options()
+        self.scoring_config()  # every generated setting checked now, named as this class names it
 
     def validate_training_options(self) -> None:
         """Check `iis_head_init`, `iis_concept_refresh_epochs` and `iis_concepts_per_feature`
@@ -218,10 +269,16 @@ class IISTrainingArguments(TrainingArguments):
                 or not (math.isfinite(value) and value > 0)
             ):
                 raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
-        if self.iis_concepts_per_feature is not None and self.iis_concepts != "auto":
+        if self.iis_concepts_per_feature is not None and self.iis_concept_bank is not None:
             raise ValueError(
-                f"iis_concepts_per_feature sizes the 'auto' concepts, but iis_concepts is {self.iis_concepts!r} "
-                "(a saved bank has its own size): drop iis_concepts_per_feature or use iis_concepts='auto'"
+                "iis_concepts_per_feature sizes the concepts built from the training set, but iis_concept_bank "
+                f"is {self.iis_concept_bank!r} (a saved bank has its own size): drop one of them"
+            )
+        if self.iis_concept_kind not in TRAINER_CONCEPT_KINDS:
+            raise IISError(
+                f"iis_concept_kind must be one of {', '.join(map(repr, TRAINER_CONCEPT_KINDS))} (the concepts "
+                f"IISTrainer builds from its training images), got {self.iis_concept_kind!r}",
+                field="iis_concept_kind",
             )
 
     @classmethod
@@ -256,28 +313,26 @@ class IISTrainingArguments(TrainingArguments):
         return cls(**values, **settings)
 
     def concepts_config(self) -> ConceptsConfig:
-        """The concepts `iis_concepts` asks for ('auto': prototypes built from the training images)."""
-        return ConceptsConfig(
-            kind=f"prototype-{self.iis_concept_parts}",
-            num_concepts=self.iis_num_concepts,
-            images_per_class=self.iis_images_per_class,
-            bank=None if self.iis_concepts == "auto" else self.iis_concepts,
-        )
+        """The concepts of the loss: `iis_concept_bank`, or (None) prototypes built from the training images."""
+        return trainer_config(self, ConceptsConfig, CONCEPTS_PREFIX, TRAINER_CONCEPT_SETTINGS)
+
+    def eval_heads_config(self) -> HeadsConfig:
+        """How the heads of `eval_iis` are trained: the `iis_eval_*` arguments."""
+        return trainer_config(self, HeadsConfig, EVAL_PREFIX)
 
     def scoring_config(self) -> ScoringConfig:
         """How `eval_iis` is measured: the same `ScoringConfig` `iis-hf score` would use."""
-        return ScoringConfig(
-            concepts=self.concepts_config(),
-            heads=HeadsConfig(
-                sparsity_ratios=self.iis_eval_sparsity_ratios,
-                epochs=self.iis_eval_epochs,
-                protocol=self.iis_eval_protocol,
-                num_seeds=self.iis_eval_seeds,
-            ),
-            seed=self.seed,
-            device=str(self.device),
-            progress=False,
-        )
+        heads = self.eval_heads_config()
+        try:
+            return ScoringConfig(
+                concepts=self.concepts_config(),
+                heads=heads,
+                seed=self.seed,
+                device=str(self.device),
+                progress=False,
+            )
+        except IISError as err:  # the grid of an IIS needs two ratios: named as iis_eval_sparsity_ratios
+            raise in_trainer_spelling(err, trainer_names(HeadsConfig, EVAL_PREFIX)) from err
 
 
 def iis_field_names() -> tuple[str, ...]:
@@ -302,5 +357,11 @@ def iis_settings(iis_args: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"iis_args: {name!r} is a TrainingArguments field: set it on the TrainingArguments"
             )
         if name not in known:
-            raise TypeError(f"iis_args: unknown IIS setting {name!r}; the settings are {', '.join(known)}")
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "the settings are IISTrainingArguments' iis_* fields"
+            )
+            raise TypeError(f"iis_args: unknown IIS setting {name!r}; {hint}")
     return dict(iis_args)

@@ -24,14 +24,22 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..concepts import ConceptBank
+from ..config import ConceptsConfig, HeadsConfig, setting_name
 from ..data import limit_rows, undecoded
 from ..errors import first_line
 from ..hub import looks_like_hub_id
 from ..modeling import IISHeadConfig, IISModelForImageClassification, has_head
 from ..splits import stratified_split
-from .arguments import IISTrainingArguments
+from .arguments import (
+    CONCEPTS_PREFIX,
+    EVAL_PREFIX,
+    TRAINER_CONCEPT_SETTINGS,
+    IISTrainingArguments,
+    trainer_names,
+)
 from .checkpoints import last_complete_checkpoint
 from .output import check_output_dir, checkpoints_in, final_output, interrupted_outcome, output_lock
 from .trainer import IISTrainer
@@ -195,14 +203,14 @@ def encode_labels(data, label_column: str):
     if not values:
         raise ValueError(f"label column {label_column!r} holds no labels")
     integers = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-    values = sorted(values, key=None if integers else str)
-    if all(isinstance(v, str) for v in values):
-        names = values
-    elif integers and values == list(range(len(values))):
-        names = [str(v) for v in values]
+    ordered = sorted(values, key=None if integers else str)
+    if all(isinstance(v, str) for v in ordered):
+        names = ordered
+    elif integers and ordered == list(range(len(ordered))):
+        names = [str(v) for v in ordered]
     else:
         raise ValueError(
-            f"label column {label_column!r} holds {type(values[0]).__name__} values {values[:5]}...; "
+            f"label column {label_column!r} holds {type(ordered[0]).__name__} values {ordered[:5]}...; "
             "labels must be a ClassLabel, strings, or integers 0..K-1"
         )
     return data.cast_column(label_column, ClassLabel(names=names))
@@ -231,7 +239,7 @@ def load_model_and_processor(model_args: ModelArguments, labels: list[str]):
     """Config with our labels, the model (a new head if asked), and its image processor."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-    common = {
+    common: dict[str, Any] = {
         "cache_dir": model_args.cache_dir,
         "revision": model_args.model_revision,
         "token": model_args.token,
@@ -269,12 +277,12 @@ def attach_saved_head(backbone, model_args: ModelArguments, training_args: IISTr
     """Continue from a model saved by IISTrainer: reuse its concept bank and interpretation head.
 
     A folder (or Hub repo) without `iis_config.json` is a plain backbone, and an explicit
-    `--iis_concepts` wins: IISTrainer then builds or loads concepts itself. The saved head is reused
+    `--iis_concept_bank` wins: IISTrainer then builds or loads concepts itself. The saved head is reused
     when it has the same loss ratios and class count, otherwise a new one starts from the bank. The
     arguments' `iis_weight` wins over the saved one.
     """
     name, revision, token = model_args.model_name_or_path, model_args.model_revision, model_args.token
-    if training_args.iis_concepts != "auto" or not has_head(name, revision=revision, token=token):
+    if training_args.iis_concept_bank is not None or not has_head(name, revision=revision, token=token):
         return backbone
     saved = IISHeadConfig.from_pretrained(name, revision=revision, token=token)
     same_head = saved.sparsity_ratios == training_args.iis_sparsity_ratios and saved.num_classes == int(
@@ -367,6 +375,7 @@ def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
         or getattr(training_args, "overwrite_output_dir", False)
     ):
         return None
+    assert training_args.output_dir is not None  # TrainingArguments.__post_init__ fills it
     if not os.path.isdir(training_args.output_dir):
         return None
     last = last_complete_checkpoint(training_args.output_dir)
@@ -389,6 +398,7 @@ def run(
     if not isinstance(training_args, IISTrainingArguments):
         raise TypeError("run() needs IISTrainingArguments (a TrainingArguments subclass) as training_args")
     data_args.__post_init__()  # the checks again, for arguments changed after construction
+    assert training_args.output_dir is not None  # TrainingArguments.__post_init__ fills it
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir)
     earlier_checkpoints = (
         checkpoints_in(training_args.output_dir) if training_args.overwrite_output_dir else None
@@ -469,6 +479,7 @@ def train_and_save(
 ) -> dict[str, float]:
     """Train and/or evaluate, then write the final outputs, model card included, in one step
     (`final_output`); `dropped`: an earlier run's checkpoints, not kept (--overwrite_output_dir)."""
+    assert training_args.output_dir is not None  # TrainingArguments.__post_init__ fills it
     metrics: dict[str, float] = {}
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint or detect_last_checkpoint(training_args)
@@ -498,6 +509,7 @@ def evaluate_and_save(trainer: IISTrainer, training_args: IISTrainingArguments, 
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
     if trainer.last_iis_result is not None and trainer.is_world_process_zero() and training_args.should_save:
+        assert training_args.output_dir is not None  # TrainingArguments.__post_init__ fills it
         output_dir = Path(training_args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         trainer.last_iis_result.save_json(output_dir / "iis.json")
@@ -512,12 +524,13 @@ def model_card_arguments(
     card: dict = {"tasks": "image-classification", "tags": ["image-classification", "iis-hf"]}
     if looks_like_hub_id(model_args.model_name_or_path):
         card["finetuned_from"] = model_args.model_name_or_path
+    local = data_args.dataset_name or data_args.train_dir
     if looks_like_hub_id(data_args.dataset_name):
         card.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
         if data_args.dataset_config_name:
             card["dataset_args"] = data_args.dataset_config_name
-    elif data_args.dataset_name or data_args.train_dir:
-        card["dataset"] = local_dataset_name(data_args.dataset_name or data_args.train_dir)
+    elif local:
+        card["dataset"] = local_dataset_name(local)
     validation = next((name for name in VALIDATION_SPLIT_NAMES if name in data), None)
     if validation is not None:
         card["dataset_split"] = validation
@@ -558,7 +571,11 @@ def build_parser(prog: str | None = None):
     --no_iis_* switch with help of its own."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, IISTrainingArguments), prog=prog)
+    # transformers types its argument as `DataClassType`, a NewType no dataclass matches without a cast
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, IISTrainingArguments),  # type: ignore[arg-type]
+        prog=prog,
+    )
     iis = [a for a in parser._actions if a.dest.startswith("iis_")]
     for action in iis:
         if any(o.startswith(("--no_", "--no-")) for o in action.option_strings):
@@ -585,14 +602,10 @@ def build_parser(prog: str | None = None):
 
 
 # The settings messages name by a scoring keyword (`epochs=`, `iis_hf.cli.in_flags`) and the flag
-# that sets them here: `IISTrainingArguments.scoring_config` reads these `--iis_*` arguments.
+# that sets them here: the `--iis_*` arguments `IISTrainingArguments.scoring_config` reads.
 KEYWORD_FLAGS = {
-    "epochs": "--iis_eval_epochs",
-    "sparsity_ratios": "--iis_eval_sparsity_ratios",
-    "protocol": "--iis_eval_protocol",
-    "num_seeds": "--iis_eval_seeds",
-    "num_concepts": "--iis_num_concepts",
-    "images_per_class": "--iis_images_per_class",
+    **{k: f"--{v}" for k, v in trainer_names(HeadsConfig, EVAL_PREFIX).items()},
+    **{k: f"--{CONCEPTS_PREFIX}{setting_name(ConceptsConfig, k)}" for k in TRAINER_CONCEPT_SETTINGS},
     "image_column": "--image_column_name",
     "label_column": "--label_column_name",
 }

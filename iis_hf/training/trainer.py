@@ -9,6 +9,7 @@ mixed precision, checkpoints, callbacks, the Hub.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import shutil
@@ -21,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LabelSmoother
 
 from ..concepts import ConceptBank
-from ..config import HeadsConfig
+from ..config import ratio_index
 from ..features.backbones import classifier_input_dim
 from ..files import read_json, write_text_atomic
 from ..heads import HeadFit, fit_heads
@@ -37,14 +39,22 @@ from .arguments import IISTrainingArguments
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
 
 REPORT_FILES = (RESULT_NAME, CURVE_NAME)
+# Two head accuracies sit side by side in an evaluation's metrics, named for what they measure:
+# ``eval_model_head_accuracy_<rho>``, the model's own head at each loss ratio (the head the loss trains,
+# and after `iis_refit_head` the refitted one the model saves), and ``eval_iis_accuracy_<rho>``, A(rho) of
+# the IIS curve: heads fitted afresh on the current features by the scoring recipe (`measure_iis`).
+MODEL_HEAD_METRIC = "model_head_accuracy"
+# `LabelSmoother` divides by the accumulated batch's count (`num_items_in_batch`) only in newer
+# transformers; the oldest supported one averages over each micro-batch.
+SMOOTHER_TAKES_COUNT = "num_items_in_batch" in inspect.signature(LabelSmoother.__call__).parameters
 
 
 class IISTrainer(Trainer):
     """A `Trainer` that fine-tunes with the interpretability loss and reports IIS at evaluation.
 
     Pass a plain `*ForImageClassification` model: it is wrapped into an
-    `IISModelForImageClassification` over `concept_bank` (or `args.iis_concepts`). With
-    ``iis_concepts="auto"`` the prototypes come from the raw images of `concept_dataset`
+    `IISModelForImageClassification` over `concept_bank` (or `args.iis_concept_bank`). Without
+    a bank the prototypes come from the raw images of `concept_dataset`
     (default: `train_dataset` without its transform).
 
     As `Trainer` does, the classification term honours `args.label_smoothing_factor` and a
@@ -63,11 +73,13 @@ class IISTrainer(Trainer):
 
     Extra keyword arguments:
         iis_args: the `iis_*` settings for a plain `TrainingArguments` (see above).
-        concept_bank: a ready `ConceptBank` (overrides `args.iis_concepts`).
+        concept_bank: a ready `ConceptBank` (overrides `args.iis_concept_bank`).
         concept_dataset: a `datasets` image dataset with labels, for 'auto' concepts (and the
             images a concept refresh embeds again).
         iis_fit_dataset: whose features fit the eval-time IIS heads (default: `train_dataset`).
     """
+
+    args: IISTrainingArguments  # `__init__` turns any `TrainingArguments` into these
 
     def __init__(
         self,
@@ -103,7 +115,7 @@ class IISTrainer(Trainer):
         # accumulation: huggingface/transformers#47688).
         self.model_accepts_loss_kwargs = True
         self.iis_fit_dataset = iis_fit_dataset
-        self.last_iis_result = None
+        self.last_iis_result: IISResult | None = None
         self.saved_head_accuracy: dict | None = None
         self._side: EvaluationSide | None = None  # what an evaluation collects beside Trainer's outputs
         self._loss_parts: torch.Tensor | None = None
@@ -129,7 +141,8 @@ class IISTrainer(Trainer):
         (0), following the same schedule shape (warm-up, decay) as the backbone.
         """
         created = self.optimizer is None and self.optimizer_cls_and_kwargs is None
-        optimizer = super().create_optimizer(model)
+        # The `create_optimizer` of transformers 4.x takes no model.
+        optimizer = super().create_optimizer() if model is None else super().create_optimizer(model)
         head = [p for p in self.iis_model.iis_head.parameters() if p.requires_grad]
         if (
             created
@@ -200,7 +213,13 @@ class IISTrainer(Trainer):
             return self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
         logits = outputs.logits.float()
         if self.label_smoother is not None:
-            return self.label_smoother({"logits": logits}, labels, num_items_in_batch=num_items_in_batch)
+            if SMOOTHER_TAKES_COUNT:
+                return self.label_smoother({"logits": logits}, labels, num_items_in_batch=num_items_in_batch)
+            # An older LabelSmoother averages over its micro-batch: rescale to the accumulated count.
+            loss = self.label_smoother({"logits": logits}, labels)
+            if num_items_in_batch is None:
+                return loss
+            return loss * labels.ne(self.label_smoother.ignore_index).sum() / num_items_in_batch
         count = num_items_in_batch if num_items_in_batch is not None else labels.shape[0]
         return F.cross_entropy(logits, labels, reduction="sum") / count
 
@@ -240,7 +259,9 @@ class IISTrainer(Trainer):
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         """Trainer's loop (one `compute_metrics` call, with the `EvalPrediction` a plain Trainer builds),
-        then the accuracies of the backbone and of each loss head, and IIS (`iis_eval`)."""
+        then the accuracies of the backbone (``accuracy``) and of the model's own head at each loss
+        ratio (``model_head_accuracy_<rho>``), and IIS (`iis_eval`: ``iis``, and ``iis_accuracy_<rho>``
+        from heads fitted afresh; see `MODEL_HEAD_METRIC`)."""
         measure_iis = self.args.iis_eval and metric_key_prefix != "test" and description == "Evaluation"
         self._side = EvaluationSide(keep_representations=measure_iis)
         try:
@@ -257,11 +278,20 @@ class IISTrainer(Trainer):
         self.last_interpretation_logits = side.iis_logits()
         return output
 
-    def predict_from_concepts(self, test_dataset, ignore_keys=None) -> np.ndarray:
-        """Interpretation logits (N, R, num_labels) of `test_dataset`: the prediction of each loss
-        ratio's head (`predict()` gives the backbone's logits, as a plain Trainer does)."""
+    def interpretation_logits(self, test_dataset, ignore_keys=None) -> np.ndarray:
+        """The interpretation heads' logits (N, R, num_labels) of `test_dataset`, one row per loss ratio
+        (`predict()` gives the backbone's logits, as a plain Trainer does)."""
         self.predict(test_dataset, ignore_keys=ignore_keys)
         return self.last_interpretation_logits
+
+    def predict_from_concepts(
+        self, test_dataset, sparsity_ratio: float | None = None, ignore_keys=None
+    ) -> np.ndarray:
+        """Class probabilities (N, num_labels) from the interpretation head at one loss ratio (None:
+        the last), as `IISModelForImageClassification.predict_from_concepts` gives them for a batch."""
+        index = ratio_index(self.iis_model.sparsity_ratios, sparsity_ratio)
+        logits = torch.from_numpy(np.asarray(self.interpretation_logits(test_dataset, ignore_keys))[:, index])
+        return logits.float().softmax(-1).numpy()
 
     def measure_iis(self, eval_features, eval_labels, metric_key_prefix: str) -> dict[str, float]:
         """Fit the interpretation heads on current train features, score them on the eval features.
@@ -286,7 +316,7 @@ class IISTrainer(Trainer):
         result.metadata.update({"global_step": self.state.global_step, "epoch": self.state.epoch})
         self.last_iis_result = result
         if result.iis is None:  # chance-level A0: no score (NaN keeps metric_for_best_model working)
-            warnings.warn(result.undefined_reason, UserWarning, stacklevel=2)
+            warnings.warn(result.undefined_reason or "IIS is undefined", UserWarning, stacklevel=2)
         metrics = result.to_metrics(prefix=f"{metric_key_prefix}_")
         return {k: float("nan") if v is None else v for k, v in metrics.items()}
 
@@ -305,6 +335,7 @@ class IISTrainer(Trainer):
                 else torch.utils.data.Subset(dataset, rows.tolist())
             )
         side = EvaluationSide(keep_representations=True)
+        assert self.model is not None  # Trainer holds the model by now (from `model` or `model_init`)
         model = self._wrap_model(self.model, training=False)  # as Trainer's own evaluation loop does
         was_training = model.training
         model.eval()
@@ -366,7 +397,7 @@ class IISTrainer(Trainer):
         if fitted is None:
             return None
         fit, eval_x, eval_y = fitted
-        trained = self.head_accuracies(eval_x, eval_y) if eval_x is not None else None
+        trained = self.head_accuracies(eval_x, eval_y) if eval_x is not None and eval_y is not None else None
         self.load_fitted_head(fit)
         self.saved_head_accuracy = {
             "accuracies": {f"{r:g}": a for r, a in zip(self.iis_model.sparsity_ratios, fit.accuracies)}
@@ -394,7 +425,7 @@ class IISTrainer(Trainer):
     def fit_head_to_features(self) -> tuple[HeadFit, torch.Tensor | None, torch.Tensor | None] | None:
         """Heads at the loss ratios fitted on the current backbone's features with the scoring recipe.
 
-        The published recipe: Adam at 1e-2, `iis_eval_epochs` epochs, the best epoch on the eval
+        The published recipe: Adam at 1e-2, the `iis_eval_*` recipe, the best epoch on the eval
         split, or on a held-out part of train without one. Returns the fit and the eval features it
         was selected on (None without them), or None without training features.
         """
@@ -402,13 +433,15 @@ class IISTrainer(Trainer):
         train_x, train_y = self.representations_of(self.iis_fit_dataset or self.train_dataset)
         if train_x is None:
             return None
+        assert train_y is not None  # `representations_of` gives both or neither
         eval_x, eval_y = (
             self.representations_of(self.eval_dataset) if self.eval_dataset is not None else (None, None)
         )
-        config = HeadsConfig(
-            sparsity_ratios=model.sparsity_ratios,
-            epochs=self.args.iis_eval_epochs,
+        config = dataclasses.replace(
+            self.args.eval_heads_config(),  # the scoring recipe, at the loss's ratios
+            sparsity_ratios=list(model.sparsity_ratios),
             model_selection="eval" if eval_x is not None else "holdout",
+            num_seeds=1,
         )
         fit = fit_heads(
             train_x,
@@ -464,6 +497,7 @@ class IISTrainer(Trainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
+        assert output_dir is not None  # TrainingArguments.__post_init__ fills a missing output_dir
         os.makedirs(output_dir, exist_ok=True)
         model = self.iis_model
         model.save_pretrained(output_dir, state_dict=state_dict, model_card=False)
@@ -486,11 +520,13 @@ class IISTrainer(Trainer):
             self.last_iis_result = IISResult.from_dict(read_json(report, "IIS result"))
 
     def _load_best_model(self) -> None:
+        assert self.state.best_model_checkpoint is not None  # Trainer calls this only when there is one
         self.iis_model.load_checkpoint(self.state.best_model_checkpoint)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Trainer copies only the backbone's files for mid-training pushes; bring the head along."""
         if self.is_world_process_zero():
+            assert self.args.output_dir is not None  # TrainingArguments.__post_init__ fills it
             for name in (*IIS_FILES, *REPORT_FILES):
                 source = Path(checkpoint_folder) / name
                 if source.is_file():
@@ -518,6 +554,7 @@ class IISTrainer(Trainer):
             return
         from ..model_card import iis_model_card
 
+        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ fills it
         first = lambda v: v[0] if isinstance(v, (list, tuple)) and v else v  # noqa: E731
         tag_list = [tags] if isinstance(tags, str) else list(tags or [])
         card = iis_model_card(
@@ -567,18 +604,19 @@ class IISTrainer(Trainer):
 
 
 def concepts_for(args: IISTrainingArguments, model, dataset, processing_class) -> ConceptBank:
-    """`args.iis_concepts` as a ConceptBank: a folder / Hub id, or prototypes built right now.
+    """`args.iis_concept_bank` as a ConceptBank: a folder / Hub id, or (None) prototypes built right now.
 
-    With `iis_concepts_per_feature` the 'auto' bank has ``concept_count(ratio, D)`` concepts; the
+    With `iis_concepts_per_feature` the built bank has ``concept_count(ratio, D)`` concepts; the
     bank records the count (its `num_concepts`) and, in its provenance, the ratio and D.
     """
     config = args.scoring_config()
     if config.concepts.bank is None and dataset is None:
         raise ValueError(
-            "iis_concepts='auto' builds concepts from a dataset: pass train_dataset or concept_dataset"
+            "without iis_concept_bank, concepts are built from a dataset: pass train_dataset or concept_dataset"
         )
     sized = args.iis_concepts_per_feature is not None and config.concepts.bank is None
     if sized:
+        assert args.iis_concepts_per_feature is not None  # `sized` says so
         width = representation_width(model, args.iis_representation_module)
         count = concept_count(args.iis_concepts_per_feature, width)
         config = dataclasses.replace(
@@ -618,7 +656,7 @@ def check_refreshable(bank: ConceptBank, dataset) -> None:
     if bank.kind not in PROTOTYPE_KINDS or "images_per_class" not in bank.provenance:
         raise ValueError(
             f"iis_concept_refresh_epochs rebuilds prototype concepts from their recipe, but the concept bank is "
-            f"{bank!r} without one: use iis_concepts='auto' or a bank from ConceptBank.from_prototypes"
+            f"{bank!r} without one: leave iis_concept_bank unset or use a bank from ConceptBank.from_prototypes"
         )
     if dataset is None:
         raise ValueError(
@@ -723,11 +761,12 @@ class EvaluationSide:
             self.labels.append(labels.cpu())
 
     def accuracies(self, sparsity_ratios) -> dict[str, float]:
-        if not self.num_rows:
+        correct = self.correct
+        if not self.num_rows or correct is None:  # both set by the first labelled batch
             return {}
-        counts = (self.correct.double() / self.num_rows).tolist()
+        counts = (correct.double() / self.num_rows).tolist()
         metrics = {"accuracy": counts[0]}
-        metrics.update({f"interpretation_accuracy_{r:g}": a for r, a in zip(sparsity_ratios, counts[1:])})
+        metrics.update({f"{MODEL_HEAD_METRIC}_{r:g}": a for r, a in zip(sparsity_ratios, counts[1:])})
         return metrics
 
     def representations(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:

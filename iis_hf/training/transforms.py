@@ -71,7 +71,10 @@ def random_resized_crop(
         elif width / height > ratio[1]:
             w = round(height * ratio[1])
         left, top = (width - w) // 2, (height - h) // 2
-    return image.resize((size[1], size[0]), resample=Image.BILINEAR, box=(left, top, left + w, top + h))
+    # Image.BILINEAR, not Image.Resampling.BILINEAR: the enum is missing from Pillow 9.0, which setup.py
+    # allows; newer Pillow's stubs list only the enum.
+    bilinear = Image.BILINEAR  # type: ignore[attr-defined]
+    return image.resize((size[1], size[0]), resample=bilinear, box=(left, top, left + w, top + h))
 
 
 ROW_INDEX = "__iis_row__"  # the column that tells the transform which row it is augmenting
@@ -104,7 +107,7 @@ class ImageClassificationTransform:
         self.size = model_input_size(image_processor)
         self.no_resize = {k: False for k in ("do_resize", "do_center_crop") if hasattr(image_processor, k)}
         self._rng: random.Random | None = None
-        self._rng_owner = None
+        self._rng_owner: tuple[int, int] | None = None
 
     def rng(self) -> random.Random:
         """The stream of rows without an index (in a worker, seeded by `seed` and the worker's seed)."""

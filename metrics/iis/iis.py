@@ -13,12 +13,23 @@
 # limitations under the License.
 """Inherent Interpretability Score (IIS) metric."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import datasets
 import evaluate
 
-from iis_hf.config import HeadsConfig, ScoringConfig
+from iis_hf.config import HeadsConfig, ScoringConfig, config_fields, setting_name, with_keywords
+from iis_hf.errors import IISError
 from iis_hf.pipeline import score_labelled_representations
 from iis_hf.score import check_nesting, class_ids, float_rows, iis_from_predictions
+
+# The "representations" config's head-training keywords: HeadsConfig's settings by the names every
+# entry point gives them (field name -> keyword: "batch_size" -> "head_batch_size").
+HEADS_KEYWORDS = {f.name: setting_name(HeadsConfig, f.name) for f in config_fields(HeadsConfig)}
 
 _DESCRIPTION = """
 The Inherent Interpretability Score (IIS) measures how much of a representation's classifiability
@@ -67,18 +78,13 @@ Args:
         when loading (`evaluate.load(..., sparsity_ratios=[...])`, the way to set them under
         `evaluate.combine`, whose `compute` passes its arguments to every module); with the published
         grid the predictions per ratio need exactly 8 columns.
-    concepts ("representations" only): the concept vectors, a C x D array (list, numpy or torch), an
-        `iis_hf.ConceptBank`, or the folder / Hub id of a saved ConceptBank.
+    concept_bank ("representations" only): the concepts, an `iis_hf.ConceptBank`, the folder / Hub id of a
+        saved ConceptBank, or a C x D array of concept vectors (list, numpy or torch).
     eval_fraction (`float`, *optional*, "representations" only): fraction of each class held out for
         evaluation. Defaults to 0.2.
     seed (`int`, *optional*, "representations" only): seeds the split and the training. Defaults to 0.
-    epochs (`int`, *optional*, "representations" only): training epochs of the probe and heads. Defaults to 30.
-    batch_size (`int`, *optional*, "representations" only): defaults to 1024.
-    learning_rate (`float`, *optional*, "representations" only): Adam learning rate. Defaults to 1e-2.
-    protocol (`str`, *optional*, "representations" only): "converged" (default: a standardised probe trained
-        to convergence) or "paper" (the published code's probe, initialisation and threshold gradient).
-    seeds (`int`, *optional*, "representations" only): train probe and heads with this many seeds; `iis` is
-        their mean and `iis_sd` their standard deviation. Defaults to 1.
+    The head-training settings ("representations" only; each defaults to `iis_hf.HeadsConfig`'s):
+{heads_keywords}
 
 Returns (scalars only, so a `Trainer(compute_metrics=...)` logs every one):
     iis (`float`): the Inherent Interpretability Score; at most max(ratios) - min(ratios) when no
@@ -86,7 +92,7 @@ Returns (scalars only, so a `Trainer(compute_metrics=...)` logs every one):
     iis_standard_accuracy (`float`): A0.
     iis_accuracy_<r> (`float`): A(r) for each ratio r of `sparsity_ratios` (e.g. `iis_accuracy_0.9`).
     iis_ci_low, iis_ci_high (`float`): a 95% bootstrap interval of the IIS over the eval rows (and seeds).
-    iis_sd (`float`, with seeds > 1): the standard deviation of the seeds' IIS.
+    iis_sd (`float`, with num_seeds > 1): the standard deviation of the seeds' IIS.
     iis_valid (`float`): 1.0, or 0.0 when the score is undefined or a head beat the probe by more than
         one evaluation image (A(r) > A0: then the number measures the probe, not the representation).
     iis_num_eval (`int`, "representations" only): how many of the representations were scored (the
@@ -139,7 +145,7 @@ Examples:
     Example 5 - the "representations" config trains the heads itself:
         >>> iis_metric = evaluate.load("iis", "representations")  # doctest: +SKIP
         >>> results = iis_metric.compute(  # doctest: +SKIP
-        ...     predictions=features, references=labels, concepts="path/to/concept_bank", epochs=30
+        ...     predictions=features, references=labels, concept_bank="path/to/concept_bank", epochs=30
         ... )
 """
 
@@ -179,16 +185,28 @@ INPUTS = {
 }
 
 
+def heads_keywords_description() -> str:
+    """One line per head-training keyword, from the field's own help (one source for every setting)."""
+    lines = []
+    for f in config_fields(HeadsConfig):
+        if f.name != "sparsity_ratios":
+            lines.append(f"    {HEADS_KEYWORDS[f.name]}: {f.metadata['help']}.")
+    return "\n".join(lines)
+
+
+_KWARGS_DESCRIPTION = _KWARGS_DESCRIPTION.replace("{heads_keywords}", heads_keywords_description())
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Iis(evaluate.Metric):
     """Inherent Interpretability Score: area under A(r)/A0 over the sparsity ratios r."""
 
-    def __init__(self, *args, sparsity_ratios=None, **kwargs):
+    def __init__(self, *args: Any, sparsity_ratios: Sequence[float] | None = None, **kwargs: Any) -> None:
         # The default ratio grid of `compute` (evaluate.load passes its extra keyword arguments here).
         self.default_sparsity_ratios = None if sparsity_ratios is None else list(sparsity_ratios)
         super().__init__(*args, **kwargs)
 
-    def _info(self):
+    def _info(self) -> evaluate.MetricInfo:
         if self.config_name not in CONFIGS:
             raise ValueError(
                 f"unknown config {self.config_name!r} for the iis metric: use one of {list(CONFIGS)}"
@@ -231,7 +249,7 @@ class Iis(evaluate.Metric):
     # is optional (standard_accuracy= may replace it), so fill it with nulls (None) when it is missing;
     # `_compute` tells "not given" (all null) from "given" and rejects a mix.
 
-    def _fill_standard_predictions(self, predictions, kwargs):
+    def _fill_standard_predictions(self, predictions: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.config_name != "default" or predictions is None:
             return kwargs
         if kwargs.get("standard_predictions") is None:
@@ -242,13 +260,13 @@ class Iis(evaluate.Metric):
             kwargs = {**kwargs, "standard_predictions": [None] * n}
         return kwargs
 
-    def _check_shapes(self, inputs):
+    def _check_shapes(self, inputs: dict[str, Any]) -> None:
         """Each input of this config nested as its feature says, else one line naming it (`INPUTS`)."""
         for name, value in inputs.items():
             if value is not None and name in INPUTS[self.config_name]:
                 check_nesting(value, name, *INPUTS[self.config_name][name])
 
-    def _one_line_format_error(self, call, **inputs):
+    def _one_line_format_error(self, call: Callable[..., Any], **inputs: Any) -> Any:
         """`call(**inputs)` (evaluate's add, add_batch or compute), with `datasets`' format error (a dump
         of the whole input) replaced by one line saying what this config expects."""
         try:
@@ -261,7 +279,7 @@ class Iis(evaluate.Metric):
                 f"the inputs do not fit the iis metric's {self.config_name!r} config ({expected})"
             ) from None
 
-    def _check_inputs(self, predictions, references, standard_predictions=None):
+    def _check_inputs(self, predictions: Any, references: Any, standard_predictions: Any = None) -> None:
         """Refuse what `datasets` would silently cast (floats truncated to int, inf) before it is stored."""
         self._check_shapes(
             {
@@ -280,7 +298,7 @@ class Iis(evaluate.Metric):
         if self.config_name == "default" and given:
             class_ids(standard_predictions, "standard_predictions", ndim=1)
 
-    def _check_classifier_inputs(self, predictions, head_predictions):
+    def _check_classifier_inputs(self, predictions: Any, head_predictions: Any) -> None:
         """The "classifier" config: one label per sample, and one per ratio from the heads."""
         if self.config_name != "classifier":
             return
@@ -290,7 +308,7 @@ class Iis(evaluate.Metric):
         if head_predictions is not None:
             class_ids(head_predictions, "head_predictions", ndim=2)
 
-    def add_batch(self, *, predictions=None, references=None, **kwargs):
+    def add_batch(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> None:
         """Add a batch of predictions, references and (optionally) standard_predictions."""
         self._check_classifier_inputs(predictions, kwargs.get("head_predictions"))
         self._check_inputs(predictions, references, kwargs.get("standard_predictions"))
@@ -299,7 +317,7 @@ class Iis(evaluate.Metric):
             super().add_batch, predictions=predictions, references=references, **kwargs
         )
 
-    def add(self, *, prediction=None, reference=None, **kwargs):
+    def add(self, *, prediction: Any = None, reference: Any = None, **kwargs: Any) -> None:
         """Add one sample: prediction (one label per ratio), reference and optionally standard_prediction."""
         heads = kwargs.get("head_predictions")
         self._check_classifier_inputs(
@@ -317,7 +335,9 @@ class Iis(evaluate.Metric):
                 kwargs["standard_predictions"] = single
         return self._one_line_format_error(super().add, prediction=prediction, reference=reference, **kwargs)
 
-    def compute(self, *, predictions=None, references=None, **kwargs):
+    def compute(
+        self, *, predictions: Any = None, references: Any = None, **kwargs: Any
+    ) -> dict[str, Any] | None:
         """Compute the IIS over the given inputs and everything added before."""
         self._check_classifier_inputs(predictions, kwargs.get("head_predictions"))
         self._check_inputs(predictions, references, kwargs.get("standard_predictions"))
@@ -328,38 +348,29 @@ class Iis(evaluate.Metric):
 
     def _compute(
         self,
-        predictions,
-        references,
-        standard_predictions=None,
-        standard_accuracy=None,
-        head_predictions=None,
-        sparsity_ratios=None,
-        concepts=None,
-        eval_fraction=None,
-        seed=None,
-        epochs=None,
-        batch_size=None,
-        learning_rate=None,
-        protocol=None,
-        seeds=None,
-    ):
-        """Returns the IIS, the standard accuracy and the accuracy at each ratio, as scalars."""
+        predictions: list,
+        references: list,
+        standard_predictions: list | None = None,
+        standard_accuracy: float | None = None,
+        head_predictions: list | None = None,
+        concept_bank: Any = None,
+        eval_fraction: float | None = None,
+        seed: int | None = None,
+        **heads: Any,
+    ) -> dict[str, Any]:
+        """Returns the IIS, the standard accuracy and the accuracy at each ratio, as scalars.
+
+        `heads` are the head-training settings, by the names every entry point gives them
+        (`HEADS_KEYWORDS`: ``epochs``, ``head_batch_size``, ``num_seeds``, ...)."""
+        check_heads_keywords(heads)
+        sparsity_ratios = heads.pop("sparsity_ratios", None)
         if sparsity_ratios is None:
             sparsity_ratios = self.default_sparsity_ratios
         if head_predictions is not None and self.config_name != "classifier":
             raise ValueError(
                 "head_predictions= applies to the 'classifier' config: load it with evaluate.load('iis', 'classifier')"
             )
-        options = {
-            "concepts": concepts,
-            "eval_fraction": eval_fraction,
-            "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "protocol": protocol,
-            "seeds": seeds,
-        }
+        options = {"concept_bank": concept_bank, "eval_fraction": eval_fraction, "seed": seed, **heads}
         if self.config_name == "representations":
             if standard_accuracy is not None or standard_predictions is not None:
                 raise ValueError(
@@ -374,6 +385,10 @@ class Iis(evaluate.Metric):
                     f"{given or ['standard_accuracy/standard_predictions']} do not apply to the 'classifier' config: "
                     "A0 is the accuracy of `predictions` (the classifier's labels)"
                 )
+            if head_predictions is None:  # evaluate requires the feature; a direct call may omit it
+                raise TypeError(
+                    "the 'classifier' config needs head_predictions= (one label per ratio per row)"
+                )
             return iis_from_predictions(
                 head_predictions,
                 references,
@@ -385,6 +400,18 @@ class Iis(evaluate.Metric):
                 f"{given} only apply to the 'representations' config: "
                 "load it with evaluate.load('iis', 'representations')"
             )
+        return self._compute_from_predictions(
+            predictions, references, standard_predictions, standard_accuracy, sparsity_ratios
+        )
+
+    def _compute_from_predictions(
+        self,
+        predictions: list,
+        references: list,
+        standard_predictions: list | None,
+        standard_accuracy: float | None,
+        sparsity_ratios: list[float] | None,
+    ) -> dict[str, Any]:
         std = list(standard_predictions) if standard_predictions is not None else []
         n_given = sum(s is not None for s in std)
         if 0 < n_given < len(std):
@@ -403,48 +430,60 @@ class Iis(evaluate.Metric):
 
     def _compute_from_representations(
         self,
-        predictions,
-        references,
-        ratios,
-        concepts,
-        eval_fraction,
-        seed,
-        epochs,
-        batch_size,
-        learning_rate,
-        protocol,
-        seeds,
-    ):
-        if concepts is None:
+        predictions: list,
+        references: list,
+        sparsity_ratios: list[float] | None,
+        concept_bank: Any,
+        eval_fraction: float | None,
+        seed: int | None,
+        **heads: Any,
+    ) -> dict[str, Any]:
+        if concept_bank is None:
             raise ValueError(
-                "the representations config needs concepts=: a C x D array of concept vectors, an "
-                "iis_hf.ConceptBank, or the folder / Hub id of a saved ConceptBank"
+                "the representations config needs concept_bank=: an iis_hf.ConceptBank, the folder / Hub id "
+                "of a saved one, or a C x D array of concept vectors"
             )
-        heads = {
-            "sparsity_ratios": ratios,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "protocol": protocol,
-            "num_seeds": seeds,
+        heads["sparsity_ratios"] = sparsity_ratios
+        settings = {
+            name: heads[keyword] for name, keyword in HEADS_KEYWORDS.items() if heads.get(keyword) is not None
         }
-        config = ScoringConfig(
-            heads=HeadsConfig(**{k: v for k, v in heads.items() if v is not None}),
-            seed=0 if seed is None else int(seed),
-            progress=False,
-        )
+        try:
+            head_config = HeadsConfig(**settings)
+        except IISError as err:  # named as the keyword the user passed
+            keyword = HEADS_KEYWORDS.get(err.field or "", err.field)
+            raise IISError(f"{keyword}=: {err}", field=err.field) from err
+        config = ScoringConfig(heads=head_config, seed=0 if seed is None else int(seed), progress=False)
+        fraction = 0.2 if eval_fraction is None else eval_fraction
         result = score_labelled_representations(
             float_rows(predictions, "predictions (representation vectors)"),
             class_ids(references, "references", ndim=1),
-            concepts,
+            concept_bank,
             config,
-            eval_fraction=0.2 if eval_fraction is None else eval_fraction,
+            eval_fraction=fraction,
         )
         num_eval = int(result.settings["data"]["num_eval"])
         if num_eval < MIN_SCORED_IMAGES:
             raise ValueError(
                 f"the representations config scored only {num_eval} of the {len(predictions)} representations "
-                f"(eval_fraction={0.2 if eval_fraction is None else eval_fraction}); an IIS needs at least "
-                f"{MIN_SCORED_IMAGES} scored images: pass more representations or a larger eval_fraction"
+                f"(eval_fraction={fraction}); an IIS needs at least {MIN_SCORED_IMAGES} scored images: pass more "
+                "representations or a larger eval_fraction"
             )
         return {**result.to_metrics(), "iis_num_eval": num_eval}
+
+
+# `_compute` takes the head settings as **heads; its signature lists each by name, as a canonical
+# metric's does, so `inspect.signature` and evaluate's docs show them (generated, never hand-written).
+# (mypy refuses assigning to a method; the generated signature is the point here)
+Iis._compute = with_keywords(Iis._compute, HEADS_KEYWORDS.values())  # type: ignore[method-assign]
+
+
+def check_heads_keywords(heads: dict[str, Any]) -> None:
+    """Only the head-training settings (`HEADS_KEYWORDS`) pass through `_compute`'s keywords."""
+    unknown = sorted(set(heads) - set(HEADS_KEYWORDS.values()))
+    if unknown:
+        known = ["concept_bank", "eval_fraction", "seed", *HEADS_KEYWORDS.values()]
+        close = {k: difflib.get_close_matches(k, known, n=2) for k in unknown}
+        hints = "; ".join(f"{k}: did you mean {' or '.join(m)}?" for k, m in close.items() if m)
+        raise IISError(
+            f"unknown keyword(s) {unknown} for the iis metric ({hints or 'the settings are ' + ', '.join(known)})"
+        )

@@ -1,0 +1,7 @@
+"""`python -m iis_hf.cli`: the `iis-hf` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
