@@ -242,7 +242,7 @@ def score_run(args) -> dict:
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": args.pythonpath or str(REPO)}
     started = time.perf_counter()
-    # cwd: `python -m` puts it first on sys.path, before PYTHONPATH (the checkout must win)
+    # cwd: `python -m` puts the current folder first on the import path, before PYTHONPATH (the checkout must win)
     child = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log, stage = [], ["loading"]
 
@@ -319,7 +319,7 @@ import iis_hf
 print(json.dumps({{"base_mb": base / 2**20, "peak_mb": peak[0] / 2**20, "seconds": seconds, "iis_hf": iis_hf.__file__}}))
 """
     env = {**os.environ, "PYTHONPATH": args.pythonpath or str(REPO)}
-    done = subprocess.run(  # cwd: `-c` puts it first on sys.path, before PYTHONPATH
+    done = subprocess.run(  # cwd: `-c` puts the current folder first on the import path, before PYTHONPATH
         [sys.executable, "-c", code], env=env, cwd=workdir, capture_output=True, text=True, check=True
     )
     measured = json.loads(done.stdout.strip().splitlines()[-1])

@@ -193,8 +193,9 @@ def test_the_setting_is_checked_and_part_of_comparability():
 def test_iis_through_the_tensor_path_equals_the_processor_path():
     """The demo's model and processor on digits at 45 x 45 (so every image is resampled to 32 x 32).
 
-    Measured: IIS 0.10979 through both paths (seed 0) and 0.09839 (seed 1): equal, while the seed moves
-    it by 0.011. Held to a tenth of that seed noise.
+    Measured: IIS 0.10979 through the processor (seed 0; 0.09839 with seed 1: the seed moves it by 0.011)
+    and 0.10876 through the tensor path, whose prototype patches are resized by it too (0.10979 when
+    only the images were): 0.0010 apart, a tenth of the seed noise. Held to a fifth of it.
     """
     from iis_hf.config import ConceptsConfig, HeadsConfig, ScoringConfig
     from iis_hf.data import load_digits_dataset
@@ -214,7 +215,7 @@ def test_iis_through_the_tensor_path_equals_the_processor_path():
             model, data["train"], data["test"], config, image_processor=demo_image_processor()
         )
     assert results["tensor"].settings["extraction"]["preprocessing"] == "tensor"
-    assert results["tensor"].iis == pytest.approx(results["processor"].iis, abs=0.001)
+    assert results["tensor"].iis == pytest.approx(results["processor"].iis, abs=0.0022)
     assert results["tensor"].standard_accuracy == pytest.approx(
         results["processor"].standard_accuracy, abs=0.005
     )
