@@ -32,6 +32,17 @@ class IISError(ValueError):
             return None
         return f"{self.owner}.{self.field}" if self.owner else self.field
 
+    def spelled_as(self, name: str, error_type: type[IISError] | None = None) -> IISError:
+        """This error with its setting named `name` (a flag, a Trainer argument): ``HeadsConfig.epochs
+        must be ...`` becomes ``--epochs must be ...``; a message that does not begin with its setting
+        is prefixed (``--sparsity-ratios: sparsity ratio 1.5 ...``)."""
+        message, setting = str(self), self.setting or ""
+        if message.startswith(setting + " "):
+            message = name + message[len(setting) :]
+        elif not message.startswith(name):
+            message = f"{name}: {message}"
+        return (error_type or type(self))(message, field=self.field, owner=self.owner)
+
 
 def first_line(err: BaseException, text: str | None = None) -> str:
     """The first line of an error's message (of `text` when given, e.g. an OSError's strerror), or

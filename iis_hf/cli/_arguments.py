@@ -170,13 +170,9 @@ def flag_error(err: IISError, command: str) -> IISError:
     ``--epochs must be ...``, and a message that does not name its setting is prefixed with the flag
     (``--sparsity-ratios: sparsity ratio 1.5 ...``)."""
     flag = command_setting_flag(command, err.field, err.owner) if err.field else None
-    message = str(err)
-    if flag is None or message.startswith(flag):  # no flag, or already in the command line's spelling
+    if flag is None or str(err).startswith(flag):  # no flag, or already in the command line's spelling
         return err
-    setting = err.setting or ""
-    if message.startswith(setting + " "):
-        return UsageError(flag + message[len(setting) :], field=err.field, owner=err.owner)
-    return UsageError(f"{flag}: {message}", field=err.field, owner=err.owner)
+    return err.spelled_as(flag, UsageError)
 
 
 # A message names a setting the user can change by its Python keyword and "=", standing alone

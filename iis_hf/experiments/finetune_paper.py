@@ -51,7 +51,6 @@ import argparse
 import contextlib
 import gc
 import json
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -59,12 +58,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IISError, first_line
 from .paper_analysis import build_results, preregister
 from .paper_design import SCALES
 from .paper_report import write_outputs
 from .paper_runs import Context, confirm_plan, grid_plan, load_data, pretrain_to_plateau, run_all, run_key
-from .runs import read_runs
+from .runs import exit_code, read_runs
 
 SCRIPT = "benchmarks/finetune_paper.py"
 
@@ -123,14 +121,8 @@ def log(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: run (or resume) the experiment quietly; 0, or 2 with one line for an error
-    the user can fix."""
-    try:
-        run(argv)
-    except IISError as err:
-        print(f"error: {first_line(err)}", file=sys.stderr)
-        return 2
-    return 0
+    """The command line: run (or resume) the experiment quietly; 0, or 2 with one line for an error the user can fix."""
+    return exit_code(run, argv)
 
 
 def run(argv: Sequence[str] | None = None) -> dict:

@@ -57,7 +57,7 @@ from typing import Any
 
 import torch
 
-from ..errors import IISError, first_line
+from ..errors import IISError
 from .data import DATASETS, dataset_description, load_named_dataset
 from .findings_analysis import analyse_checkpoints, analyse_finetuning
 from .findings_figures import make_figures
@@ -65,7 +65,7 @@ from .findings_report import write_report
 from .findings_runs import TRANSFER, default_scenarios, run_checkpoint_grid, run_finetuning, scenario_datasets
 from .models import LARGE_MODELS, MODELS
 from .provenance import environment
-from .runs import trainer_default, write_results_json
+from .runs import exit_code, trainer_default, write_results_json
 
 SCRIPT = "examples/reproduce_findings.py"  # how results.json and the report name the command
 
@@ -315,14 +315,8 @@ def extra_runs(results_paths: Sequence[str]) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: run (or redraw) and write the results; 0, or 2 with one line for an error
-    the user can fix."""
-    try:
-        run(argv)
-    except IISError as err:
-        print(f"error: {first_line(err)}", file=sys.stderr)
-        return 2
-    return 0
+    """The command line: run (or redraw) and write the results; 0, or 2 with one line for an error the user can fix."""
+    return exit_code(run, argv)
 
 
 def run(argv: Sequence[str] | None = None) -> dict:

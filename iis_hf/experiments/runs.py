@@ -11,15 +11,17 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..demo import demo_image_processor, image_classification_collator
+from ..errors import IISError, first_line
 from ..files import write_json_atomic, write_text_atomic
 from .models import build_model, copy_model
 
@@ -255,3 +257,14 @@ def append_run(path: Path, run: dict) -> None:
         stream.write(json.dumps(json_ready(run), sort_keys=True) + "\n")
         stream.flush()
         os.fsync(stream.fileno())
+
+
+def exit_code(run: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None) -> int:
+    """An experiment's command line: `run(argv)`, then 0; or 2 with one line for an error the user can
+    fix (`IISError`), as the `iis-hf` commands report them."""
+    try:
+        run(argv)
+    except IISError as err:
+        print(f"error: {first_line(err)}", file=sys.stderr)
+        return 2
+    return 0

@@ -107,10 +107,7 @@ def in_trainer_spelling(err: IISError, names: Mapping[str, str]) -> IISError:
     key = err.field
     if key is None or key not in names:
         return err
-    message, setting = str(err), err.setting or ""
-    if message.startswith(setting + " "):
-        return IISError(names[key] + message[len(setting) :], field=names[key])
-    return IISError(f"{names[key]}: {message}", field=names[key])
+    return IISError(str(err.spelled_as(names[key])), field=names[key])
 
 
 @dataclass
