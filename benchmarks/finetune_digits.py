@@ -6,7 +6,7 @@ then fine-tuned for the same number of steps twice: with a plain Trainer, and wi
 result is scored the same way: test accuracy of the model's own classifier, and IIS with
 prototype-patch concepts built from the fine-tuned backbone itself.
 
-    python benchmarks/finetune_digits.py --seeds 0 1 2                    # the README table
+    python benchmarks/finetune_digits.py --seeds 0 1 2                    # the fine-tuning table of docs/RESULTS.md
     python benchmarks/finetune_digits.py --sweep --seeds 0 1 2            # iis_weight x ratios sweep
 
 The last line printed is a JSON object with every run's figures.

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""How accurate is the interpretation head a fine-tuned model carries? README's fine-tuning command on
+"""How accurate is the interpretation head a fine-tuned model carries? the fine-tuning command of docs/fine-tuning.md on
 scikit-learn's digits, compared with heads fitted afresh on the final features.
 
     python benchmarks/saved_head_accuracy.py --seeds 0 1 2
 
 For each seed: the demo's 0.3M-parameter ResNet is pre-trained for two epochs with the interpretability
-loss off (`--iis_weight 0`, the "pre-trained backbone"), then fine-tuned with README's command
+loss off (`--iis_weight 0`, the "pre-trained backbone"), then fine-tuned with docs/fine-tuning.md's command
 (`iis-hf finetune ... --do_train --do_eval --eval_strategy epoch`, every IIS option at its default)
 twice: with the head's own learning rate (`iis_head_learning_rate` 1e-2, the default) and with the
 head on the backbone's learning rate (`--iis_head_learning_rate 2e-3`, what earlier releases did).
@@ -58,13 +58,21 @@ def prepare(folder: Path, seed: int, epochs: float) -> tuple[str, str]:
 
 
 def fine_tune(
-    data: str, pretrained: str, output: Path, seed: int, epochs: float, head_lr: str | None
+    data: str,
+    pretrained: str,
+    output: Path,
+    seed: int,
+    epochs: float,
+    head_lr: str | None,
+    head_epochs: int | None = None,
 ) -> dict:
-    """README's command (defaults for every IIS option but the loss ratio, RATIO), with the head's
+    """docs/fine-tuning.md's command (defaults for every IIS option but the loss ratio, RATIO), with the head's
     learning rate as given."""
     from iis_hf.training.finetune import main as finetune
 
     head = [] if head_lr is None else ["--iis_head_learning_rate", head_lr]
+    if head_epochs is not None:  # a fixed budget for the scoring and refitted heads (quick runs)
+        head += ["--iis_eval_epochs", str(head_epochs)]
     metrics = finetune([
         "--model_name_or_path", pretrained, "--dataset_name", data, "--output_dir", str(output),
         "--do_train", "--do_eval", "--eval_strategy", "epoch", "--save_strategy", "no",
@@ -90,6 +98,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=float, default=3.0, help="fine-tuning epochs (default: 3)")
     parser.add_argument("--pretrain-epochs", type=float, default=2.0, help="pre-training epochs (default: 2)")
+    parser.add_argument(
+        "--head-epochs", type=int, help="a fixed budget for the heads (default: trained until converged)"
+    )
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
 
@@ -100,7 +111,9 @@ def main(argv=None) -> dict:
             data, pretrained = prepare(Path(scratch), seed, args.pretrain_epochs)
             for name, head_lr in settings.items():
                 output = Path(scratch) / f"run-{seed}-{len(runs[name])}-{head_lr}"
-                runs[name].append(fine_tune(data, pretrained, output, seed, args.epochs, head_lr))
+                runs[name].append(
+                    fine_tune(data, pretrained, output, seed, args.epochs, head_lr, args.head_epochs)
+                )
                 print(f"seed {seed} {name}: {json.dumps(runs[name][-1])}", flush=True)
 
     print(f"\nAccuracy of the interpretation head at rho = {RATIO} on the 450 test digits "

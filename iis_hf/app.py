@@ -31,8 +31,11 @@ import html
 import io
 import json
 import logging
+import math
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -54,7 +57,8 @@ DELETE_CACHE = (600, 600)
 NOT_UPLOADED = "the image did not come from an upload to this page; upload the image again"
 INSTALL_HINT = 'the web app needs gradio: pip install "iis-hf[app]"'
 DEFAULT_TOP_K = 8
-MAX_TOP_K = 32
+MAX_TOP_K = 32  # the slider's end (a model with fewer concepts ends it at its own number)
+MAX_PORT = 65535
 TITLE = "iis-hf: predictions from concepts, explained"
 POSITIVE, NEGATIVE = "#2e7d32", "#c62828"
 
@@ -100,6 +104,10 @@ class LoadedModel:
     @property
     def sparsity_ratios(self) -> list[float]:
         return self.classifier.sparsity_ratios
+
+    @property
+    def num_concepts(self) -> int:
+        return int(self.classifier.heads.num_concepts)
 
     @property
     def default_ratio(self) -> float:
@@ -183,17 +191,63 @@ def load_model(model: str) -> LoadedModel:
         return _MODELS[key]
 
 
+def _is_path(model: str) -> bool:
+    """Whether a served model is named by a path on the server (not a Hub id, ``<user>/<model>``)."""
+    path = Path(model).expanduser()
+    return path.is_absolute() or model.startswith((".", "~")) or path.exists() or model.count("/") > 1
+
+
+def visitor_names(models: tuple[str, ...]) -> dict[str, str]:
+    """The name visitors see for each served model (visitor name -> model): a Hub id as it is, a folder by
+    its base name, with as many parent folders as it takes to tell two apart; never the server's path
+    (the model list and ``/gradio_api/info`` show these names only)."""
+    parts = {m: Path(m).expanduser().resolve().parts if _is_path(m) else None for m in models}
+    depth = dict.fromkeys(models, 1)
+
+    def shown(m: str) -> str:
+        found = parts[m]
+        return m if found is None else "/".join(found[-depth[m] :]).lstrip("/") or "model"
+
+    for _ in range(max((len(p) for p in parts.values() if p), default=0)):
+        taken: dict[str, list[str]] = {}
+        for m in models:
+            taken.setdefault(shown(m), []).append(m)
+        clashes = [m for same in taken.values() if len(same) > 1 for m in same if parts[m] is not None]
+        if not clashes:
+            break
+        for m in clashes:
+            depth[m] = min(depth[m] + 1, len(parts[m] or ()) - 1)  # never the whole path from its root
+    names: dict[str, str] = {}
+    for m in models:
+        name, n = shown(m), 2
+        while name in names:  # still alike (a folder shown as a Hub id, say): numbered
+            name, n = f"{shown(m)} ({n})", n + 1
+        names[name] = m
+    return names
+
+
 @dataclass(frozen=True)
 class ModelPolicy:
     """Which models a visitor may open: those the person who started the app named, or (only when
     they said so with --allow-any-model) any folder or Hub id the visitor types.
 
     Whatever the visitor asks for, a model that cannot be opened gives the same message, so the page
-    never tells which server paths exist (the reason is logged on the server).
+    never tells which server paths exist (the reason is logged on the server). Visitors see the served
+    models by their `visitor_names` (a folder's base name), never by the server's paths.
     """
 
     models: tuple[str, ...] = ()
     allow_any: bool = False
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Visitor name -> served model (`visitor_names`)."""
+        return visitor_names(self.models)
+
+    @property
+    def shown(self) -> list[str]:
+        """The served models as visitors see them, in order."""
+        return list(self.names)
 
     @property
     def default(self) -> str | None:
@@ -203,18 +257,20 @@ class ModelPolicy:
     def unavailable(self, name: str) -> ValueError:
         if self.allow_any:
             return ValueError(f"no IIS model could be opened from {name!r}")
-        served = ", ".join(repr(m) for m in self.models) or "none"
+        served = ", ".join(repr(m) for m in self.shown) or "none"
         return ValueError(f"{name!r} is not a model this app serves (it serves: {served})")
 
     def load(self, name: str | None) -> LoadedModel:
-        """The visitor's choice, loaded, or a ValueError that says nothing about the server's files."""
+        """The visitor's choice (a visitor name, or a served model as named), loaded, or a ValueError that
+        says nothing about the server's files."""
         name = str(name or "").strip()
         if not name:
             raise ValueError("choose a model first")
-        if not self.allow_any and name not in self.models:
+        model = self.names.get(name, name)
+        if not self.allow_any and model not in self.models:
             raise self.unavailable(name)
         try:
-            return load_model(name)
+            return load_model(model)
         except Exception:  # the reason stays in the server's log; the page gets one message
             logger.warning("the app could not open model %r", name, exc_info=True)
             raise self.unavailable(name) from None
@@ -326,19 +382,43 @@ def explain_image(model: str, image, sparsity_ratio: float | None = None, top_k:
     """(the loaded model, the `iis_hf.Explanation`) of `image` (a PIL image, array or file path) by the
     model's head at `sparsity_ratio`."""
     loaded = load_model(model)
-    if sparsity_ratio is not None and sparsity_ratio != "":
-        sparsity_ratio = float(sparsity_ratio)
-    else:
-        sparsity_ratio = None
-    try:
-        top_k = round(float(top_k))
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"top-k must be a number, got {top_k!r}") from None
-    top_k = max(1, min(top_k, MAX_TOP_K))
-    explanation = iis_hf.explain_prediction(
-        loaded.classifier, image, sparsity_ratio=sparsity_ratio, top_k=top_k
-    )
+    ratio = checked_ratio(sparsity_ratio, loaded.sparsity_ratios)
+    top_k = checked_top_k(top_k, loaded.num_concepts)
+    explanation = iis_hf.explain_prediction(loaded.classifier, image, sparsity_ratio=ratio, top_k=top_k)
     return loaded, explanation
+
+
+def checked_ratio(sparsity_ratio, ratios) -> float | None:
+    """The sparsity ratio a visitor sent, as a number (None or "": the model's default head); a
+    ValueError that lists the model's ratios when it is not a number."""
+    if sparsity_ratio is None or sparsity_ratio == "":
+        return None
+    try:
+        return float(sparsity_ratio)
+    except (TypeError, ValueError):
+        offered = ", ".join(f"{r:g}" for r in ratios)
+        raise ValueError(
+            f"the sparsity ratio must be a number, one of the model's ratios ({offered}); got {sparsity_ratio!r}"
+        ) from None
+
+
+def checked_top_k(top_k, num_concepts: int) -> int:
+    """How many concepts to list: a whole number from 1 to the model's number of concepts, else a
+    ValueError saying so (a value outside is refused, not clipped)."""
+    try:
+        value = float(top_k)
+    except (TypeError, ValueError, OverflowError):
+        value = math.nan
+    if (
+        isinstance(top_k, bool)
+        or not math.isfinite(value)
+        or value != int(value)
+        or not 1 <= value <= num_concepts
+    ):
+        raise ValueError(
+            f"top-k must be a whole number from 1 to {num_concepts} (the model's number of concepts), got {top_k!r}"
+        )
+    return int(value)
 
 
 def explain_callback(model: str | None, image, sparsity_ratio=None, top_k=DEFAULT_TOP_K):
@@ -411,6 +491,17 @@ def load_callback(model: str | None, current: str | None = None, policy: ModelPo
     )
     shown = str(model).strip()  # as typed; the cache key is the resolved path
     return f"Loaded {_md(shown)}.", ratios, curve_html(loaded), loaded.summary(shown), loaded.name
+
+
+def with_top_k_slider(loaded: tuple) -> tuple:
+    """`load_callback`'s outputs, then the top-k slider's: after a load, it reaches up to the model's
+    number of concepts (`checked_top_k` refuses more) and is at the default; after a failed load, as it was."""
+    gr = import_gradio()
+    key = loaded[-1]
+    if str(loaded[0]).startswith("**Error:**") or key not in _MODELS:
+        return (*loaded, gr.skip())
+    limit = max(1, min(MAX_TOP_K, _MODELS[key].num_concepts))
+    return (*loaded, gr.Slider(minimum=1, maximum=limit, value=min(DEFAULT_TOP_K, limit), step=1))
 
 
 def curve_html(loaded: LoadedModel) -> str:
@@ -502,7 +593,7 @@ def _concept_rows(items, loaded: LoadedModel | None, scale: float) -> str:
         rows.append(
             f'<tr class="iis-concept" data-index="{c.index}">'
             f"<td>{thumb}</td>"
-            f'<td class="iis-concept-name" title="{_h(source)}">{_h(c.name)}</td>'
+            f'<td class="iis-concept-name" title="{_h(source)}">{_h(c.label)}</td>'
             f'<td class="num">{c.activation:+.3f} &times; {c.weight:+.3f}</td>'
             f'<td class="num iis-contribution">{c.contribution:+.4f}</td>'
             f'<td class="iis-bar-cell"><div class="iis-bar" style="width: {width:.1f}%; background: {color}"></div></td>'
@@ -592,8 +683,8 @@ def _model_chooser(gr, policy: ModelPolicy):
     else:
         label, placeholder = "Model", None
     return gr.Dropdown(
-        choices=list(policy.models),
-        value=policy.models[0] if policy.models else None,
+        choices=policy.shown,  # folders by their base names: no server path reaches the page
+        value=policy.shown[0] if policy.models else None,
         allow_custom_value=policy.allow_any,
         interactive=policy.allow_any or len(policy.models) > 1,
         label=label,
@@ -676,9 +767,9 @@ def _wire(demo, c: dict[str, Any], policy: ModelPolicy) -> None:
         "outputs": explain_outputs,
     }
     load_event = {
-        "fn": lambda model, current: load_callback(model, current, policy),
+        "fn": lambda model, current: with_top_k_slider(load_callback(model, current, policy)),
         "inputs": [c["model"], c["loaded_model"]],
-        "outputs": [c["status"], c["ratio"], c["curve"], c["model_info"], c["loaded_model"]],
+        "outputs": [c["status"], c["ratio"], c["curve"], c["model_info"], c["loaded_model"], c["top_k"]],
     }
     c["load"].click(**load_event, api_name="load_model").then(**explain_event, **PRIVATE)
     c["model"].select(**load_event, **PRIVATE).then(**explain_event, **PRIVATE)
@@ -758,7 +849,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
+        default=os.environ.get("GRADIO_SERVER_PORT") or 7860,  # argparse reads a string default as --port
         help="port to serve on (default: $GRADIO_SERVER_PORT, else 7860)",
     )
     parser.add_argument(
@@ -778,21 +869,56 @@ def served_models(args: argparse.Namespace) -> list[str]:
     return models
 
 
+def check_port(port: int) -> None:
+    """A TCP port: 0 (any free one) to 65535, else a ValueError (socket's OverflowError otherwise)."""
+    if not 0 <= port <= MAX_PORT:
+        raise ValueError(f"--port must be from 0 to {MAX_PORT} (0: any free port), got {port}")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind `host`:`port` the way Gradio will, so a port in use (or a host this machine cannot serve
+    on) is one line before any model is loaded, not Gradio's "Cannot find empty port"."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise port_unavailable(host, port, err) from None
+
+
+def port_unavailable(host: str, port: int, err: BaseException) -> ValueError:
+    reason = (getattr(err, "strerror", None) or str(err)).strip() or type(err).__name__
+    return ValueError(
+        f"cannot serve on {host}:{port} ({reason[:1].lower()}{reason[1:]}): another program may be using "
+        "--port; choose another --port (0: any free port) or --host"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, load the served models (so a bad one fails here, with its reason), and
-    serve the app until stopped."""
+    """Parse the arguments, check the port and load the served models (so a bad one fails here, with its
+    reason), and serve the app until stopped."""
     args = build_arg_parser().parse_args(argv)
+    check_port(args.port)
     import_gradio()
     models = served_models(args)
+    check_port_free(args.host, args.port)
     for model in models:
         load_model(model)
     demo = build_app(models, allow_any_model=args.allow_any_model)
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_SETTINGS)
+    try:
+        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_SETTINGS)
+    except OSError as err:  # taken between the check and the launch
+        if "Cannot find empty port" not in str(err):
+            raise
+        raise port_unavailable(args.host, args.port, err) from None
     return 0
 
 
 if __name__ == "__main__":  # `python app.py` in a Space, or `python -m iis_hf.app`
     try:
         main()
-    except ValueError as err:  # a bad model or a missing gradio: one line, not a traceback
-        raise SystemExit(f"iis-hf app: error: {err}") from err
+    except ValueError as err:  # a bad model, port or a missing gradio: one line, not a traceback
+        print(f"iis-hf app: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

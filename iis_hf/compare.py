@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import CONCEPT_RECIPE_KEYS, ExtractionConfig, HeadsConfig, ScoringConfig
+from .config import CONCEPT_RECIPE_KEYS, HEADS_RECIPE_VERSION, ExtractionConfig, HeadsConfig, ScoringConfig
 from .errors import first_line
 from .files import atomic_directory, write_json_atomic, write_text_atomic
 from .plotting import model_colors, plot_iis_curves, plot_iis_vs_accuracy
@@ -40,11 +40,13 @@ from .version import __version__
 
 CARD_PREFIX = "card:"
 IIS_METRIC_TYPE = "iis"  # the model-index metric type iis-hf's cards use (`iis_hf.model_card`)
+INVALID_IIS_METRIC_TYPE = "iis_not_valid"  # ... and the one under which they keep a number that is not an IIS
 SCATTER_NAME = "iis_vs_accuracy.png"
 CURVES_NAME = "iis_curves.png"
 OUTPUT_NAMES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", SCATTER_NAME, CURVES_NAME)
 # The head recipe and the extraction settings ranked scores must share: the fields the configs mark
 # `SAME` (the ratio grid and the protocol have a line of their own in `comparable_view`).
+RECIPE_VERSION = "heads recipe: version"
 HEAD_RECIPE_KEYS = tuple(k for k in HeadsConfig.shared_fields() if k not in ("sparsity_ratios", "protocol"))
 EXTRACTION_KEYS = ExtractionConfig.shared_fields()
 DATA_KEYS = (
@@ -142,6 +144,12 @@ def read_card_result(location: str | os.PathLike, dataset: str | None = None) ->
         raise ValueError(f"could not read the model card of {location}: {first_line(err)}") from err
     entries = [r for r in (card.data.eval_results or []) if r.metric_type == IIS_METRIC_TYPE]
     if not entries:
+        invalid = [r for r in (card.data.eval_results or []) if r.metric_type == INVALID_IIS_METRIC_TYPE]
+        if invalid:
+            reason = (invalid[0].metric_args or {}).get("not_valid_because", "its heads beat the probe")
+            raise ValueError(
+                f"the model card of {location} reports a score that is not a valid IIS ({reason})"
+            )
         raise ValueError(f"the model card of {location} reports no IIS (no model-index result of type 'iis')")
     if dataset is not None:
         matching = [r for r in entries if dataset_name(dataset) in _card_datasets(r)]
@@ -224,6 +232,10 @@ def comparable_view(result: IISResult) -> dict[str, Any]:
     view: dict[str, Any] = {"ratio grid": sorted(float(r) for r in result.sparsity_ratios)}
     view.update({f"heads recipe: {k}": heads[k] for k in HEAD_RECIPE_KEYS if k in heads})
     view["protocol"] = result.protocol or heads.get("protocol")
+    if view["protocol"] == "converged":  # a record without a version trained its heads a fixed 30 epochs
+        view[RECIPE_VERSION] = heads.get("recipe_version", 1)
+        if view[RECIPE_VERSION] >= 2:  # every version-2 record says its budget (None: until converged)
+            view["heads recipe: epochs"] = heads.get("epochs")
     concepts = dict(settings.get("concepts") or {})
     recipe = concepts.get("library") or concepts if concepts.get("kind") == "learned" else concepts
     view["concepts: kind"] = concepts.get("kind")
@@ -289,11 +301,22 @@ def check_comparable(results: Mapping[str, IISResult]) -> None:
     differences = settings_differences(results)
     if differences:
         hint = ""
+        if any(d.startswith(RECIPE_VERSION + ":") for d in differences):
+            raise ValueError(
+                "cannot rank these IIS values: some were scored by an older iis-hf whose heads trained a fixed "
+                "30 epochs (recipe_version 1; on small data sets that is a few dozen steps, so its IIS measured "
+                "the budget), others with converged heads (recipe_version "
+                f"{HEADS_RECIPE_VERSION}): re-score the older ones with this version ("
+                + next(d for d in differences if d.startswith(RECIPE_VERSION + ":"))
+                + ")"
+            )
         if any(d.startswith("concepts: embedded by:") for d in differences):
             hint = " (a bank another backbone embedded: score that model here instead of reading its card)"
         raise ValueError(
             "cannot rank these IIS values: they were measured with different settings, so they are not "
-            "comparable (README: When two IIS values can be compared): " + "; ".join(differences) + hint
+            "comparable (docs/comparability.md: When two IIS values can be compared): "
+            + "; ".join(differences)
+            + hint
         )
 
 
@@ -373,7 +396,8 @@ class Leaderboard:
             )
             for name, result in results.items()
         ]
-        entries.sort(key=lambda e: (e.result.iis is None, -(e.result.iis or 0.0)))
+        # Valid scores first, best first; then invalid ones (a number, but not an IIS); undefined last.
+        entries.sort(key=lambda e: (not e.result.valid, e.result.iis is None, -(e.result.iis or 0.0)))
         return cls(entries, title or _title(results.values()))
 
     @property
@@ -387,9 +411,9 @@ class Leaderboard:
             result = entry.result
             uncertainty = result.uncertainty or {}
             low, high = uncertainty.get("ci") or (None, None)
-            rank += result.iis is not None
+            rank += result.valid
             row = {
-                "rank": rank if result.iis is not None else None,
+                "rank": rank if result.valid else None,
                 "model": entry.name,
                 "source": entry.source,
                 "standard_accuracy": result.standard_accuracy,
@@ -397,6 +421,8 @@ class Leaderboard:
                 "iis_sd": uncertainty.get("sd"),
                 "iis_ci_low": low,
                 "iis_ci_high": high,
+                "valid": result.valid,
+                "not_valid_because": result.invalid_reason or result.undefined_reason,
             }
             accuracies = _accuracies_by_ratio(result)
             for ratio in self.sparsity_ratios:
@@ -422,6 +448,8 @@ class Leaderboard:
                 f"{_cell(row['iis_sd']):>6}  {interval:<15}"
                 + "".join(f"  {_cell(row[f'accuracy_{r:g}']):>7}" for r in ratios)
             )
+            if row["not_valid_because"] and row["iis"] is not None:
+                lines.append(f"{'':>4}  ^ NOT A VALID IIS, not ranked: {row['not_valid_because']}")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -490,6 +518,7 @@ class Leaderboard:
                 "iis": e.result.iis,
                 "ci": (e.result.uncertainty or {}).get("ci"),
                 "source": e.source,
+                "valid": e.result.valid,
             }
             for e in self.entries
         ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
 from .errors import IISError
@@ -37,6 +37,13 @@ MODEL_SELECTIONS = ("eval", "holdout", "last")
 # "converged": iis-hf's default, a standardised probe trained to convergence (docs/METHOD.md);
 # "paper": the published implementation's probe, initialisation and threshold gradient.
 PROTOCOLS = ("converged", "paper")
+# The model selection each protocol uses when `model_selection` is left unset: the published code
+# reports the best eval epoch; converged heads report their final state (docs/METHOD.md says why).
+PROTOCOL_SELECTION = {"converged": "last", "paper": "eval"}
+PAPER_EPOCHS = 30  # the published recipe's fixed budget for heads and probe
+# The version of the head-training recipe a result records ("recipe_version"): 2 trains converged
+# heads in steps; a record without it (1) trained them a fixed 30 epochs, and the two never rank together.
+HEADS_RECIPE_VERSION = 2
 CHANCE_ALPHA = 0.05  # A0 must beat the majority-class rate at this one-sided level, else IIS is undefined
 
 # What a concept bank's provenance says about how it was built, recorded with every result (not the
@@ -137,7 +144,8 @@ def _check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> 
 def _check_choices(config: Any) -> None:
     """Each field declared with `choices` holds one of them."""
     for f in fields(config):
-        if f.metadata.get("choices"):
+        optional_and_unset = f.default is None and getattr(config, f.name) is None
+        if f.metadata.get("choices") and not optional_and_unset:
             _check_choice(type(config).__name__, f.name, getattr(config, f.name), f.metadata["choices"])
 
 
@@ -198,8 +206,7 @@ class _Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if unknown := sorted(set(data) - known):
             raise IISError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(known)}")
         return cls(**data)
 
@@ -358,42 +365,72 @@ class ConceptsConfig(_Config):
 
 
 def _uses_holdout(heads: Any) -> bool:
-    return heads.model_selection == "holdout"
+    return heads.selection_rule == "holdout"
 
 
 def _probe_trains_to_steps(heads: Any) -> bool:
     return heads.protocol != "paper"  # the published probe trains exactly `epochs`
 
 
+def _converged(heads: Any) -> bool:
+    return heads.protocol == "converged"
+
+
 @dataclass
 class HeadsConfig(_Config):
     """How the standard probe (A0) and the interpretation heads A(rho) are trained.
 
-    The defaults are the published recipe: Adam at lr 1e-2, exponential decay 0.99 per epoch,
-    30 epochs, batch 1024, the best eval top-1 over epochs, on the grid 0 ... 0.98. Protocols:
-    "converged" (the probe reads standardised representations and trains at least `probe_min_steps`
-    steps; the heads hard-mask) or "paper" (the published code); docs/METHOD.md compares them.
+    Both protocols share the published optimiser (Adam at lr 1e-2, exponential decay 0.99 per epoch,
+    batch 1024) and grid (0 ... 0.98). "paper" is the published code exactly: 30 epochs, the best eval
+    top-1 over epochs, a probe on raw representations. "converged" (the default) trains in steps, not
+    epochs, so that a 600-image set gets as converged a head as ImageNet: at least `min_steps`, then
+    until neither the heads nor the probe (on standardised inputs, at least `probe_min_steps`) improved
+    in `patience` steps, at most `max_steps`; docs/METHOD.md says why and what it selects.
     """
 
     sparsity_ratios: list[float] = setting(
         default_factory=lambda: list(DEFAULT_SPARSITY_RATIOS),
         help="the ratio grid rho (fractions of concepts dropped; an IIS needs at least 2)",
     )
-    epochs: int = setting(30, help="epochs of head and probe training")
+    epochs: int | None = setting(
+        None,
+        help="a fixed number of epochs for heads and probe instead of the protocol's own budget (default: "
+        f"'converged' trains until the heads stop improving, 'paper' trains {PAPER_EPOCHS})",
+    )
     batch_size: int = setting(1024, flag="--head-batch-size", help="rows per head-training step")
     learning_rate: float | list[float] = setting(
         1e-2, help="Adam learning rate of the heads: one value, or a grid (each ratio keeps its best)"
     )
     lr_decay: float = setting(0.99, help="exponential learning-rate decay per epoch of head training")
-    model_selection: str = setting(
-        "eval",
+    model_selection: str | None = setting(
+        None,
         choices=MODEL_SELECTIONS,
-        help="'eval': best eval epoch (published); 'holdout': chosen on part of train; 'last': the last epoch",
+        help="which state of each head is reported: 'eval': the best on the eval rows (published); "
+        "'holdout': the best on part of train; 'last': the final one (default: the protocol's own, "
+        f"{PROTOCOL_SELECTION})",
     )
     holdout_fraction: float = setting(
         0.1,
         recorded_if=_uses_holdout,
         help="model selection 'holdout': the fraction of the training rows it chooses the epoch on",
+    )
+    min_steps: int = setting(
+        300,
+        recorded_if=_converged,
+        help="protocol 'converged': the heads and the probe train at least this many Adam steps, then "
+        "until they stop improving (patience) or reach max_steps",
+    )
+    max_steps: int = setting(
+        20000,
+        recorded_if=_converged,
+        help="protocol 'converged': the most Adam steps the heads train; a head still improving there is "
+        "reported as not converged, with a warning",
+    )
+    patience: int = setting(
+        150,
+        recorded_if=_converged,
+        help="protocol 'converged': training stops once neither the heads nor the probe lowered their "
+        "training loss (by 1 percent, and by at least 0.002) in this many steps",
     )
     probe_min_steps: int = setting(
         1000,
@@ -425,18 +462,81 @@ class HeadsConfig(_Config):
         owner = "HeadsConfig"
         self.sparsity_ratios = validate_sparsity_ratios(self.sparsity_ratios)
         _check_choices(self)
-        _check_int(owner, "epochs", self.epochs, 1)
+        if self.epochs is not None:
+            _check_int(owner, "epochs", self.epochs, 1)
         _check_int(owner, "batch_size", self.batch_size, 1)
         _check_int(owner, "probe_min_steps", self.probe_min_steps, 0)
+        _check_int(owner, "min_steps", self.min_steps, 1)
+        _check_int(owner, "max_steps", self.max_steps, 1)
+        _check_int(owner, "patience", self.patience, 1)
+        if self.max_steps < self.min_steps:
+            raise IISError(
+                f"{owner}.max_steps ({self.max_steps}) must be >= min_steps ({self.min_steps})",
+                field="max_steps",
+                owner=owner,
+            )
         self.learning_rate = _learning_rates(self.learning_rate)
         _check_finite(owner, "lr_decay", self.lr_decay, positive=True)
+        if self.lr_decay > 1:  # a factor per epoch: above 1 the learning rate would grow without end
+            message = f"{owner}.lr_decay must be in (0, 1] (1 keeps the rate constant), got {self.lr_decay!r}"
+            raise IISError(message, field="lr_decay", owner=owner)
         _check_fraction(owner, "holdout_fraction", self.holdout_fraction)
         _check_int(owner, "num_seeds", self.num_seeds, 1)
+
+    @property
+    def fixed_epochs(self) -> int | None:
+        """`epochs`, or the protocol's own fixed budget (`PAPER_EPOCHS`); None: train to convergence."""
+        if self.epochs is not None:
+            return self.epochs
+        return PAPER_EPOCHS if self.protocol == "paper" else None
+
+    @property
+    def selection_rule(self) -> str:
+        """`model_selection`, or the protocol's own rule when it was left unset (`PROTOCOL_SELECTION`)."""
+        return self.model_selection or PROTOCOL_SELECTION[self.protocol]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """As `_Config.from_dict`; a recorded `recipe_version` is a fact about the result, not a setting."""
+        return super().from_dict({k: v for k, v in data.items() if k != "recipe_version"})
+
+    def recorded(self) -> dict[str, Any]:
+        """As `_Config.recorded`, with the model selection actually used (never None)."""
+        settings = super().recorded()
+        settings["model_selection"] = self.selection_rule
+        settings["epochs"] = self.fixed_epochs  # None: trained until converged
+        settings["recipe_version"] = HEADS_RECIPE_VERSION
+        return settings
 
     @property
     def learning_rates(self) -> list[float]:
         """The learning rate(s) as a list (a grid of one when a single value was given)."""
         return list(self.learning_rate) if isinstance(self.learning_rate, list) else [self.learning_rate]
+
+
+def with_settings(config: Any, kind: type, settings: dict[str, Any], where: str) -> Any:
+    """`config` (None: `kind()`) with keyword `settings` named like `kind`'s fields, or one clear
+    IISError: a config of another kind, or an unknown keyword with the closest field names."""
+    import difflib
+
+    if config is None:
+        config = kind()
+    elif not isinstance(config, kind):
+        raise IISError(
+            f"{where}(config=...) takes a {kind.__name__}, got {type(config).__name__}: pass "
+            f"config={kind.__name__}(...), or its fields as keywords"
+        )
+    known = [f.name for f in fields(kind)]
+    if unknown := [k for k in settings if k not in known]:
+        hints = [_closest(k, difflib.get_close_matches(k, known, 2)) for k in unknown]
+        raise IISError(
+            f"{where}() got unknown setting(s) {', '.join(hints)}; the settings are {', '.join(known)}"
+        )
+    return replace(config, **settings) if settings else config
+
+
+def _closest(name: str, close: list[str]) -> str:
+    return f"{name} (did you mean {' or '.join(close)}?)" if close else name
 
 
 def _learning_rates(value: Any) -> float | list[float]:

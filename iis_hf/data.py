@@ -105,12 +105,28 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
         raise ValueError(f"could not load dataset {source!r} from the Hub: {err}") from err
 
 
+# Top-level folder names `imagefolder` reads as splits (datasets' split keywords), not as classes.
+SPLIT_FOLDER_NAMES = frozenset(
+    {"train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval", "evaluation"}
+)
+ONE_CLASS = "one class"
+
+
 def image_folder_problem(source: str) -> str | None:
-    """Why an image folder (datasets' `imagefolder`) gave no labels, or None when it is not one.
+    """Why an image folder (datasets' `imagefolder`) gave no labels, or None when it is not one."""
+    issue = image_folder_issue(source)
+    return issue[1] if issue else None
+
+
+def image_folder_issue(source: str) -> tuple[str, str] | None:
+    """(kind, message) of why an image folder gave no labels, or None when it is not one; kind is
+    `ONE_CLASS` for a folder of one class (a message saying so, not that it has no labels).
 
     `imagefolder` takes each image's class from the name of the folder holding it, and adds labels only
-    when there are at least two such names: all images in one class folder, or class folders holding
-    further sub-folders (whose names are then all alike), give none.
+    when there are at least two such names: images directly in the folder (or in split folders), all
+    images in one class folder (``A/``, or ``train/A`` and ``validation/A``: top-level split folders
+    are splits, not classes), or class folders holding further sub-folders (whose names are then
+    all alike), give none.
     """
     from pathlib import Path
 
@@ -126,24 +142,51 @@ def image_folder_problem(source: str) -> str | None:
     )
     if not folders:
         return None
-    if folders == ["."]:
-        return (
-            f"dataset folder {source} holds its images directly, not in class folders: put the images of each "
-            "class in its own sub-folder (e.g. cats/, dogs/)"
+    splits = all(f != "." and f.split("/")[0].lower() in SPLIT_FOLDER_NAMES for f in folders)
+    inner = sorted({(f.split("/", 1)[1] if "/" in f else ".") if splits else f for f in folders})
+    where = ""
+    if splits:
+        where = f" (in its split folders {', '.join(sorted({f.split('/')[0] + '/' for f in folders}))})"
+    if inner == ["."]:
+        return "flat", (
+            f"dataset folder {source} holds its images directly{where}, not in class folders: put the images "
+            "of each class in its own sub-folder (e.g. cats/, dogs/)"
         )
-    nested = [f for f in folders if f != "." and "/" in f]
+    nested = [f for f in inner if f != "." and "/" in f]
     if nested:
-        return (
-            f"dataset folder {source} has images in nested folders (e.g. {nested[0]}/): the class of an image is "
-            "the folder that directly holds it, so put the images of each class directly in one sub-folder "
-            f"per class (e.g. {nested[0].split('/')[0]}/)"
+        return "nested", (
+            f"dataset folder {source} has images in nested folders (e.g. {nested[0]}/){where}: the class of an "
+            "image is the folder that directly holds it, so put the images of each class directly in one "
+            f"sub-folder per class (e.g. {nested[0].split('/')[0]}/)"
         )
-    if len(folders) == 1:
-        return (
-            f"dataset folder {source} holds one class only ({folders[0]}/): IIS compares classes, so it needs at "
-            "least 2 class folders"
+    classes = sorted({f for f in inner if f != "."})
+    if len(classes) == 1:
+        return ONE_CLASS, (
+            f"dataset folder {source} holds one class only ({classes[0]}/){where}: IIS compares classes, so "
+            "it needs at least 2 class folders"
         )
     return None
+
+
+def check_images_decode(
+    dataset, image_column: str, split: str | None = None, threads: int | None = None
+) -> None:
+    """Decode every image of `dataset` now (`iis_hf.images.load_image`, the decoder of every entry
+    point), so that a truncated, corrupt or oversized image fails before any work, with a ValueError
+    naming its file, as `iis-hf score` fails before it writes anything, and not in the middle of
+    training. Images are decoded in `threads` (Pillow releases the GIL while it decodes) and dropped."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .images import load_image
+
+    what = f"a value of column {image_column!r}" + (f" of split {split!r}" if split else "")
+    column = undecoded(dataset, image_column).select_columns([image_column])
+    workers = threads or max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for batch in column.iter(batch_size=256):
+            for _ in pool.map(lambda image: load_image(image, what=what).size, batch[image_column]):
+                pass
 
 
 def check_saved_dataset_not_empty(folder: str) -> None:

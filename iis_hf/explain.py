@@ -13,10 +13,18 @@ where a is the sparse, normalised activation vector the head's classifier sees (
 sparsification have a_c = 0). The *contribution* of concept c is ``a_c * W[k, c]``: signed, and the
 contributions of all concepts add up to the logit minus the bias. The top concepts are those with
 the largest absolute contribution.
+
+A contribution's sign alone does not say whether the image *resembles* the concept: a large positive
+contribution can be a negative activation times a negative weight ("the image is unlike this
+concept, and being unlike it counts for the class"). So each listed concept carries the signs of its
+activation and of its weight, and is labelled "+ like NAME" (activation > 0: after LayerNorm, the
+image's activation of the concept is above its average over concepts) or "- unlike NAME"
+(activation < 0). The text summary and the figure show these labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -339,6 +347,28 @@ class ConceptContribution:
     source: dict[str, Any] | None = None
     thumbnail: torch.Tensor | None = field(default=None, repr=False)
 
+    @property
+    def activation_sign(self) -> int:
+        """+1, -1 or 0: the sign of the (normalised, sparse) activation."""
+        return _sign(self.activation)
+
+    @property
+    def weight_sign(self) -> int:
+        """+1, -1 or 0: the sign of the class weight."""
+        return _sign(self.weight)
+
+    @property
+    def relation(self) -> str:
+        """The word "like" when the activation is positive (the image activates the concept more than its
+        average concept), "unlike" when it is negative. A picture of the concept's source (a prototype
+        patch) shows what the image resembles only for "like"."""
+        return "unlike" if self.activation < 0 else "like"
+
+    @property
+    def label(self) -> str:
+        """The name with the sign of the activation: "+ like NAME" or "- unlike NAME"."""
+        return f"{'-' if self.activation < 0 else '+'} {self.relation} {self.name}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -347,7 +377,15 @@ class ConceptContribution:
             "weight": self.weight,
             "contribution": self.contribution,
             "source": self.source,
+            "activation_sign": self.activation_sign,
+            "weight_sign": self.weight_sign,
+            "relation": self.relation,
+            "label": self.label,
         }
+
+
+def _sign(value: float) -> int:
+    return 1 if value > 0 else -1 if value < 0 else 0
 
 
 @dataclass
@@ -361,7 +399,8 @@ class Explanation:
         bias: the head's bias for that class.
         sparsity_ratio: the head's ratio.
         concepts: the `top_k` active concepts with the largest |contribution|, largest first
-            (concepts dropped by sparsification contribute 0 and are never listed).
+            (concepts dropped by sparsification contribute 0 and are never listed); each carries
+            the signs of its activation and weight, and its label "+ like NAME" or "- unlike NAME".
         contributions: the contribution of every concept (C numbers, zero for dropped concepts).
         other_contribution: the sum of the contributions not in `concepts`.
         concept_kind: the bank's kind ("text", "prototype-patches", ...).
@@ -421,10 +460,11 @@ class Explanation:
             lines.append(f"the backbone's own classifier predicts {top['label']!r} (p = {top['score']:.3f})")
         lines += [
             f"logit {self.logit:+.4f} = bias {self.bias:+.4f} + concepts {self.logit - self.bias:+.4f}",
-            "top concepts (contribution = activation x class weight):",
+            "top concepts (contribution = activation x class weight; "
+            "'+ like': positive activation, '- unlike': negative activation):",
         ]
         for c in self.concepts:
-            lines.append(f"  {c.contribution:+9.4f} = {c.activation:+.3f} x {c.weight:+.3f}  {c.name}")
+            lines.append(f"  {c.contribution:+9.4f} = {c.activation:+.3f} x {c.weight:+.3f}  {c.label}")
         lines.append(f"  {self.other_contribution:+9.4f}   all other concepts")
         return "\n".join(lines)
 
@@ -432,14 +472,21 @@ class Explanation:
         return self.summary()
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
-        """Save a PNG: the image, and the top concepts as signed bars (with source thumbnails if any).
+        """Save a PNG: the image, and the top concepts as signed bars (with source thumbnails if any),
+        each named by its label ("+ like NAME" / "- unlike NAME"), so that the thumbnail of a concept
+        the image is *unlike* is never read as a resemblance.
 
         The file name must end in .png (or have no extension): the figure is PNG, never mislabelled.
         """
         from .plotting import plot_explanation
 
         check_png_name(path)
-        plot_explanation(self, path, title=title)
+        plot_explanation(self.labelled(), path, title=title)
+
+    def labelled(self) -> Explanation:
+        """A copy whose listed concepts are named by their signed labels (what the figure shows)."""
+        concepts = [dataclasses.replace(c, name=c.label) for c in self.concepts]
+        return dataclasses.replace(self, concepts=concepts)
 
 
 def explain(

@@ -48,7 +48,8 @@ STALE_OUTPUT_AGE_S = 3600.0
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     with temporary_sibling(path) as tmp:
-        tmp.write_bytes(data)
+        with naming_the_file(path):
+            tmp.write_bytes(data)
         os.replace(tmp, path)
 
 
@@ -67,9 +68,28 @@ def save_safetensors_atomic(
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with temporary_sibling(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        with naming_the_file(path):
+            save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
         os.chmod(tmp, FILE_MODE)  # safetensors >= 0.7 writes a new file of mode 0600 over ours
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str | os.PathLike) -> Iterator[None]:
+    """A failed write names the file it was writing: an OSError without a file name (what `write`
+    raises on a full disk) and safetensors' "Error while serializing: I/O error: No space left on
+    device (os error 28)" become an OSError of that error number naming `path`."""
+    try:
+        yield
+    except SafetensorError as err:
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), os.fspath(path)) from err
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, os.fspath(path)) from err
 
 
 @contextlib.contextmanager

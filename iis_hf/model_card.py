@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .config import CONCEPT_RECIPE_KEYS
 
 IIS_METRIC_TYPE = "iis"
+INVALID_IIS_METRIC_TYPE = "iis_not_valid"  # a number that is not a valid IIS (`IISResult.invalid_reason`)
 FINGERPRINT_SAMPLES = 1024  # values read per tensor: enough to tell trained weights from their start
 TASK = {"task_type": "image-classification", "task_name": "Image Classification"}
 CARD_TEMPLATE = """---
@@ -137,10 +138,12 @@ def eval_results(
             EvalResult(metric_type="accuracy", metric_name="Accuracy", metric_value=accuracy, **common)
         )
     if result is not None and result.iis is not None:
+        # An invalid score keeps its number (for the record) under another metric type, so a reader of
+        # `model-index` that looks for "iis" never takes it for an IIS.
         results.append(
             EvalResult(
-                metric_type=IIS_METRIC_TYPE,
-                metric_name="IIS",
+                metric_type=IIS_METRIC_TYPE if result.valid else INVALID_IIS_METRIC_TYPE,
+                metric_name="IIS" if result.valid else "IIS (NOT VALID)",
                 metric_value=result.iis,
                 metric_args=iis_metric_args(result, scored_weights),
                 **common,
@@ -175,8 +178,15 @@ def iis_metric_args(result, scored_weights: str | None = None) -> dict[str, Any]
         args["concepts_provenance"] = provenance
     data = settings.get("data") or {}
     args.update({k: data[k] for k in ("num_train", "num_eval", "train_split", "eval_split") if k in data})
-    # The curve and the interval, so a leaderboard can show them (`iis_hf.compare`).
+    # The curve and the interval, so a leaderboard can show them (`iis_hf.compare`), and how long each
+    # ratio's head trained and whether it had converged (the converged protocol).
     args["accuracies"] = list(result.accuracies)
+    args["valid"] = result.valid
+    if result.invalid_reason:
+        args["not_valid_because"] = result.invalid_reason
+    for key in ("head_steps", "heads_converged"):
+        if result.metadata.get(key) is not None:
+            args[key] = list(result.metadata[key])
     uncertainty = result.uncertainty or {}
     if uncertainty.get("ci") is not None:
         args["iis_ci"] = list(uncertainty["ci"])

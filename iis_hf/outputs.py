@@ -2,17 +2,21 @@
 
 The three files appear together or not at all: they are written into a temporary folder beside
 the target, which then replaces it in one step (`iis_hf.files.atomic_directory`): a killed run leaves
-the previous folder or the new one, never a mix.
+the previous folder or the new one, never a mix. One run at a time writes a folder: it holds the
+folder's lock (`output_folder_lock`) from before its work starts until its outputs are in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .files import atomic_directory, write_json_atomic, write_text_atomic
+from .errors import IISError
+from .files import atomic_directory, exclusive_lock, write_json_atomic, write_text_atomic
 from .plotting import plot_iis_curves
 from .score import IISResult
 
@@ -27,6 +31,58 @@ OUTPUT_ENTRIES = re.compile(r"iis(_[^/]+)?\.json|iis_curve\.png|concept_bank|mod
 def is_output_entry(name: str) -> bool:
     """Whether an entry of a folder is one iis-hf writes into an output folder."""
     return OUTPUT_ENTRIES.fullmatch(name) is not None
+
+
+class OutputFolderBusy(IISError):
+    """Another run holds the output folder's lock: this one is refused before it does any work."""
+
+
+def lock_path(output_dir: str | os.PathLike) -> Path:
+    """The lock file of an output folder: `.<name>.lock` beside it, as `iis-hf finetune` takes it."""
+    path = Path(os.path.abspath(output_dir))
+    return path.parent / f".{path.name}.lock"
+
+
+def is_writing_process() -> bool:
+    """Whether this process writes a command's outputs: rank 0 of a job started by ``torchrun`` /
+    ``accelerate launch`` (they set RANK), or a process on its own; read before any process group exists."""
+    try:
+        return int(os.environ.get("RANK") or 0) == 0
+    except ValueError:
+        return True
+
+
+@contextlib.contextmanager
+def output_folder_lock(
+    output_dir: str | os.PathLike, flag: str, command: str, enabled: bool = True
+) -> Iterator[None]:
+    """Hold `output_dir`'s lock for the whole run: a second run (of any iis-hf command) into the same
+    folder is refused at once with an `OutputFolderBusy` naming the folder and the holder, before it
+    extracts anything, instead of replacing the first run's outputs (--overwrite) or failing after
+    all its work (a new folder). The lock (`iis_hf.files.exclusive_lock`, `flock`) is released by the
+    kernel when the holder dies, so a killed run never blocks the next. `enabled=False` on the
+    processes that write nothing (ranks other than 0). Folders made only to hold the lock file are
+    removed again when the run wrote nothing into them."""
+    if not enabled:
+        yield
+        return
+    lock = lock_path(output_dir)
+    made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
+    holder = f"{command} (pid {os.getpid()} on {socket.gethostname()})"
+    try:
+        with exclusive_lock(lock, holder):
+            yield
+    except FileExistsError as err:
+        if err.filename != str(lock):
+            raise
+        raise OutputFolderBusy(
+            f"{flag} {os.fspath(output_dir)!r} is being written by another run ({err.strerror}); wait for it "
+            f"to finish, or choose another {flag}"
+        ) from None
+    finally:
+        for folder in made:  # deepest first; a folder holding anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def write_scoring_outputs(

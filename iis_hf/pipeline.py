@@ -180,6 +180,14 @@ def _extract(models, data, config: ScoringConfig, processors, image_column, labe
                 f"images; check its weights, or extract in fp32 (precision {config.extraction.precision!r} "
                 "was used)"
             )
+        if not bool(features.features.abs().amax() > 0):  # e.g. batch-norm scales drawn near 0 at init
+            who = "the model" if len(models) == 1 else f"the model {_model_name(model)}"
+            raise ValueError(
+                f"{who} gives all-zero representations for every {split} image, so nothing can be scored "
+                "(its concepts, embedded by the same model, would be zero too); check its weights: a "
+                "random initialisation that leaves every activation at zero (a normalisation scale of 0) "
+                "needs another initialisation"
+            )
     return extracted
 
 

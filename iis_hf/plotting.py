@@ -202,8 +202,8 @@ def plot_iis_vs_accuracy(
     """The accuracy-vs-IIS scatter of a leaderboard: x = A0, y = IIS, one named point per model.
 
     Each point is a mapping with ``name``, ``standard_accuracy``, ``iis`` and optionally ``ci``
-    ((low, high): drawn as an error bar) and ``source`` ("card": read from a model card, drawn
-    hollow). Points whose IIS is None are left out (listed under the axes). `max_iis` draws the
+    ((low, high): drawn as an error bar), ``source`` ("card": read from a model card, drawn
+    hollow) and ``valid`` (False: drawn as a grey cross labelled NOT A VALID IIS, no error bar). Points whose IIS is None are left out (listed under the axes). `max_iis` draws the
     score of a representation that loses nothing on the ratio grid. `colors` maps names to colours
     (default `model_colors` of the names in the order given, a leaderboard's).
     """
@@ -252,6 +252,14 @@ def _draw_point(ax, point: Mapping, color: str, *, left: bool, above: bool) -> N
     x, y = point["standard_accuracy"], point["iis"]
     low, high = point.get("ci") or (None, None)
     card = point.get("source") == "card"
+    invalid = point.get("valid") is False
+    if invalid:  # a number that is not an IIS: a grey cross, named as such
+        ax.scatter([x], [y], s=70, zorder=3, marker="x", color="0.45", linewidths=2.0)
+        ax.annotate(
+            _short(point["name"], 30) + " (NOT A VALID IIS)", xy=(x, y), xytext=(-9 if left else 9, 7 if above else -9),
+            textcoords="offset points", fontsize=8, color="0.35", ha="right" if left else "left", va="center",
+        )  # fmt: skip
+        return
     if low is not None and high is not None:
         ax.errorbar(
             x, y, yerr=[[max(0.0, y - low)], [max(0.0, high - y)]], fmt="none", ecolor=color,

@@ -7,7 +7,6 @@ published grid (0 ... 0.98) a representation that loses nothing under sparsifica
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import warnings
@@ -17,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import CHANCE_ALPHA, DEFAULT_SPARSITY_RATIOS, HeadsConfig, validate_sparsity_ratios
+from .config import (
+    CHANCE_ALPHA,
+    DEFAULT_SPARSITY_RATIOS,
+    HeadsConfig,
+    validate_sparsity_ratios,
+    with_settings,
+)
 from .files import write_json_atomic
 from .splits import check_labels
 from .stats import above_chance, bootstrap_iis
@@ -66,8 +71,13 @@ def inherent_interpretability_score(
         )
     if any(math.isnan(a) for a in accs) or math.isnan(a0):
         raise ValueError("accuracies and standard_accuracy must not be NaN")
-    if a0 <= 0:
-        raise ValueError(f"standard_accuracy must be > 0, got {a0}: IIS is relative to the standard accuracy")
+    if not 0 < a0 <= 1:
+        raise ValueError(
+            f"standard_accuracy must be in (0, 1], got {a0}: an accuracy, and IIS is relative to it"
+        )
+    outside = [a for a in accs if not 0 <= a <= 1]
+    if outside:
+        raise ValueError(f"accuracies must be in [0, 1] (fractions of correct predictions), got {outside}")
     order = np.argsort(ratios)
     x = np.asarray(ratios, dtype=np.float64)[order]
     y = np.asarray(accs, dtype=np.float64)[order] / a0
@@ -118,7 +128,13 @@ class IISResult:
         margin = 1.0 / num_eval if num_eval else 1e-9
         ratio, best = max(zip(self.sparsity_ratios, self.accuracies), key=lambda pair: pair[1])
         if best - self.standard_accuracy <= margin:
-            return None
+            if self.iis <= self.max_iis + 1e-9:
+                return None
+            return (  # each head within one row of A0, but together above what the grid allows
+                f"above the grid's maximum: not a valid IIS ({self.iis:.4f} > {self.max_iis:.4f}, the score of a "
+                "representation that loses nothing: the heads beat the probe on average); score with the "
+                "converged protocol, or on more evaluation images"
+            )
         return (
             f"probe weaker than heads: not a valid IIS (A({ratio:g}) = {best:.4f} > A0 = "
             f"{self.standard_accuracy:.4f}, by more than one evaluation image); score with the converged "
@@ -174,8 +190,10 @@ class IISResult:
         low, high = uncertainty.get("ci") or (None, None)
         if low is not None and math.isfinite(low):
             text += f", {uncertainty['confidence']:.0%} CI [{low:.{digits}f}, {high:.{digits}f}]"
+            if high is not None and high > self.max_iis + 1e-9:
+                text += f" (past the grid's maximum {self.max_iis:g}: heads beat the probe in some resamples)"
         if self.invalid_reason is not None:
-            text += " (NOT A VALID IIS: probe weaker than heads)"
+            text += f" (NOT A VALID IIS: {self.invalid_reason.split(':')[0]})"
         return text
 
     def save_json(self, path: str | os.PathLike) -> None:
@@ -184,9 +202,14 @@ class IISResult:
 
     def table(self) -> str:
         """A short plain-text table of the curve, for terminals and logs."""
-        lines = [f"{'sparsity':>9}  {'accuracy':>8}  {'A/A0':>6}"]
-        for r, a, rel in zip(self.sparsity_ratios, self.accuracies, self.relative_accuracies):
-            lines.append(f"{r:>9.2f}  {a:>8.4f}  {rel:>6.3f}")
+        steps = self.metadata.get("head_steps") or [None] * len(self.accuracies)
+        converged = self.metadata.get("heads_converged")
+        state = ["yes" if done else "NO" for done in converged] if converged else [""] * len(steps)
+        lines = [f"{'sparsity':>9}  {'accuracy':>8}  {'A/A0':>6}  {'steps':>6}  converged"]
+        for r, a, rel, n, done in zip(
+            self.sparsity_ratios, self.accuracies, self.relative_accuracies, steps, state
+        ):
+            lines.append(f"{r:>9.2f}  {a:>8.4f}  {rel:>6.3f}  {n if n is not None else '–':>6}  {done}")
         lines.append(f"standard accuracy A0 = {self.standard_accuracy:.4f}")
         lines.append(
             f"IIS = {self.iis_text()}  (perfect on this grid: {self.max_iis:.4f}; {self.protocol} protocol)"
@@ -231,6 +254,27 @@ class UnseenClassWarning(UserWarning):
     so A0 and every A(rho) are capped below 1."""
 
 
+class UnconvergedHeadsWarning(UserWarning):
+    """Some heads were still improving when head training reached `max_steps`: their accuracies, and so
+    the IIS, may rise with a larger budget."""
+
+
+def warn_if_heads_unconverged(result: IISResult) -> None:
+    """Warn, naming the setting to raise, when a head reached the step cap still improving."""
+    converged = result.metadata.get("heads_converged")
+    heads = result.settings.get("heads") or {}
+    if not converged or all(converged) or heads.get("epochs") is not None:  # a fixed budget was asked for
+        return
+    ratios = [r for r, done in zip(result.sparsity_ratios, converged) if not done]
+    cap = heads.get("max_steps")
+    warnings.warn(
+        f"the interpretation heads at sparsity ratios {ratios} were still improving when they reached "
+        f"max_steps={cap}: their accuracies and the IIS may rise with more steps; raise max_steps",
+        UnconvergedHeadsWarning,
+        stacklevel=3,
+    )
+
+
 class EmptyHeadWarning(UserWarning):
     """At some ratio the head drops every concept (``int(C * rho) + 1 >= C``): it predicts from its bias
     alone, and its accuracy says nothing about the representation."""
@@ -273,8 +317,9 @@ def warn_if_heads_keep_nothing(result: IISResult) -> None:
 # keywords set), or predictions the caller brings (`iis_from_predictions`: the metric's default
 # config, a probe of theirs; its "classifier" config, the model's own classifier: no probe at all).
 OWN_PROBE_ADVICE = (
-    "the linear probe has not converged, so IIS reflects the probe rather than the representation. "
-    "Train longer (epochs=) or raise the learning rate (learning_rate=)."
+    "the linear probe has not converged (or the eval rows are too few to tell), so IIS reflects the "
+    "probe rather than the representation. Give it more steps (probe_min_steps=) or raise the learning "
+    "rate (learning_rate=)."
 )
 GIVEN_A0_ADVICE = (
     "what A0 comes from (standard_predictions or standard_accuracy; in the 'classifier' config the "
@@ -338,9 +383,7 @@ def compute_iis(
     """
     from .heads import fit_heads
 
-    config = (
-        dataclasses.replace(config or HeadsConfig(), **settings) if settings else (config or HeadsConfig())
-    )
+    config = with_settings(config, HeadsConfig, settings, "compute_iis")
     validate_sparsity_ratios(config.sparsity_ratios, minimum=2)
     train_x, train_y = (
         _as_features(train_features, "train_features"),
@@ -373,6 +416,7 @@ def compute_iis(
     if return_heads:
         result.heads, result.probe = fits[0].heads, fits[0].probe
     warn_if_heads_keep_nothing(result)
+    warn_if_heads_unconverged(result)
     if result.iis is not None:
         warn_if_probe_is_weak(result)
     return result
@@ -421,6 +465,14 @@ def result_of_fits(fits, config: HeadsConfig, seed: int, eval_labels: np.ndarray
             "standard_learning_rate": first.standard_learning_rate,
             "standard_best_epoch": first.standard_best_epoch,
             "probe_steps": first.probe_steps,
+            # Per ratio: the Adam steps its head trained and whether it had stopped improving (converged
+            # protocol; the "paper" protocol trains a fixed number of epochs and records None).
+            "head_steps": [max(fit.head_steps for fit in fits)] * len(ratios),
+            "heads_converged": (
+                [all(fit.converged[r] for fit in fits) for r in range(len(ratios))]
+                if first.converged is not None
+                else None
+            ),
             "head_precision": first.precision,
         },
     )
@@ -681,7 +733,17 @@ def _as_features(features, name: str):
         return features  # validated when it was written
     if hasattr(features, "features") and not hasattr(features, "shape"):  # an ExtractedFeatures
         features = features.features
-    tensor = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
+    if not torch.is_tensor(features):
+        try:
+            features = np.asarray(features)
+        except ValueError as err:  # ragged rows
+            raise ValueError(f"{name} must be a 2-D (N, D) array of numbers ({err})") from None
+        if features.dtype.kind not in "biuf":  # strings, objects, complex: not representations
+            raise ValueError(
+                f"{name} must be a 2-D (N, D) array of numbers, found {features.dtype} values like "
+                f"{features.ravel()[:3].tolist()}"
+            )
+    tensor = torch.as_tensor(features)
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {tuple(tensor.shape)}")
     if not tensor.is_floating_point():

@@ -444,8 +444,8 @@ def test_the_page_explains_an_uploaded_image_in_headless_chromium(model_folder, 
         rows = result.find_elements(By.CSS_SELECTOR, "tr.iis-concept")
         assert len(rows) == len(expected.concepts)
         assert len(result.find_elements(By.CSS_SELECTOR, "img.iis-thumb")) == len(expected.concepts)
-        supporting = [c.name for c in expected.concepts if c.contribution >= 0]
-        opposing = [c.name for c in expected.concepts if c.contribution < 0]
+        supporting = [c.label for c in expected.concepts if c.contribution >= 0]
+        opposing = [c.label for c in expected.concepts if c.contribution < 0]
         assert [
             row.find_element(By.CSS_SELECTOR, ".iis-concept-name").text for row in rows
         ] == supporting + opposing

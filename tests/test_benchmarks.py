@@ -56,7 +56,7 @@ CASES = {  # script and arguments, the keys its JSON line must carry
         {"plain_s", "iis_s", "ratio", "eval_images"},
     ),
     "saved head accuracy": (
-        "saved_head_accuracy.py --seeds 0 --epochs 0.05 --pretrain-epochs 0.05",
+        "saved_head_accuracy.py --seeds 0 --epochs 0.05 --pretrain-epochs 0.05 --head-epochs 2",
         {"runs", "seeds"},
     ),
     "IIS uncertainty": (

@@ -141,6 +141,10 @@ def test_the_explanation_is_json_ready_and_readable(prototype_model, data):
         "weight",
         "contribution",
         "source",
+        "activation_sign",
+        "weight_sign",
+        "relation",
+        "label",
     }
     assert payload["concepts"][0]["source"]["box"] and len(payload["contributions"]) == 24
     assert sum(p["score"] for p in payload["top_predictions"]) == pytest.approx(1.0, abs=1e-6)

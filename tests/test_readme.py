@@ -1,8 +1,11 @@
-"""README.md and metrics/iis/README.md as tested documents: every ```python and ```bash block runs.
+"""README.md, the documentation pages (docs/*.md) and metrics/iis/README.md as tested documents:
+every ```python and ```bash block runs.
 
 Why: a snippet nobody runs drifts from the library (undefined names, renamed flags, a GPU-only
-setting). Each block is one test, named `<document>#<section anchor>:<index>` (the index counts the
-python/bash blocks of that section from 0), so a failure names the snippet that broke.
+setting). Each block is one test, named `<document>#<section anchor>:<index>` (the document without
+`.md`, such as `README`, `docs/scoring` or `metrics/iis/README`; the index counts the python/bash
+blocks of that section from 0), so a failure names the snippet that broke. Every page under docs/ is
+tested but those `UNTESTED` names with the reason.
 
 How a block runs, offline, on tiny random-init models and synthetic data (`tests/conftest.py`):
 1. Text substitution: every name of `HUB_IDS` (a Hub id, a dataset name, another outside path),
@@ -12,16 +15,16 @@ How a block runs, offline, on tiny random-init models and synthetic data (`tests
    (the files a snippet's prose says the reader has: `cat.png`, `out/finetuned`, ...). Namespaces:
    a block continues the namespace of the previous block of its section (they build on each other);
    a section's first block starts empty, or from the namespace the section named in `CONTINUES` ends
-   with, plus the names `GIVEN` lists for the section (the reader's own inputs, such as `features`,
-   that the snippet's comments describe). Blocks of `>>>` prompts run as doctests.
+   with (it may be on another page), plus the names `GIVEN` lists for the section (the reader's own
+   inputs, such as `features`, that the snippet's comments describe). Blocks of `>>>` prompts run as doctests.
 4. Bash blocks run command by command with bash in a subprocess, in such a working directory (the
    repository root for `IN_REPO` sections), with this venv's bin first on PATH, `HF_HUB_OFFLINE=1`
    and one intra-op thread. A command matching `SERVERS` is started, its page must answer, and it is
    stopped.
 
-The whole file takes about 5 minutes (eleven `iis-hf` subprocesses, each importing torch and
-transformers), so it runs when asked: `IIS_HF_TEST_README=1 python -m pytest -q tests/test_readme.py`
-(README, "Development").
+The whole file took 15 minutes on this project's 2-core CPU shared with other jobs (fourteen `iis-hf`
+subprocesses, each importing torch and transformers), so it runs when asked:
+`IIS_HF_TEST_README=1 python -m pytest -q tests/test_readme.py` (docs/development.md, "Checks and CI").
 """
 
 from __future__ import annotations
@@ -47,10 +50,23 @@ from conftest import REPO, build_tiny_model, cpu_subprocess_env, save_tiny_model
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("IIS_HF_TEST_README") != "1",
-    reason="README snippets take about 5 minutes: run with IIS_HF_TEST_README=1",
+    reason="the documentation's snippets take minutes: run with IIS_HF_TEST_README=1",
 )
 
-DOCUMENTS = ("README.md", "metrics/iis/README.md")
+# Pages of docs/ whose blocks are not run, and why.
+UNTESTED = {
+    "docs/RESULTS.md": "the experiments' report: its commands take 2 to 57 min and rewrite the report itself "
+    "(tests/test_findings.py and tests/test_finetune_paper.py run them at tiny sizes)",
+}
+DOCUMENTS = (
+    "README.md",
+    *sorted(
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "docs").glob("*.md")
+        if path.relative_to(REPO).as_posix() not in UNTESTED
+    ),
+    "metrics/iis/README.md",
+)
 
 # The one table of outside names: Hub ids, dataset names and paths of the reader's machine, mapped to
 # the stand-ins `standins()` builds ("{s}": its folder, "{repo}": this checkout). Whole tokens only,
@@ -66,6 +82,7 @@ HUB_IDS = {
     'evaluate.load("iis"': 'evaluate.load("{repo}/metrics/iis"',  # by path: no module cache needed
     'evaluate.load("accuracy"': 'evaluate.load("{s}/accuracy"',  # test_metric_ecosystem's stand-in
     "path/to/metrics/iis": "{repo}/metrics/iis",
+    "path/to/iis-hf/tests": "{repo}/tests",  # the loopback Hub server (tests/hub_server.py)
     "path/to/concept_bank": "{s}/banks/vit",  # a prototype bank of the tiny ViT (D = 32)
     "/shared/fs/evaluate": "{s}/cache/evaluate",
     "~/.cache/iis": "{s}/cache/iis",
@@ -82,7 +99,7 @@ SIZES = {
 # Lines (Python) and commands (bash, each part of an `a && b` on its own) that cannot run here.
 SKIPPED = {
     r"^pip (install|wheel)\b": "installs packages from an index (network)",
-    r"push_to_hub\(": "uploads to the Hub (network, credentials)",
+    r"push_to_hub\((?!\"user/)": "uploads to the Hub (network, credentials)",  # "user/...": the loopback Hub's
     r"<user>": "needs a Space the reader published (network)",
     r"^(accelerate launch|torchrun --nnodes)": "needs several GPUs or machines",
     r"^python -m pytest -q tests\b": "the whole test suite (about 10 min; it runs this file only with IIS_HF_TEST_README=1)",
@@ -96,10 +113,14 @@ SKIPPED_BLOCKS = {  # whole blocks, by id
     ),
 }
 SERVERS = {r"^iis-hf app\b": "http://127.0.0.1:{port}/"}  # started, asked for the page, stopped
-IN_REPO = {"README#development", "README#reproducing-the-papers-findings"}  # run in the repository root
+IN_REPO = {  # run in the repository root
+    "docs/development#checks-and-ci",
+    "docs/reproducing#reproducing-the-papers-findings",
+}
 CONTINUES = {  # section -> the section whose namespace it builds on
-    "README#text-and-learned-concepts": "README#python",
-    "README#predictions-from-concepts-and-explanations": "README#python",
+    "docs/concepts-and-explanations#text-and-learned-concepts": "docs/scoring#python",
+    "docs/concepts-and-explanations#predictions-from-concepts-and-explanations": "docs/scoring#python",
+    "docs/metric#inside-a-plain-trainer": "docs/metric#usage",
     "metrics/iis/README#default-config-you-trained-the-interpretation-heads": "metrics/iis/README#how-to-use",
     "metrics/iis/README#classifier-config-and-evaluatecombine-with-accuracy": "metrics/iis/README#how-to-use",
     "metrics/iis/README#representations-config-the-metric-trains-the-probe-and-the-heads": (
@@ -120,7 +141,7 @@ SERVER_WAIT_S = 90
 # the blocks
 @dataclass(frozen=True)
 class Block:
-    document: str  # "README" or "metrics/iis/README"
+    document: str  # "README", "docs/scoring", ..., "metrics/iis/README"
     section: str  # "<document>#<anchor of the heading above the block>"
     index: int  # among the python/bash blocks of the section
     language: str
@@ -169,7 +190,15 @@ def test_the_tables_name_existing_sections_and_blocks():
     assert named <= sections, sorted(named - sections)
     assert set(SKIPPED_BLOCKS) <= {block.id for block in BLOCKS}
     assert set(WRITES) <= sections
-    assert len(BLOCKS) >= 25, [block.id for block in BLOCKS]
+    assert set(UNTESTED) <= {path.relative_to(REPO).as_posix() for path in (REPO / "docs").glob("*.md")}
+    assert len(BLOCKS) >= 30, [block.id for block in BLOCKS]
+
+
+def test_every_page_with_snippets_is_read():
+    """README, the metric card and each docs/ page with a python or bash block (but `UNTESTED`)."""
+    documents = {block.document for block in BLOCKS}
+    assert {"README", "metrics/iis/README", "docs/scoring", "docs/fine-tuning", "docs/metric"} <= documents
+    assert not any(name.removesuffix(".md") in documents for name in UNTESTED)
 
 
 def test_every_size_and_skip_pattern_still_matches_a_snippet():
@@ -264,8 +293,9 @@ def cifar10_like(per_class: int, seed: int, size: int = 32):
 
 
 def iis_model_folder(folder: Path, data, seed: int) -> None:
-    """What `IISTrainer.save_model` writes (backbone, heads at 0.5 and 0.9, concept bank, iis.json),
-    built directly: a tiny ViT with cifar10's labels over 24 prototype concepts."""
+    """What `IISTrainer.save_model` writes with its default `iis_sparsity_ratios` (backbone, a head at
+    0.5 only, concept bank, iis.json), built directly: a tiny ViT with cifar10's labels over 24
+    prototype concepts. A snippet asking for another ratio's head fails here as it would for a reader."""
     import json
 
     import iis_hf
@@ -277,7 +307,7 @@ def iis_model_folder(folder: Path, data, seed: int) -> None:
     bank = iis_hf.ConceptBank.from_prototypes(
         backbone, data, image_processor=processor, images_per_class=2, num_concepts=24, progress=False
     )
-    model = iis_hf.IISModelForImageClassification(backbone, bank, [0.5, 0.9]).eval()
+    model = iis_hf.IISModelForImageClassification(backbone, bank, [0.5]).eval()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     report = {"iis": 0.6, "standard_accuracy": 0.9, "accuracies": [0.8, 0.6], "sparsity_ratios": [0.5, 0.9]}
@@ -379,7 +409,7 @@ WORKSPACE = {
     "cat.png": "a synthetic 48 x 48 image (also a.png, b.png)",
     "a.png": "",
     "b.png": "",
-    "out/finetuned": "an IIS model folder (tiny ViT, cifar10's labels, heads at 0.5 and 0.9, iis.json)",
+    "out/finetuned": "an IIS model folder (tiny ViT, cifar10's labels, a head at 0.5 as by default, iis.json)",
     "out/other": "another one (other weights)",
     "my-finetuned-model": "a tiny ViT classifier",
     "my-model": "a tiny ResNet classifier",
@@ -457,6 +487,39 @@ def reader_inputs(s: Path) -> dict[str, object]:
     }
 
 
+def representations(s: Path) -> dict[str, object]:
+    """`train_features`/`train_labels` and `eval_features`/`eval_labels`: the tiny ViT's representations
+    of the cifar10 stand-in's train (300) and test (250) images."""
+    from datasets import load_from_disk
+
+    import iis_hf
+    from iis_hf.features.backbones import load_vision_model
+
+    cifar = load_from_disk(str(s / "data" / "cifar10"))
+    vit = load_vision_model(str(s / "models" / "vit"))
+    train, test = (
+        iis_hf.extract_features(vit, cifar[split], image_processor=tiny_image_processor(), progress=False)
+        for split in ("train", "test")
+    )
+    return {
+        "train_features": train.features,
+        "train_labels": train.labels,
+        "eval_features": test.features,
+        "eval_labels": test.labels,
+    }
+
+
+def two_hundred_eval_images(s: Path) -> dict[str, object]:
+    """`eval_dataset`: 200 of the cifar10 stand-in's test images, 20 per class, where the metric's
+    default eval_fraction (0.2) would score 40, fewer than the 50 it needs."""
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(s / "data" / "cifar10"))["test"]
+    labels = np.asarray(test["label"])
+    rows = sorted(i for c in range(len(CLASSES)) for i in np.flatnonzero(labels == c)[:20].tolist())
+    return {"eval_dataset": test.select(rows)}
+
+
 def one_process(_s: Path) -> dict[str, object]:
     """One process (`world_size` 1, `rank` 0), two ratios, a `loader` of two batches of heads'
     labels, references and the probe's labels."""
@@ -472,7 +535,10 @@ def classifier_batches(_s: Path) -> dict[str, object]:
 
 
 GIVEN: dict[str, Callable[[Path], dict[str, object]]] = {  # section -> its reader's inputs
-    "README#evaluate": reader_inputs,
+    "README#in-python-score_model-and-compute_iis": representations,
+    "README#fine-tuning-iistrainer": reader_inputs,
+    "docs/metric#usage": reader_inputs,
+    "docs/metric#inside-a-plain-trainer": two_hundred_eval_images,
     "metrics/iis/README#default-config-you-trained-the-interpretation-heads": one_process,
     "metrics/iis/README#classifier-config-and-evaluatecombine-with-accuracy": classifier_batches,
     "metrics/iis/README#representations-config-the-metric-trains-the-probe-and-the-heads": reader_inputs,
@@ -635,7 +701,8 @@ def run_bash(block: Block, standins: Path, folder: Path) -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
 def test_readme_block_runs(block: Block, standins: Path, tmp_path_factory, tmp_path):
-    """Each block of README.md and metrics/iis/README.md runs as written, bar the documented changes."""
+    """Each block of README.md, docs/*.md and metrics/iis/README.md runs as written, bar the documented
+    changes."""
     if block.id in SKIPPED_BLOCKS:
         pytest.skip(SKIPPED_BLOCKS[block.id])
     if block.language == "python":

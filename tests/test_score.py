@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -45,15 +46,18 @@ def test_integral_does_not_depend_on_input_order():
         ([0.0, 1.0], [0.5, 0.4], 0.8, "outside [0, 1)"),
         ([-0.1, 0.5], [0.5, 0.4], 0.8, "outside [0, 1)"),
         ([0.5, 0.5], [0.5, 0.4], 0.8, "duplicate"),
-        ([0.0, 0.5], [0.5, 0.4], 0.0, "must be > 0"),
-        ([0.0, 0.5], [0.5, 0.4], -1.0, "must be > 0"),
+        ([0.0, 0.5], [0.5, 0.4], 0.0, "must be in (0, 1]"),
+        ([0.0, 0.5], [0.5, 0.4], -1.0, "must be in (0, 1]"),
+        ([0.0, 0.5], [0.5, 0.4], 1.5, "must be in (0, 1]"),
+        ([0.0, 0.5], [1.5, 0.8], 1.0, "accuracies must be in [0, 1]"),
+        ([0.0, 0.5], [-0.2, 0.8], 1.0, "accuracies must be in [0, 1]"),
         ([0.0, 0.5], [math.nan, 0.4], 0.8, "NaN"),
         ([0.0, math.nan], [0.5, 0.4], 0.8, "outside [0, 1)"),
         ([0.0, 0.5], [0.5, 0.4], math.nan, "NaN"),
     ],
 )
 def test_integral_rejects_bad_input(ratios, accs, a0, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         inherent_interpretability_score(ratios, accs, a0)
 
 

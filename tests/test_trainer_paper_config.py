@@ -120,7 +120,7 @@ def test_a_warm_head_starts_as_accurate_as_a_head_fitted_afresh_and_a_resumed_ru
     warm = InterpretationHeads(random_bank(), 3, [0.9])
     warm.load_state_dict(start.state)
     # a head fitted afresh on the same features with the same recipe (refit_head's)
-    recipe = HeadsConfig(sparsity_ratios=[0.9], epochs=10, model_selection="eval")
+    recipe = HeadsConfig(sparsity_ratios=[0.9], epochs=10)  # the protocol's own selection, as refit_head
     fresh = fit_heads(
         train_x, train_y, eval_x, eval_y, random_bank(), num_classes=3, config=recipe, seed=0, device="cpu",
         progress=False,

@@ -248,16 +248,18 @@ def weak_probe_result() -> IISResult:
 def test_warnings_name_keywords_in_python_and_flags_under_the_command_line():
     with pytest.warns(WeakProbeWarning) as python:
         warn_if_probe_is_weak(weak_probe_result())
-    assert "(epochs=)" in str(python[0].message) and "(learning_rate=)" in str(python[0].message)
+    assert "(probe_min_steps=)" in str(python[0].message) and "(learning_rate=)" in str(python[0].message)
     shown = warnings.showwarning
     with pytest.warns(WeakProbeWarning) as command_line, cli.warnings_in_flags("score"):
         warn_if_probe_is_weak(weak_probe_result())
     text = str(command_line[0].message)
-    assert "(--epochs)" in text and "(--learning-rate)" in text and "epochs=" not in text, text
+    assert "(--probe-min-steps)" in text and "(--learning-rate)" in text and "probe_min_steps=" not in text, (
+        text
+    )
     assert warnings.showwarning is shown  # restored, not left replaced
     with pytest.warns(WeakProbeWarning) as finetuning, cli.warnings_in_flags("finetune"):
         warn_if_probe_is_weak(weak_probe_result())
-    assert "(--iis_eval_epochs)" in str(finetuning[0].message)
+    assert "(--iis_eval_probe_min_steps)" in str(finetuning[0].message)
 
 
 def test_the_classifier_config_gives_no_probe_advice():

@@ -94,3 +94,53 @@ def test_the_model_card_says_an_invalid_score_is_not_valid():
     assert "NOT A VALID IIS" in results_table(weak_probe, None)
     assert "**Not a valid IIS.** Probe weaker than heads" in iis_section(weak_probe)
     assert "valid" not in iis_section(result([0.8, 0.7, 0.6], 0.8, num_eval=200)).lower()
+
+
+def test_a_score_above_the_grids_maximum_is_invalid_even_when_each_head_is_within_noise():
+    # every head under 1 image (of 200) above A0: each within noise, but the integral passes the grid's 0.9
+    above = result([0.804, 0.804, 0.804], 0.80, num_eval=200)
+    assert above.iis > above.max_iis and not above.valid
+    assert (
+        above.invalid_reason.startswith("above the grid's maximum") and above.to_metrics()["iis_valid"] == 0.0
+    )
+    flagged = result([0.8, 0.7, 0.6], 0.80, num_eval=200)
+    flagged.uncertainty = {"ci": [0.7, 0.95], "confidence": 0.95}
+    assert "past the grid's maximum 0.9" in flagged.iis_text()
+
+
+def test_compare_lists_an_invalid_score_below_the_valid_ones_with_its_reason(tmp_path):
+    from iis_hf.compare import Leaderboard
+
+    invalid = result([0.90, 0.85, 0.80], 0.80, num_eval=200)  # the highest number, but not an IIS
+    valid = result([0.8, 0.7, 0.6], 0.80, num_eval=200)
+    board = Leaderboard.from_results({"beats-probe": invalid, "honest": valid})
+    assert [e.name for e in board.entries] == ["honest", "beats-probe"]
+    rows = board.rows()
+    assert rows[0]["rank"] == 1 and rows[1]["rank"] is None and rows[1]["valid"] is False
+    table = board.table().splitlines()
+    assert table[2].lstrip().startswith("1") and "honest" in table[2]
+    assert "beats-probe" in table[3] and "NOT A VALID IIS, not ranked: probe weaker than heads" in table[4]
+    board.plot(tmp_path / "scatter.png")  # the invalid point is drawn as such, not as a result
+    assert (tmp_path / "scatter.png").stat().st_size > 0
+
+
+def test_model_index_never_carries_an_invalid_score_as_an_iis():
+    from iis_hf.model_card import IIS_METRIC_TYPE, INVALID_IIS_METRIC_TYPE, eval_results
+
+    invalid = result([0.90, 0.85, 0.80], 0.80, num_eval=200)
+    (entry,) = eval_results(invalid, None, "digits", None, "test")
+    assert (
+        entry.metric_type == INVALID_IIS_METRIC_TYPE != IIS_METRIC_TYPE and "NOT VALID" in entry.metric_name
+    )
+    assert entry.metric_args["valid"] is False and "probe weaker" in entry.metric_args["not_valid_because"]
+    (good,) = eval_results(result([0.8, 0.7, 0.6], 0.80, num_eval=200), None, "digits", None, "test")
+    assert good.metric_type == IIS_METRIC_TYPE and good.metric_args["valid"] is True
+
+
+def test_lr_decay_above_one_is_refused():
+    from iis_hf import HeadsConfig
+    from iis_hf.errors import IISError
+
+    with pytest.raises(IISError, match=r"lr_decay must be in \(0, 1\]"):
+        HeadsConfig(lr_decay=1.5)
+    assert HeadsConfig(lr_decay=1.0).lr_decay == 1.0

@@ -57,9 +57,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare_models, is_leaderboard_entry, model_specs
+    from ..compare import is_leaderboard_entry, model_specs
     from ..devices import resolve_device
-    from ..features.distributed import process_layout
+    from ..outputs import is_writing_process, output_folder_lock
+    from ..preflight import check_output_folder
 
     started = time.time()
     config = scoring_config(args)
@@ -72,6 +73,19 @@ def run(args: argparse.Namespace) -> int:
     models = {f"--model {s.name}": s.target for s in specs if not s.from_card}
     preflight(args, config, inputs=inputs, models=models, ours=is_leaderboard_entry)
     resolve_device(config.device)
+    # One run at a time writes a folder (as `iis-hf score`): a second is refused here, before any work.
+    with output_folder_lock(args.output_dir, "--output-dir", "iis-hf compare", enabled=is_writing_process()):
+        check_output_folder(
+            args.output_dir, "--output-dir", overwrite=args.overwrite, ours=is_leaderboard_entry
+        )
+        return rank_and_write(args, config, specs, started)
+
+
+def rank_and_write(args: argparse.Namespace, config, specs, started: float) -> int:
+    """Everything after the checks: score or read each model, rank, write (under the folder's lock)."""
+    from ..compare import compare_models
+    from ..features.distributed import process_layout
+
     scored = [s.name for s in specs if not s.from_card]
     splits, data = None, {"dataset": args.dataset} if args.dataset else {}
     if scored:

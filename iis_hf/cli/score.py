@@ -62,11 +62,8 @@ def scoring_splits(args: argparse.Namespace, seed: int):  # -> iis_hf.data.Scori
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..features import load_image_processor, load_vision_model
-    from ..features.distributed import process_layout
-    from ..outputs import is_output_entry
-    from ..pipeline import score_model
-    from ..preflight import model_loading
+    from ..outputs import is_output_entry, is_writing_process, output_folder_lock
+    from ..preflight import check_output_folder
 
     started = time.time()
     config = scoring_config(args)
@@ -76,6 +73,21 @@ def run(args: argparse.Namespace) -> int:
     inputs = {"--model": args.model, "--dataset": args.dataset, "--concept-bank": config.concepts.bank}
     inputs["--concept-file"] = config.concepts.concept_file
     preflight(args, config, inputs=inputs, models={"--model": args.model}, ours=is_output_entry)
+    # One run at a time writes a folder: a second is refused here, before any work (under torchrun /
+    # accelerate launch only rank 0 writes, and only it takes the lock).
+    with output_folder_lock(args.output_dir, "--output-dir", "iis-hf score", enabled=is_writing_process()):
+        # again under the lock: a run that finished meanwhile may have filled a new folder
+        check_output_folder(args.output_dir, "--output-dir", overwrite=args.overwrite, ours=is_output_entry)
+        return score_and_write(args, config, started)
+
+
+def score_and_write(args: argparse.Namespace, config, started: float) -> int:
+    """Everything after the checks: load, score, write (the caller holds the output folder's lock)."""
+    from ..features import load_image_processor, load_vision_model
+    from ..features.distributed import process_layout
+    from ..pipeline import score_model
+    from ..preflight import model_loading
+
     if config.concepts.is_text and config.concepts.concept_file:
         from ..concepts import read_concept_words
 

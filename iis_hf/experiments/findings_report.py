@@ -424,9 +424,15 @@ def _how_it_was_run(results: dict) -> list[str]:
     )
     L.append(
         f"- Scoring: {cfg['num_concepts']} concepts from {cfg['images_per_class']} training images per class "
-        f"(4 x 4 patches), ratio grid {list(SCORE_RATIOS)}, heads trained {cfg['head_epochs']} epochs "
-        "(Adam, lr 1e-2, decay 0.99, batch 1024, best test top-1, as published); A0 is the pipeline's "
-        "converged linear probe on standardised features. *prototype*: a seeded random subset of the "
+        f"(4 x 4 patches), ratio grid {list(SCORE_RATIOS)}, "
+        + (
+            f"heads trained {cfg['head_epochs']} epochs (Adam, lr 1e-2, decay 0.99, batch 1024, best test top-1, "
+            "as published)"
+            if cfg.get("head_epochs")
+            else "heads trained until converged (recipe version 2: Adam, lr 1e-2, decay 0.99, batch 1024, at "
+            "least 300 steps, then until the training loss stops falling, the final state)"
+        )
+        + "; A0 is the pipeline's converged linear probe on standardised features. *prototype*: a seeded random subset of the "
         "patch-prototype library; *cluster*: k-means centres of the whole library."
     )
     L.append("- Data:")

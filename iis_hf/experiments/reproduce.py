@@ -84,7 +84,7 @@ PRESETS = {
         transfer_pretrain_epochs=8.0,
         num_concepts=200,
         images_per_class=10,
-        head_epochs=30,
+        head_epochs=None,  # the converged protocol's own budget (heads trained until they stop improving)
         bootstrap=2000,
     ),
     "quick": dict(
@@ -100,7 +100,7 @@ PRESETS = {
         transfer_pretrain_epochs=8.0,
         num_concepts=200,
         images_per_class=10,
-        head_epochs=30,
+        head_epochs=None,  # the converged protocol's own budget (heads trained until they stop improving)
         bootstrap=1000,
     ),
     "smoke": dict(
@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of the checkpoint models")
     parser.add_argument("--num-concepts", type=int)
     parser.add_argument("--images-per-class", type=int)
-    parser.add_argument("--head-epochs", type=int)
+    parser.add_argument("--head-epochs", type=int, help="a fixed head budget (default: until converged)")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples")
     parser.add_argument("--skip-finetuning", action="store_true")
     parser.add_argument("--skip-checkpoints", action="store_true")

@@ -41,9 +41,10 @@ def classifier_accuracy(model: Any, dataset: Any, device: str = "cpu") -> float:
 
 
 def checkpoint_scoring_config(
-    kind: str, seed: int, device: str, num_concepts: int, images_per_class: int, head_epochs: int
+    kind: str, seed: int, device: str, num_concepts: int, images_per_class: int, head_epochs: int | None
 ) -> ScoringConfig:
-    """The reproduction's measurement: `kind` concepts, the published grid and head recipe."""
+    """The reproduction's measurement: `kind` concepts, the published grid, converged heads (or a fixed
+    `head_epochs`, for a quick smoke run)."""
     return ScoringConfig(
         extraction=ExtractionConfig(batch_size=256),
         concepts=ConceptsConfig(kind=kind, num_concepts=num_concepts, images_per_class=images_per_class),
@@ -62,7 +63,7 @@ def score_checkpoint(
     kinds: Sequence[str] = tuple(CONCEPT_KINDS),
     num_concepts: int = 200,
     images_per_class: int = 10,
-    head_epochs: int = 30,
+    head_epochs: int | None = None,
 ) -> dict:
     """One checkpoint's figures: its own classifier's test accuracy, and IIS with each kind of concept.
 
@@ -109,7 +110,7 @@ def score_checkpoint(
 def backbone_scoring_config(
     num_concepts: int,
     images_per_class: int,
-    head_epochs: int,
+    head_epochs: int | None,
     head_batch_size: int,
     probe_min_steps: int,
     seed: int,

@@ -6,6 +6,15 @@ and chunk size), so a rerun with the same inputs finds its chunks and anything e
 Each chunk is written to a temporary name and renamed, so a killed or concurrent run leaves every
 chunk complete or absent; temporary files left by killed writers are removed later.
 
+A chunk holds exactly the float32 features the extraction produced, so that a cache changes only the
+time a run takes, never its features nor its score (a cached run and an uncached one are bit-identical).
+Earlier versions stored every chunk in float16: the features of a cached run were then rounded (up to
+5e-4 relative) and its IIS moved (0.6550 uncached vs 0.6652 cached on a random-init ResNet). Rounding
+the uncached features too was not an option: `extract_features` promises the model's own pooled output
+(a classification head applied to it gives the model's logits; concept vectors and `iis_hf.explain`
+rely on it to 1e-4), which float16 breaks. A chunk is stored narrower only where that is lossless
+(`storage_dtype`: features extracted under fp16 or bf16 autocast often are).
+
 A chunk is trusted only after it passes its check: its metadata records, when it was written, a
 sha256 of its tensors' bytes, their shapes and dtypes, the label range, whether the features were
 finite and the rows it holds. A chunk damaged, edited or written by an older format fails, is said
@@ -28,10 +37,13 @@ from safetensors import SafetensorError, safe_open
 
 from ..files import remove_stale_temporaries, save_safetensors_atomic, write_json_atomic
 
-CACHE_FORMAT_VERSION = 2  # 2: every chunk carries its checksum and record (version 1 chunks fail)
+# 2: every chunk carries its checksum and record (version 1 chunks fail); 3: features stored exactly
+# (version 2 rounded them to float16), so no version-2 chunk is reused: its values differ
+CACHE_FORMAT_VERSION = 3
 # Temporary files older than this in a cache folder were left by a killed writer and are deleted.
 STALE_TEMPORARY_AGE_S = 3600.0
-_FP16_MAX = torch.finfo(torch.float16).max
+# The dtypes a chunk's features may be stored in, narrowest first: the first that holds them exactly.
+FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _NO_LABEL = -1  # what `datasets.ClassLabel` stores for a row without a label
 
 Bounds = tuple[int, int]
@@ -60,10 +72,10 @@ class FeatureCache:
         return self.folder / f"chunk-{chunk:06d}.safetensors"
 
     def write(self, chunk: int, features: torch.Tensor, labels: torch.Tensor | None, bounds: Bounds) -> None:
-        """Features as float16 (float32 when a value exceeds float16's range), labels as int64, and
-        the record a later read checks them against."""
-        fits_fp16 = bool(features.abs().max() <= _FP16_MAX) if features.numel() else True
-        tensors = {"features": features.to(torch.float16) if fits_fp16 else features.float()}
+        """Features exactly as extracted (`storage_dtype`), labels as int64, and the record a later read
+        checks them against."""
+        features = features.detach().float()
+        tensors = {"features": features.to(storage_dtype(features))}
         if labels is not None:
             tensors["labels"] = labels.to(torch.int64)
         tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
@@ -169,6 +181,15 @@ class FeatureCache:
         )
 
 
+def storage_dtype(features: torch.Tensor) -> torch.dtype:
+    """The narrowest of `FEATURE_DTYPES` that holds the float32 `features` exactly (read back, they
+    are bit-identical): float32 for most fp32 extractions, float16 or bfloat16 for those under autocast."""
+    for dtype in FEATURE_DTYPES[:-1]:
+        if torch.equal(features.to(dtype).float().view(torch.int32), features.view(torch.int32)):
+            return dtype  # compared bit for bit: -0.0 and NaN too
+    return torch.float32
+
+
 def chunk_record(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
     """What a chunk holds, as safetensors metadata: shapes, dtypes, label range, finiteness, sha256."""
     features = tensors["features"]
@@ -229,8 +250,8 @@ def chunk_problems(
         problems.append(f"features of shape {tuple(features.shape)}, expected {rows} rows")
     elif width is not None and features.shape[1] != width:
         problems.append(f"feature width {features.shape[1]}, expected {width}")
-    if features.dtype not in (torch.float16, torch.float32):
-        problems.append(f"features of dtype {features.dtype}, expected float16 or float32")
+    if features.dtype not in FEATURE_DTYPES:
+        problems.append(f"features of dtype {features.dtype}, expected float16, bfloat16 or float32")
     if has_labels:
         problems.extend(_label_problems(tensors["labels"], rows, num_classes))
     return problems

@@ -78,7 +78,8 @@ def extract_features(
             chosen by `iis_hf.features.auto_num_workers` from the number of images and the device;
             never a change to the features), `chunk_size` (rows per chunk,
             the unit of distribution and caching, independent of the number of processes) and
-            `cache_dir` (features cached under ``cache_dir/<key>/`` as float16 safetensors chunks,
+            `cache_dir` (features cached under ``cache_dir/<key>/`` as safetensors chunks, exactly:
+            a cached run returns the features an uncached one does, bit for bit;
             keyed by the model's config and weights, the dataset fingerprint, the image processor,
             the columns, layer, pooling, precision and chunk size; a rerun, or a run after an
             interruption, reuses finished chunks, each checked against the checksum and record it was
@@ -257,7 +258,7 @@ def _open_cache(
             model_class=type(model).__name__,
             model_name_or_path=getattr(model, "name_or_path", "") or "",
             num_chunks=plan.num_chunks,
-            features_dtype="float16 (float32 where a chunk exceeds the float16 range)",
+            features_dtype="as extracted: float32, or float16 / bfloat16 where a chunk's values fit exactly",
         )
     return cache
 

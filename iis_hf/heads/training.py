@@ -1,35 +1,38 @@
 """Train the standard probe and the interpretation heads of every ratio in one pass over features.
 
-The published recipe (Adam, exponential decay 0.99 per epoch, 30 epochs, batch 1024, best top-1
-over epochs) is the default (`HeadsConfig`). Speed comes from three facts: with fixed concepts,
-projection and LayerNorm statistics are computed once for the whole data set; every ratio (and
-every learning rate of a grid) is a slice of one batched computation; and features are read once,
-in chunks, so a memory-mapped `FeatureStore` larger than memory works too.
+Two recipes share the optimiser (Adam, exponential decay 0.99 per epoch, batch 1024): "paper" trains
+a fixed 30 epochs and reports each model's best eval epoch, as the published code does; "converged"
+(the default) trains at least `min_steps` steps, then until no model's training loss has fallen by
+1 % within `patience` steps (at most `max_steps`), and reports the final state, so that a 600-row
+set gets as converged a head as ImageNet (docs/METHOD.md). Speed comes from three facts: with fixed
+concepts, projection and LayerNorm statistics are computed once for the whole data set; every ratio
+(and every learning rate of a grid) is a slice of one batched computation; and features are read
+once, in chunks, so a memory-mapped `FeatureStore` larger than memory works too.
 
 The steps, in the order `fit_heads` runs them: hold out the selection rows (`model_selection`),
 build one probe and one stack of heads per learning rate, project the rows onto the concepts once,
-then train epoch by epoch, evaluating after each epoch and keeping each ratio's best state
-(`Selection`), and finally let the probe continue alone until it has converged.
+then train epoch by epoch, checking (`Plateau`) and keeping each ratio's selected state
+(`Selection`), and finally let the probe continue alone until it has `probe_min_steps`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import HEAD_PRECISIONS, HeadsConfig
+from ..config import HEAD_PRECISIONS, HeadsConfig, with_settings
 from ..devices import resolve_device
 from ..progress import progress_bar
 from ..splits import stratified_split
 from .graphed_step import WARMUP_STEPS, GraphedStep
 from .modules import InterpretationHeads, LinearProbe
 from .rows import Rows, feature_moments, project
+from .selection import CHECKS_PER_PATIENCE, Plateau, Selection, copy_ratio_state
 
 if TYPE_CHECKING:
     from ..concepts.bank import ConceptsLike
@@ -55,6 +58,8 @@ class HeadFit:
     heads: InterpretationHeads
     probe: LinearProbe
     probe_steps: int = 0
+    head_steps: int = 0  # Adam steps every head trained (all ratios train in one pass)
+    converged: list[bool] | None = None  # per ratio: stopped improving before max_steps (None: "paper")
     precision: str = "fp32"
     history: list[dict] = field(default_factory=list)
     eval_probe_correct: torch.Tensor | None = None  # (N,) bool: which eval rows the selected probe gets right
@@ -87,16 +92,14 @@ def fit_heads(
         cuda_graphs: on CUDA, with fixed concepts and features that fit on the device, replay each
             full batch's step from a CUDA graph (see `iis_hf.heads.graphed_step`).
 
-    `model_selection`: "eval" picks the best epoch on the eval features (the published protocol,
-    which flatters the score a little); "holdout" trains on all but `holdout_fraction` of the train
-    features, picks epoch and learning rate on the held-out part and reports eval accuracy there;
-    "last" reports the last epoch. The probe trains in the same pass as the heads on standardised
-    features; when that pass gives it fewer than `probe_min_steps` Adam steps (small data sets),
-    it continues alone until it has them.
+    `model_selection` (default: the protocol's own, "last" for "converged", "eval" for "paper"):
+    "eval" picks the best checked state on the eval features (the published rule, which flatters the
+    score a little); "holdout" trains on all but `holdout_fraction` of the train features, picks the
+    state and learning rate on the held-out part and reports eval accuracy there; "last" reports the
+    final state. The probe trains in the same pass as the heads on standardised features; when that
+    pass gives it fewer than `probe_min_steps` Adam steps (small data sets), it continues alone.
     """
-    config = (
-        dataclasses.replace(config or HeadsConfig(), **settings) if settings else (config or HeadsConfig())
-    )
+    config = with_settings(config, HeadsConfig, settings, "fit_heads")
     run = _HeadTraining(
         config,
         _selection_rows(Rows(train_features), train_labels, Rows(eval_features), eval_labels, config, seed),
@@ -120,7 +123,7 @@ class _Data:
 
 def _selection_rows(train: Rows, train_labels, evaluation: Rows, eval_labels, config: HeadsConfig, seed: int):
     """Where the best epoch is chosen: the eval rows, or a stratified hold-out of the train rows."""
-    if config.model_selection != "holdout":
+    if config.selection_rule != "holdout":
         return _Data(train, train_labels, evaluation, eval_labels, evaluation, eval_labels)
     keep, held = (
         torch.from_numpy(i) for i in stratified_split(train_labels.numpy(), config.holdout_fraction, seed)
@@ -164,6 +167,11 @@ class _HeadTraining:
             ).to(device)
             for _ in self.learning_rates
         ]
+        if self.stacks[0].num_concepts < 2:  # every head drops int(C * rho) + 1 concepts: none would be left
+            raise ValueError(
+                f"the concepts hold {self.stacks[0].num_concepts} concept, and IIS needs at least 2 (every head "
+                "drops int(C * rho) + 1 of them): pass a bank with more concepts"
+            )
         # Learned concepts change with training: each batch (and each evaluation) then projects
         # through its stack's current selection instead of activations computed once.
         self.learned = self.stacks[0].trainable_concepts
@@ -185,6 +193,13 @@ class _HeadTraining:
         self.per_model_order = paper and not self.learned
         self.steps_per_epoch = -(-self.n // config.batch_size)
         self.num_ratios = len(config.sparsity_ratios)
+        # Per (learning rate, model) training-loss sums of the current epoch: column 0 the probe, then
+        # each ratio's head. Only the converged protocol tracks them (its stopping rule).
+        self.loss_sums = (
+            torch.zeros(len(self.learning_rates), 1 + self.num_ratios, device=device)
+            if config.protocol == "converged"
+            else None
+        )
         self._build_optimizers(cuda_graphs)
 
     # -- set-up steps ------------------------------------------------------------------------------
@@ -243,9 +258,10 @@ class _HeadTraining:
         if heads_train and not self.learned:
             assert self.train_z is not None  # fixed concepts: projected once by _project_once
             z = self.train_z[head_idx.to(self.train_z.device)].to(device, non_blocking=True)
-        for probe, stack, optimizer in zip(self.probes, self.stacks, self.optimizers):
+        for li, (probe, stack, optimizer) in enumerate(zip(self.probes, self.stacks, self.optimizers)):
+            logits = None
             with self.autocast:
-                loss = F.cross_entropy(probe(x), y)
+                loss = probe_loss = F.cross_entropy(probe(x), y)
                 if heads_train:
                     logits = stack.forward_normalized(stack.normalize(x) if z is None else z)
                     # Sum over ratios of each ratio's mean loss: each head gets exactly its own gradient.
@@ -253,47 +269,183 @@ class _HeadTraining:
                         logits.float().reshape(-1, self.num_classes), head_y, reduction="sum"
                     )
                     loss = loss + heads_loss / y.shape[0]
+            if self.loss_sums is not None:  # the converged protocol's stopping rule reads these
+                self.track_losses(li, probe_loss, logits if heads_train else None, y, head_y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
+    @torch.no_grad()
+    def track_losses(self, li: int, probe_loss, logits, y, head_y) -> None:
+        """Add this batch's training loss of the probe and of each ratio's head (row-weighted), in
+        place on the device (no host sync; a CUDA graph replays it too)."""
+        assert self.loss_sums is not None
+        rows = y.shape[0]
+        self.loss_sums[li, 0] += probe_loss.detach().float() * rows
+        if logits is not None:
+            per_row = F.cross_entropy(
+                logits.detach().float().reshape(-1, self.num_classes), head_y, reduction="none"
+            )
+            self.loss_sums[li, 1:] += per_row.view(self.num_ratios, -1).sum(-1)
+
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, progress: bool) -> HeadFit:
-        config = self.config
         self.best = Selection(len(self.learning_rates), self.num_ratios)
         self.best_heads = [copy.deepcopy(s.state_dict()) for s in self.stacks]
         self.best_probes = [copy.deepcopy(p.state_dict()) for p in self.probes]
         self.history: list[dict] = []
         shuffle = torch.Generator().manual_seed(self.seed)
-        probe_epochs = max(config.epochs, -(-self.probe_min_steps // self.steps_per_epoch))
-        probe_eval_every = max(1, (probe_epochs - config.epochs) // PROBE_EVALUATIONS)
-        # One bar over every epoch, counted after each one and left at its total when done (a bar
-        # erased on close showed its last refresh, e.g. 992/1000, in logs). When the probe trains on
-        # alone after the heads (small data sets: `probe_min_steps`), the label says so.
-        with progress_bar(total=probe_epochs, desc=HEADS_BAR, unit="epoch", enabled=progress) as bar:
-            for epoch in range(probe_epochs):
-                heads_train = epoch < config.epochs
-                if epoch == config.epochs:
-                    bar.set_description(PROBE_BAR, refresh=False)
-                self.train_epoch(self.draw_order(shuffle), heads_train)
-                self.check_finite(epoch)
-                last_epoch = epoch == probe_epochs - 1
-                if heads_train or last_epoch or not (epoch - config.epochs + 1) % probe_eval_every:
-                    bar.set_postfix(
-                        self.evaluate_epoch(epoch, heads_train, last_epoch, probe_epochs), refresh=False
-                    )
-                bar.update(1)
+        if self.config.protocol == "paper":  # the published loop, kept as it was (bit for bit)
+            head_epochs, probe_epochs = self.train_published_epochs(shuffle, progress)
+            converged = None
+        else:
+            head_epochs, probe_epochs, converged = self.train_until_converged(shuffle, progress)
         self.train_x.release()
         fit = self.best.result(
             self.stacks, self.probes, self.best_heads, self.best_probes, self.learning_rates, self.history
         )
         fit.probe_steps = probe_epochs * self.steps_per_epoch
+        fit.head_steps = head_epochs * self.steps_per_epoch
+        if converged is not None:
+            fit.converged = [converged[li][r] for r, li in enumerate(self.best.chosen_learning_rates())]
         fit.precision = "bf16" if self.matmul_dtype is not None else "fp32"
         probe_rows, head_rows = correct_rows(
             fit.probe, fit.heads, self.data.evaluation, self.eval_z, self.eval_y, self.device, self.autocast
         )
         fit.eval_probe_correct, fit.eval_heads_correct = probe_rows.cpu(), head_rows.cpu()
         return fit
+
+    def train_published_epochs(self, shuffle: torch.Generator, progress: bool) -> tuple[int, int]:
+        """The "paper" protocol: `epochs` epochs of heads and probe, evaluated after each one.
+        Returns (head epochs, probe epochs)."""
+        config = self.config
+        epochs = config.fixed_epochs
+        assert epochs is not None  # the paper protocol's budget is fixed
+        probe_epochs = max(epochs, -(-self.probe_min_steps // self.steps_per_epoch))
+        probe_eval_every = max(1, (probe_epochs - epochs) // PROBE_EVALUATIONS)
+        # One bar over every epoch, counted after each one and left at its total when done (a bar
+        # erased on close showed its last refresh, e.g. 992/1000, in logs). When the probe trains on
+        # alone after the heads (small data sets: `probe_min_steps`), the label says so.
+        with progress_bar(total=probe_epochs, desc=HEADS_BAR, unit="epoch", enabled=progress) as bar:
+            for epoch in range(probe_epochs):
+                heads_train = epoch < epochs
+                if epoch == epochs:
+                    bar.set_description(PROBE_BAR, refresh=False)
+                self.train_epoch(self.draw_order(shuffle), heads_train)
+                self.check_finite(epoch)
+                last_epoch = epoch == probe_epochs - 1
+                if heads_train or last_epoch or not (epoch - epochs + 1) % probe_eval_every:
+                    bar.set_postfix(
+                        self.evaluate_epoch(epoch, heads_train, last_epoch, probe_epochs), refresh=False
+                    )
+                bar.update(1)
+        return epochs, probe_epochs
+
+    def train_until_converged(
+        self, shuffle: torch.Generator, progress: bool
+    ) -> tuple[int, int, list[list[bool]]]:
+        """The "converged" protocol: train in epochs (one pass over the rows, one learning-rate decay)
+        and check every `check_every` epochs; stop once `min_steps` are done and no head and no probe
+        improved its selection accuracy within the last `patience` steps, or at `max_steps`.
+        Returns (head epochs, probe epochs, converged[lr][ratio])."""
+        config, per_epoch = self.config, self.steps_per_epoch
+        min_epochs = -(-config.min_steps // per_epoch)
+        max_epochs = max(min_epochs, -(-config.max_steps // per_epoch))
+        check_every = max(1, -(-config.patience // (CHECKS_PER_PATIENCE * per_epoch)))
+        if config.epochs is not None:  # a fixed budget asked for: exactly that many epochs, each checked
+            min_epochs = max_epochs = config.epochs
+            check_every = 1
+        plateau = Plateau(len(self.learning_rates), self.num_ratios, config.patience)
+        assert self.loss_sums is not None
+        epoch = 0
+        with progress_bar(total=max_epochs * per_epoch, desc=HEADS_BAR, unit="step", enabled=progress) as bar:
+            while True:
+                self.loss_sums.zero_()
+                self.train_epoch(self.draw_order(shuffle), heads_train=True)
+                self.check_finite(epoch)
+                epoch += 1
+                bar.update(per_epoch)
+                if epoch % check_every and epoch < max_epochs:
+                    continue
+                steps = epoch * per_epoch
+                plateau.update(steps, (self.loss_sums / self.n).tolist())
+                measured = self.measure(epoch - 1, heads_train=True)
+                done = (epoch >= min_epochs and plateau.all_stalled(steps)) or epoch >= max_epochs
+                self.select(epoch - 1, measured, heads_train=True, final=done)
+                bar.set_postfix(self.postfix(measured), refresh=False)
+                if done:
+                    bar.total = steps
+                    bar.refresh()
+                    break
+        probe_epochs = epoch
+        if epoch * per_epoch < self.probe_min_steps:
+            probe_epochs = self.train_probe_alone(shuffle, epoch, progress)
+        return epoch, probe_epochs, plateau.stalled_matrix(epoch * per_epoch)
+
+    def train_probe_alone(self, shuffle: torch.Generator, start_epoch: int, progress: bool) -> int:
+        """After converged heads on a small set: the probe continues alone to `probe_min_steps`."""
+        per_epoch = self.steps_per_epoch
+        probe_epochs = -(-self.probe_min_steps // per_epoch)
+        every = max(1, (probe_epochs - start_epoch) // PROBE_EVALUATIONS)
+        # One bar over every epoch the probe trained, the heads' included (it starts at `start_epoch`).
+        with progress_bar(
+            total=probe_epochs, initial=start_epoch, desc=PROBE_BAR, unit="epoch", enabled=progress
+        ) as bar:
+            for epoch in range(start_epoch, probe_epochs):
+                self.train_epoch(self.draw_order(shuffle), heads_train=False)
+                self.check_finite(epoch)
+                last = epoch == probe_epochs - 1
+                if last or not (epoch - start_epoch + 1) % every:
+                    measured = self.measure(epoch, heads_train=False)
+                    self.select(epoch, measured, heads_train=False, final=last)
+                bar.update(1)
+        return probe_epochs
+
+    def measure(self, epoch: int, heads_train: bool) -> list[tuple[float, float, list[float], list[float]]]:
+        """Per learning rate: (selection, eval) accuracy of the probe and of each ratio's head; recorded
+        in `history`."""
+        measured = [
+            self.measure_model(probe, stack, heads_train) for probe, stack in zip(self.probes, self.stacks)
+        ]
+        self.history.append(
+            {
+                "epoch": epoch,
+                "step": (epoch + 1) * self.steps_per_epoch,
+                "standard": [m[1] for m in measured],
+                "heads": [m[3] for m in measured],
+            }
+        )
+        return measured
+
+    def measure_model(self, probe, stack, heads_train: bool) -> tuple[float, float, list[float], list[float]]:
+        """(selection, eval) accuracy of one probe and of its stack's heads (not measured: empty)."""
+        data, heads = self.data, stack if heads_train else None
+        eval_probe, eval_heads = evaluate(
+            probe, heads, data.evaluation, self.eval_z, self.eval_y, self.device, self.autocast
+        )
+        if data.selection is data.evaluation:
+            return eval_probe, eval_probe, eval_heads, eval_heads
+        sel_probe, sel_heads = evaluate(
+            probe, heads, data.selection, self.select_z, self.select_y, self.device, self.autocast
+        )
+        return sel_probe, eval_probe, sel_heads, eval_heads
+
+    def select(self, epoch: int, measured, heads_train: bool, final: bool) -> None:
+        """Keep each model's state chosen by `model_selection` ("last": the state at `final`)."""
+        last = self.config.selection_rule == "last" and final
+        for li, (sel_probe, eval_probe, sel_heads, eval_heads) in enumerate(measured):
+            if heads_train:
+                for r in self.best.update_heads(li, epoch, sel_heads, eval_heads, last=last):
+                    copy_ratio_state(self.best_heads[li], self.stacks[li].state_dict(), r)
+            if self.best.update_probe(li, epoch, sel_probe, eval_probe, last=last):
+                self.best_probes[li] = copy.deepcopy(self.probes[li].state_dict())
+
+    @staticmethod
+    def postfix(measured) -> dict:
+        return {
+            "A0": f"{max(m[1] for m in measured):.3f}",
+            "A_last": f"{max(m[3][-1] for m in measured):.3f}",
+        }
 
     def check_finite(self, epoch: int) -> None:
         """Stop at the first epoch whose weights are not finite: a diverged fit scores nothing."""
@@ -336,23 +488,14 @@ class _HeadTraining:
 
     def evaluate_epoch(self, epoch: int, heads_train: bool, last_epoch: bool, probe_epochs: int) -> dict:
         """Measure every probe and stack; keep each ratio's best state. Returns the bar's postfix."""
-        data, last = self.data, self.config.model_selection == "last"
+        last = self.config.selection_rule == "last"
         standard: list[float] = []
         heads_accuracies: list[list[float]] = []
         record = {"epoch": epoch, "standard": standard, "heads": heads_accuracies}
         for li, (probe, stack) in enumerate(zip(self.probes, self.stacks)):
-            heads = stack if heads_train else None
-            eval_probe, eval_heads = evaluate(
-                probe, heads, data.evaluation, self.eval_z, self.eval_y, self.device, self.autocast
-            )
-            if data.selection is data.evaluation:
-                sel_probe, sel_heads = eval_probe, eval_heads
-            else:
-                sel_probe, sel_heads = evaluate(
-                    probe, heads, data.selection, self.select_z, self.select_y, self.device, self.autocast
-                )
+            sel_probe, eval_probe, sel_heads, eval_heads = self.measure_model(probe, stack, heads_train)
             if heads_train:
-                final = last and epoch == self.config.epochs - 1
+                final = last and epoch == (self.config.fixed_epochs or 0) - 1
                 for r in self.best.update_heads(li, epoch, sel_heads, eval_heads, last=final):
                     copy_ratio_state(self.best_heads[li], stack.state_dict(), r)
             if self.best.update_probe(li, epoch, sel_probe, eval_probe, last=last and last_epoch):
@@ -366,56 +509,6 @@ class _HeadTraining:
         return postfix
 
 
-class Selection:
-    """Best (learning rate, epoch) per ratio by selection accuracy; earliest epoch wins ties."""
-
-    def __init__(self, num_lrs: int, num_ratios: int):
-        self.score = [[-1.0] * num_ratios for _ in range(num_lrs)]
-        self.reported = [[0.0] * num_ratios for _ in range(num_lrs)]
-        self.epoch = [[0] * num_ratios for _ in range(num_lrs)]
-        self.probe_score = [-1.0] * num_lrs
-        self.probe_reported = [0.0] * num_lrs
-        self.probe_epoch = [0] * num_lrs
-
-    def update_heads(self, li, epoch, selection, reported, last=False) -> list[int]:
-        improved = []
-        for r, (s, e) in enumerate(zip(selection, reported)):
-            if last or s > self.score[li][r]:
-                self.score[li][r], self.reported[li][r], self.epoch[li][r] = s, e, epoch
-                improved.append(r)
-        return improved
-
-    def update_probe(self, li, epoch, selection, reported, last=False) -> bool:
-        if last or selection > self.probe_score[li]:
-            self.probe_score[li], self.probe_reported[li], self.probe_epoch[li] = selection, reported, epoch
-            return True
-        return False
-
-    def result(self, stacks, probes, best_heads, best_probes, learning_rates, history) -> HeadFit:
-        num_ratios = len(self.score[0])
-        lrs = range(len(learning_rates))
-        chosen = [max(lrs, key=lambda li: (self.score[li][r], -li)) for r in range(num_ratios)]
-        heads = stacks[0]
-        merged = copy.deepcopy(best_heads[0])
-        for r, li in enumerate(chosen):
-            copy_ratio_state(merged, best_heads[li], r)
-        heads.load_state_dict(merged)
-        probe_li = max(lrs, key=lambda li: (self.probe_score[li], -li))
-        probe = probes[probe_li]
-        probe.load_state_dict(best_probes[probe_li])
-        return HeadFit(
-            accuracies=[self.reported[li][r] for r, li in enumerate(chosen)],
-            standard_accuracy=self.probe_reported[probe_li],
-            best_epochs=[self.epoch[li][r] for r, li in enumerate(chosen)],
-            standard_best_epoch=self.probe_epoch[probe_li],
-            learning_rates=[learning_rates[li] for li in chosen],
-            standard_learning_rate=learning_rates[probe_li],
-            heads=heads.eval(),
-            probe=probe.eval(),
-            history=history,
-        )
-
-
 def adam(params, lr: float, device: torch.device, graphs: bool) -> torch.optim.Adam:
     """Adam as published; on CUDA fused (one kernel for all parameters), and for CUDA graphs also
     capturable with the learning rate as a device tensor, so the per-epoch decay reaches the graph."""
@@ -424,11 +517,6 @@ def adam(params, lr: float, device: torch.device, graphs: bool) -> torch.optim.A
     if graphs:
         return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), fused=True, capturable=True)
     return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-def copy_ratio_state(target: dict, source: dict, ratio_index: int) -> None:
-    for name in ("norm_weight", "norm_bias", "weight", "bias"):
-        target[name][ratio_index].copy_(source[name][ratio_index])
 
 
 @torch.no_grad()

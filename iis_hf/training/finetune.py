@@ -18,6 +18,7 @@ would hold out too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any
 
 from ..concepts import ConceptBank
 from ..config import ConceptsConfig, HeadsConfig, setting_name
-from ..data import limit_rows, undecoded
+from ..data import check_images_decode, limit_rows, undecoded
 from ..errors import first_line
 from ..hub import looks_like_hub_id
 from ..modeling import IISHeadConfig, IISModelForImageClassification, has_head
@@ -172,9 +173,12 @@ def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None
     return data
 
 
-def pick_columns(dataset, image_column: str | None, label_column: str | None) -> tuple[str, str]:
-    """The image and label columns: the given names (checked) or detected from the features."""
-    from ..data import detect_columns
+def pick_columns(
+    dataset, image_column: str | None, label_column: str | None, folders: tuple[str, ...] = ()
+) -> tuple[str, str]:
+    """The image and label columns: the given names (checked) or detected from the features; without
+    labels, what is wrong with the image `folders` the dataset was read from (`image_folder_issue`)."""
+    from ..data import ONE_CLASS, detect_columns, image_folder_issue
 
     columns = dataset.column_names
     for flag, name in (("--image_column_name", image_column), ("--label_column_name", label_column)):
@@ -185,9 +189,16 @@ def pick_columns(dataset, image_column: str | None, label_column: str | None) ->
     except ValueError as err:
         raise ValueError(f"{str(err).split('; pass')[0]}: pass --image_column_name") from err
     if label_column is None:
+        issue = next(filter(None, map(image_folder_issue, folders)), None)
+        if issue is not None and issue[0] == ONE_CLASS:
+            raise ValueError(issue[1])  # one class, said so (not "no label column")
         raise ValueError(
             f"the dataset has no label column (its columns are {columns}); fine-tuning needs labelled images: "
-            "pass --label_column_name, or give an image folder with one sub-folder per class"
+            + (
+                issue[1]
+                if issue
+                else "pass --label_column_name, or give an image folder, one sub-folder per class"
+            )
         )
     return image_column, label_column
 
@@ -403,6 +414,18 @@ def run(
     earlier_checkpoints = (
         checkpoints_in(training_args.output_dir) if training_args.overwrite_output_dir else None
     )
+    new_folder = not os.path.exists(training_args.output_dir)
+    try:
+        return _run_locked(model_args, data_args, training_args, earlier_checkpoints)
+    except BaseException:
+        if new_folder and training_args.process_index == 0:  # a failed run leaves no empty folder
+            with contextlib.suppress(OSError):
+                os.rmdir(training_args.output_dir)
+        raise
+
+
+def _run_locked(model_args, data_args, training_args, earlier_checkpoints) -> dict[str, float]:
+    """`run` once its checks passed: lock the output folder, build the trainer, train, save."""
     with output_lock(training_args.output_dir, enabled=training_args.process_index == 0):
         setup_logging(training_args)
         logger.warning(
@@ -429,8 +452,12 @@ def build_trainer(
     # Data: every process reads the same dataset; the first one builds any cache alone.
     with training_args.main_process_first(desc="loading the dataset"):
         data = load_datasets(data_args, model_args.cache_dir, model_args.token)
+    folders = (data_args.dataset_name, data_args.train_dir, data_args.validation_dir)
     image_column, label_column = pick_columns(
-        data[next(iter(data))], data_args.image_column_name, data_args.label_column_name
+        data[next(iter(data))],
+        data_args.image_column_name,
+        data_args.label_column_name,
+        tuple(f for f in folders if f is not None),
     )
     data = encode_labels(data, label_column)
     # images stay encoded until iis_hf.images.load_image decodes them (errors name the file)
@@ -446,6 +473,9 @@ def build_trainer(
     train = limit_rows(train, data_args.max_train_samples, training_args.seed)
     if evaluation is not None:
         evaluation = limit_rows(evaluation, data_args.max_eval_samples, training_args.seed)
+    for name, split in (("train", train), ("validation", evaluation)):
+        if split is not None:  # a damaged image fails now, naming its file, not inside the training loop
+            check_images_decode(split, image_column, name)
 
     model, image_processor = load_model_and_processor(model_args, labels)
     model = attach_saved_head(model, model_args, training_args)

@@ -45,6 +45,8 @@ def check_number_fields(args: Any) -> None:
     """`check_number` on each field of `args` (a TrainingArguments) named in `NUMBER_LIMITS`."""
     for name in NUMBER_LIMITS:
         value = getattr(args, name, None)
+        if isinstance(value, str):  # from Python: the command line's parser has converted its strings
+            raise IISError(f"{name} must be a number, got the string {value!r}", field=name)
         if value is not None and not isinstance(value, bool):
             check_number(name, value)
 

@@ -374,6 +374,7 @@ class IISTrainer(Trainer):
             problem = checkpoint_problem(resume_from_checkpoint)
             if problem:
                 raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
+        check_label_range(self.train_dataset, int(self.iis_model.config.num_labels), "train_dataset")
         if self.args.iis_head_init == "warm" and resume_from_checkpoint in (None, False):
             self.warm_start_head()
         output = super().train(
@@ -425,9 +426,9 @@ class IISTrainer(Trainer):
     def fit_head_to_features(self) -> tuple[HeadFit, torch.Tensor | None, torch.Tensor | None] | None:
         """Heads at the loss ratios fitted on the current backbone's features with the scoring recipe.
 
-        The published recipe: Adam at 1e-2, the `iis_eval_*` recipe, the best epoch on the eval
-        split, or on a held-out part of train without one. Returns the fit and the eval features it
-        was selected on (None without them), or None without training features.
+        The `iis_eval_*` recipe (converged heads, their final state; under the "paper" protocol the
+        best epoch on the eval split, or on a held-out part of train without one). Returns the fit and
+        the eval features (None without them), or None without training features.
         """
         model = self.iis_model
         train_x, train_y = self.representations_of(self.iis_fit_dataset or self.train_dataset)
@@ -437,11 +438,12 @@ class IISTrainer(Trainer):
         eval_x, eval_y = (
             self.representations_of(self.eval_dataset) if self.eval_dataset is not None else (None, None)
         )
+        recipe = self.args.eval_heads_config()  # the scoring recipe, at the loss's ratios
+        selection = recipe.selection_rule
+        if selection == "eval" and eval_x is None:  # nothing to choose on: a held-out part of train
+            selection = "holdout"
         config = dataclasses.replace(
-            self.args.eval_heads_config(),  # the scoring recipe, at the loss's ratios
-            sparsity_ratios=list(model.sparsity_ratios),
-            model_selection="eval" if eval_x is not None else "holdout",
-            num_seeds=1,
+            recipe, sparsity_ratios=list(model.sparsity_ratios), model_selection=selection, num_seeds=1
         )
         fit = fit_heads(
             train_x,
@@ -689,6 +691,25 @@ def rebuilt_bank(
         )
     fresh.provenance = {**recipe, **fresh.provenance}
     return fresh
+
+
+def check_label_range(dataset: Any, num_labels: int, what: str) -> None:
+    """A ValueError naming the label and the fix when `dataset`'s label column holds a class id outside
+    [0, num_labels): otherwise cross-entropy fails deep inside `train()` with "Target 6 is out of bounds"."""
+    columns = getattr(dataset, "column_names", None) or []
+    column = next((c for c in ("labels", "label") if c in columns), None)
+    if column is None:  # no label column to read (a torch dataset, a stream): the loss checks it
+        return
+    values = np.asarray(dataset[column])
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or values.size == 0:
+        return
+    bad = values[(values < 0) | (values >= num_labels)]
+    if bad.size:
+        raise ValueError(
+            f"{what}'s {column!r} column holds class id {int(bad[0])} ({bad.size} rows outside [0, {num_labels})), "
+            f"but the model has num_labels={num_labels}: load the model with num_labels= the number of classes "
+            "(and ignore_mismatched_sizes=True for a pre-trained classifier), or fix the labels"
+        )
 
 
 class ConceptRefresh(TrainerCallback):

@@ -145,7 +145,7 @@ Examples:
     Example 5 - the "representations" config trains the heads itself:
         >>> iis_metric = evaluate.load("iis", "representations")  # doctest: +SKIP
         >>> results = iis_metric.compute(  # doctest: +SKIP
-        ...     predictions=features, references=labels, concept_bank="path/to/concept_bank", epochs=30
+        ...     predictions=features, references=labels, concept_bank="path/to/concept_bank", max_steps=20000
         ... )
 """
 
@@ -289,14 +289,14 @@ class Iis(evaluate.Metric):
             }
         )
         if self.config_name == "default" and predictions is not None:
-            class_ids(predictions, "predictions", ndim=2)
+            class_labels(predictions, "predictions", ndim=2)
         if references is not None:
-            class_ids(references, "references", ndim=1)
+            class_labels(references, "references", ndim=1)
         given = standard_predictions is not None and not (
             isinstance(standard_predictions, (list, tuple)) and all(v is None for v in standard_predictions)
         )  # all None: not given (`_fill_standard_predictions`)
         if self.config_name == "default" and given:
-            class_ids(standard_predictions, "standard_predictions", ndim=1)
+            class_labels(standard_predictions, "standard_predictions", ndim=1)
 
     def _check_classifier_inputs(self, predictions: Any, head_predictions: Any) -> None:
         """The "classifier" config: one label per sample, and one per ratio from the heads."""
@@ -304,9 +304,9 @@ class Iis(evaluate.Metric):
             return
         self._check_shapes({"predictions": predictions, "head_predictions": head_predictions})
         if predictions is not None:
-            class_ids(predictions, "predictions", ndim=1)
+            class_labels(predictions, "predictions", ndim=1)
         if head_predictions is not None:
-            class_ids(head_predictions, "head_predictions", ndim=2)
+            class_labels(head_predictions, "head_predictions", ndim=2)
 
     def add_batch(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> None:
         """Add a batch of predictions, references and (optionally) standard_predictions."""
@@ -456,7 +456,7 @@ class Iis(evaluate.Metric):
         fraction = 0.2 if eval_fraction is None else eval_fraction
         result = score_labelled_representations(
             float_rows(predictions, "predictions (representation vectors)"),
-            class_ids(references, "references", ndim=1),
+            class_labels(references, "references", ndim=1),
             concept_bank,
             config,
             eval_fraction=fraction,
@@ -475,6 +475,19 @@ class Iis(evaluate.Metric):
 # metric's does, so `inspect.signature` and evaluate's docs show them (generated, never hand-written).
 # (mypy refuses assigning to a method; the generated signature is the point here)
 Iis._compute = with_keywords(Iis._compute, HEADS_KEYWORDS.values())  # type: ignore[method-assign]
+
+
+def class_labels(values: Any, name: str, ndim: int) -> Any:
+    """`values` as int64 class ids (`iis_hf.score.class_ids`), refusing a negative one with a ValueError
+    naming `name`: a class id is in [0, number of classes). `datasets` marks an unlabelled row -1, and
+    a -1 reference matched by a -1 prediction would otherwise count as a correct prediction."""
+    ids = class_ids(values, name, ndim=ndim)
+    if (ids < 0).any():
+        raise ValueError(
+            f"{name} hold the negative label {int(ids.min())}; class ids must be >= 0 (-1 marks an unlabelled "
+            "row in `datasets`: drop those rows before computing the IIS)"
+        )
+    return ids
 
 
 def check_heads_keywords(heads: dict[str, Any]) -> None:
