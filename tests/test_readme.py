@@ -104,8 +104,9 @@ SKIPPED = {
     r"^(accelerate launch|torchrun --nnodes)": "needs several GPUs or machines",
     r"^python -m pytest -q tests\b": "the whole test suite (about 10 min; it runs this file only with IIS_HF_TEST_README=1)",
     r"^bash \.ci/run\b": "builds a fresh virtual environment (network, about 20 min)",
-    r"(reproduce_findings|finetune_paper)\.py": "2 to 57 min (tests/test_findings.py and "
-    "tests/test_finetune_paper.py run them at tiny sizes)",
+    r"(reproduce_findings|finetune_paper|findings_real_backbones)\.py": "2 to 57 min (tests/test_findings.py, "
+    "tests/test_finetune_paper.py and tests/test_findings_real.py run them at tiny sizes)",
+    r"convert_efficientnet_lite\.py": "writes a model folder (tests/test_efficientnet_lite.py runs the converter)",
 }
 SKIPPED_BLOCKS = {  # whole blocks, by id
     "metrics/iis/README#how-to-publish-as-a-space-so-evaluateloaduseriis-works-online:0": (
