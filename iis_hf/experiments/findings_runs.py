@@ -7,8 +7,10 @@ A scenario is a data set fine-tuned in domain ("digits") or after pre-training o
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .models import build_model, with_new_classifier
@@ -21,10 +23,48 @@ Log = Callable[[str], None]
 # ------------------------------------------------------------------------------- findings 1 and 3
 
 
+def _scored_rows(path: Path | None) -> list[dict]:
+    """Rows an interrupted run already scored (one JSON object per line), so a rerun resumes."""
+    if path is None or not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # the line a killed run was writing
+            break
+    return rows
+
+
+def _grid_settings(dataset: str, cfg: Any) -> dict:
+    """What a resumed row must share with this run to be reused (else it is measured again)."""
+    from iis_hf.config import HEADS_RECIPE_VERSION
+
+    keys = ("seed", "num_concepts", "images_per_class", "head_epochs", "batch_size", "epochs", "device")
+    settings = {k: getattr(cfg, k, None) for k in keys}
+    settings["train_size"] = cfg.grid_train_size[dataset]
+    settings["test_size"] = cfg.test_size[dataset]
+    settings["recipe_version"] = HEADS_RECIPE_VERSION
+    return json.loads(json.dumps(settings, default=str))
+
+
 def run_checkpoint_grid(data: Any, dataset: str, cfg: Any, log: Log) -> list[dict]:
-    """Findings 1 and 3: train each model, score every kept checkpoint with both kinds of concept."""
+    """Findings 1 and 3: train each model, score every kept checkpoint with both kinds of concept.
+
+    Each scored checkpoint is appended to ``checkpoint_rows.jsonl`` in the output folder as it is
+    measured; a rerun into the same folder reuses a model whose checkpoints are all there.
+    """
+    output_dir = getattr(cfg, "output_dir", None)
+    partial = Path(output_dir) / "checkpoint_rows.jsonl" if output_dir else None
+    settings = _grid_settings(dataset, cfg)
+    done = [r for r in _scored_rows(partial) if r.pop("grid_settings", None) == settings]
     rows = []
     for model_name in cfg.models:
+        kept = {r["epoch"]: r for r in done if r["dataset"] == dataset and r["model"] == model_name}
+        if set(kept) >= set(cfg.epochs):
+            rows += [kept[e] for e in cfg.epochs]
+            log(f"[{dataset}] {model_name}: {len(cfg.epochs)} checkpoints resumed from {partial}")
+            continue
         started = time.perf_counter()
         checkpoints = train_with_checkpoints(
             model_name, data, cfg.epochs, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size
@@ -50,6 +90,9 @@ def run_checkpoint_grid(data: Any, dataset: str, cfg: Any, log: Log) -> list[dic
                 "score_seconds": round(time.perf_counter() - t0, 2),
             }
             rows.append(row)
+            if partial is not None:
+                with partial.open("a") as f:
+                    f.write(json.dumps({**row, "grid_settings": settings}) + "\n")
             c = row["concepts"]
             log(
                 f"[{dataset}] {model_name:<10} epoch {epoch:>2}  acc {row['accuracy']:.3f}  "
