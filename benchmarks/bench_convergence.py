@@ -34,10 +34,11 @@ import warnings
 import numpy as np
 import torch
 
-from iis_hf import DEFAULT_SPARSITY_RATIOS, HeadsConfig, inherent_interpretability_score
+from iis_hf import HeadsConfig, inherent_interpretability_score
+from iis_hf.config import DEFAULT_SPARSITY_RATIOS
 from iis_hf.heads import fit_heads
+from iis_hf.heads.evaluation import correct_rows
 from iis_hf.heads.rows import Rows
-from iis_hf.heads.training import correct_rows
 
 NUM_CLASSES, NUM_CONCEPTS, HELD_OUT = 10, 200, 600
 SHIFTS = [(dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)]  # 25 copies: up to 33,675 train rows

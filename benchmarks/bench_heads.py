@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iis_hf import DEFAULT_SPARSITY_RATIOS, compute_iis
+from iis_hf import compute_iis
+from iis_hf.config import DEFAULT_SPARSITY_RATIOS
 from iis_hf.heads.modules import LinearProbe, ratio_generator, uniform_init_
 from iis_hf.heads.rows import Rows, feature_moments
 
@@ -148,7 +149,7 @@ def run_ours(train, evaluation, concepts, num_classes, ratios, epochs, batch_siz
             sparsity_ratios=ratios,
             num_classes=num_classes,
             epochs=epochs,
-            batch_size=batch_size,
+            head_batch_size=batch_size,
             learning_rate=lr,
             seed=seed,
             device=device,
@@ -185,11 +186,11 @@ def anchor(args, ratios, concepts) -> dict:
             num_classes=args.classes,
             sparsity_ratios=sparsity_ratios,
             epochs=epochs,
-            batch_size=args.batch_size,
+            head_batch_size=args.batch_size,
             device=device,
             progress=False,
             probe_min_steps=0,
-            precision=args.precision,
+            head_precision=args.precision,
             cuda_graphs=not args.no_cuda_graphs,
         )
         if device.type == "cuda":

@@ -58,7 +58,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from iis_hf import ConceptBank, IISTrainer, IISTrainingArguments, load_digits_dataset
+    from iis_hf import ConceptBank, IISTrainer, IISTrainingArguments
+    from iis_hf.data import load_digits_dataset
     from iis_hf.demo import image_classification_collator
 
     model, processor = build(args.arch)

@@ -17,7 +17,7 @@ import time
 import torch
 from bench_heads import planted_features
 
-from iis_hf import DEFAULT_SPARSITY_RATIOS
+from iis_hf.config import DEFAULT_SPARSITY_RATIOS
 from iis_hf.heads import fit_heads
 
 

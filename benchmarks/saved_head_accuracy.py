@@ -39,7 +39,7 @@ def prepare(folder: Path, seed: int, epochs: float) -> tuple[str, str]:
     """The digits as a `save_to_disk` folder, and the demo ResNet pre-trained `epochs` on them."""
     from datasets import DatasetDict
 
-    from iis_hf import load_digits_dataset
+    from iis_hf.data import load_digits_dataset
     from iis_hf.demo import demo_image_processor, demo_model
     from iis_hf.training.finetune import main as finetune
 

@@ -72,28 +72,67 @@ def detect_columns(dataset, image_column: str | None, label_column: str | None) 
     return image_column, label_column
 
 
-def load_image_dataset(source: str, config_name: str | None = None, **kwargs) -> DatasetDict | Dataset:
-    """A Hub dataset id, a `save_to_disk` folder, or a folder of images (datasets' `imagefolder`)."""
-    import os
+def load_image_dataset(
+    source: str,
+    config_name: str | None = None,
+    *,
+    split: str | None = None,
+    data_files: str | list[str] | dict[str, Any] | None = None,
+    streaming: bool = False,
+    max_samples: int | dict[str, int] | None = None,
+    shuffle_buffer: int | None = None,
+    seed: int = 0,
+    **kwargs,
+):
+    """A Hub dataset id, a `save_to_disk` folder, a folder of parquet / arrow / webdataset shards
+    (read by `datasets.load_dataset`'s own builder, which keeps their `ClassLabel`), or a folder of
+    images (datasets' `imagefolder`).
 
-    from datasets import load_dataset, load_from_disk
-
+    `data_files` (a path, glob, list or {split: files}) picks the files of a folder or Hub dataset.
+    With `streaming` nothing is downloaded up front: the result is an `IterableDataset(Dict)` whose
+    splits are shuffled in a `shuffle_buffer` of rows (seeded by `seed`; None: in stored order) and
+    cut to their first `max_samples` rows (an int for every split, or {split: rows}); `as_map_dataset`
+    reads those rows once into a `Dataset`. Without streaming `max_samples` and `shuffle_buffer`
+    do nothing here (`limit_rows` subsamples a `Dataset`).
+    """
     if not isinstance(source, str) or not source.strip():
         raise ValueError(
             f"the dataset name is empty ({source!r}); give a Hub dataset id, a save_to_disk folder or a folder of images"
         )
+    if split is not None:
+        kwargs["split"] = split
+    if data_files is not None:
+        kwargs["data_files"] = data_files
+    data = _load_dataset(source, config_name, streaming=streaming, **kwargs)
+    if streaming and is_stream(data):  # a save_to_disk folder is memory-mapped, not streamed
+        return limit_stream(data, max_samples, shuffle_buffer, seed)
+    return data
+
+
+def _load_dataset(source: str, config_name: str | None, streaming: bool = False, **kwargs):
+    """`load_image_dataset` without the stream's limits: which reader reads `source`."""
+    import os
+
+    from datasets import load_dataset, load_from_disk
+
     if os.path.isfile(source):
         raise ValueError(
             f"dataset {source} is a file, not a folder: give a folder of images (one sub-folder per class), a "
-            "save_to_disk folder, or a Hub dataset id"
+            "save_to_disk folder, a folder of parquet / arrow / webdataset shards, or a Hub dataset id "
+            "(a file goes in data_files=)"
         )
+    if streaming:
+        kwargs["streaming"] = True
     if os.path.isdir(source):
         saved = any(os.path.exists(os.path.join(source, f)) for f in ("dataset_dict.json", "state.json"))
         if saved:
             check_saved_dataset_not_empty(source)
         try:
-            if saved:
-                return load_from_disk(source)
+            if saved:  # memory-mapped already: streaming would gain nothing
+                data = load_from_disk(source)
+                return data[kwargs["split"]] if "split" in kwargs else data
+            if "data_files" in kwargs or holds_data_files(source):  # datasets picks the builder
+                return load_dataset(source, config_name, **kwargs)
             return load_dataset("imagefolder", data_dir=source, **kwargs)
         except Exception as err:  # datasets raises many types for a bad folder
             raise ValueError(f"could not read dataset folder {source}: {err}") from err
@@ -103,6 +142,143 @@ def load_image_dataset(source: str, config_name: str | None = None, **kwargs) ->
         return load_dataset(source, config_name, **kwargs)
     except Exception as err:
         raise ValueError(f"could not load dataset {source!r} from the Hub: {err}") from err
+
+
+# Files that make a folder a data set of shards rather than of images: `datasets.load_dataset(folder)`
+# reads them with its own builder (parquet, arrow, webdataset), which keeps their features.
+DATA_FILE_SUFFIXES = (".parquet", ".arrow", ".tar")
+
+
+def holds_data_files(folder: str) -> bool:
+    """Whether `folder` (at any depth) holds parquet, arrow or webdataset shards."""
+    import os
+
+    for _, _, files in os.walk(folder):
+        if any(name.lower().endswith(DATA_FILE_SUFFIXES) for name in files):
+            return True
+    return False
+
+
+def limit_stream(data, max_samples: int | dict[str, int] | None, shuffle_buffer: int | None, seed: int):
+    """An `IterableDataset(Dict)` shuffled in a seeded buffer of `shuffle_buffer` rows (None: not
+    shuffled) and cut to its first `max_samples` rows per split (an int, or {split: rows})."""
+    from datasets import IterableDatasetDict
+
+    if isinstance(data, IterableDatasetDict):
+        return IterableDatasetDict(
+            {
+                name: limit_stream(
+                    split,
+                    max_samples.get(name) if isinstance(max_samples, dict) else max_samples,
+                    shuffle_buffer,
+                    seed,
+                )
+                for name, split in data.items()
+            }
+        )
+    if shuffle_buffer is not None:
+        if int(shuffle_buffer) < 1:
+            raise ValueError(f"the shuffle buffer must hold at least 1 row, got {shuffle_buffer}")
+        data = data.shuffle(seed=seed, buffer_size=int(shuffle_buffer))
+    if isinstance(max_samples, dict):
+        raise ValueError("max_samples as {split: rows} needs a dataset with splits")
+    if max_samples is not None:
+        data = data.take(int(max_samples))
+    return data
+
+
+def is_stream(data) -> bool:
+    """Whether `data` is a `datasets` stream (an `IterableDataset` or `IterableDatasetDict`)."""
+    from datasets import IterableDataset, IterableDatasetDict
+
+    return isinstance(data, (IterableDataset, IterableDatasetDict))
+
+
+def as_map_dataset(data):
+    """`data` with every stream read once into a `Dataset` (its rows in stream order; `.take(n)` and
+    `.shuffle(seed=, buffer_size=)` on the stream decide which); anything else unchanged.
+
+    The heads, the stratified split and the feature cache need random access and a length: a
+    stream's rows are written once to a temporary Arrow file (memory-mapped, so a large image set
+    stays on disk), images as stored (no decode and re-encode, so the pixels are those of the same
+    rows read as a `Dataset`). The `Dataset`'s fingerprint is a digest of its rows, so the feature
+    cache finds the same rows again.
+    """
+    from datasets import DatasetDict, IterableDataset, IterableDatasetDict
+
+    if isinstance(data, IterableDatasetDict):
+        return DatasetDict({name: stream_to_dataset(split) for name, split in data.items()})
+    if isinstance(data, IterableDataset):
+        return stream_to_dataset(data)
+    return data
+
+
+def stream_to_dataset(stream) -> Dataset:
+    """One `IterableDataset` read into a `Dataset` (see `as_map_dataset`)."""
+    import hashlib
+    import json
+    import uuid
+
+    features = stream.features
+    images = [name for name, f in (features or {}).items() if isinstance(f, Image)]
+    if images:  # rows as stored: {"bytes", "path"}, never decoded to PIL and encoded again
+        stream = stream.cast(Features({**features, **{c: Image(decode=False) for c in images}}))
+    digest = hashlib.sha256(json.dumps(features.to_dict() if features else None, sort_keys=True).encode())
+
+    def rows():
+        for row in stream:
+            for column in images:
+                row[column] = stored_image_bytes(row[column])
+            for key in sorted(row):
+                value = row[key]
+                digest.update(key.encode())
+                if key in images:
+                    digest.update((value or {}).get("bytes") or b"")
+                else:
+                    digest.update(repr(value).encode())
+            yield row
+
+    folder = stream_folder()
+    dataset = Dataset.from_generator(
+        rows,
+        features=stream.features,
+        cache_dir=folder,
+        fingerprint=uuid.uuid4().hex,
+    )
+    if len(dataset) == 0:
+        raise ValueError("the stream holds no rows; there is nothing to score")
+    for column in images:
+        dataset = dataset.cast_column(column, features[column])
+    dataset._fingerprint = "stream-" + digest.hexdigest()[:32]
+    return dataset
+
+
+def stored_image_bytes(value):
+    """A stored image ({"bytes", "path"}) with its bytes read where the stream gave only a path
+    (remote paths included), so the `Dataset` does not depend on where the stream read it."""
+    import os
+
+    if not isinstance(value, dict) or value.get("bytes") is not None or not value.get("path"):
+        return value
+    path = value["path"]
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            return {"bytes": handle.read(), "path": path}
+    from datasets.utils.file_utils import xopen
+
+    with xopen(path, "rb") as handle:
+        return {"bytes": handle.read(), "path": path}
+
+
+def stream_folder() -> str:
+    """A temporary folder for one stream's rows, removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="iis-hf-stream-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 # Top-level folder names `imagefolder` reads as splits (datasets' split keywords), not as classes.
@@ -217,6 +393,8 @@ def check_saved_dataset_not_empty(folder: str) -> None:
 def label_values(dataset, column: str):
     """The label column's values, read as one Arrow column (fast even for millions of rows): a NumPy
     array when it holds no nulls, else a list keeping each None where it is."""
+    if is_stream(dataset):  # an IterableDataset: read its label column as it streams
+        return [row[column] for row in dataset.select_columns([column])]
     try:
         values = dataset.select_columns([column]).with_format("arrow")[:][column]
     except (AttributeError, TypeError, KeyError):  # not a `datasets.Dataset`: read it as it comes
@@ -333,13 +511,29 @@ def load_scoring_splits(
     max_eval_samples: int | None = None,
     seed: int = 0,
     allow_same_split: bool = False,
+    data_files: str | list[str] | dict[str, Any] | None = None,
+    streaming: bool = False,
+    shuffle_buffer: int | None = None,
 ) -> ScoringSplits:
-    """Load a dataset (Hub id, `save_to_disk` folder or image folder) and pick the rows to score on.
+    """Load a dataset (Hub id, `save_to_disk` folder, folder of images or of parquet / arrow /
+    webdataset shards; `data_files` picks files) and pick the rows to score on.
 
+    With `streaming` nothing is downloaded whole: the train and eval splits are streamed (shuffled
+    in a seeded buffer of `shuffle_buffer` rows when given) and their first `max_train_samples` /
+    `max_eval_samples` rows are read once (`as_map_dataset`); without a limit a split is read whole.
     An eval split equal to the train split is refused unless `allow_same_split` (then recorded).
     """
     check_split_names(train_split, eval_split, allow_same_split)
-    data = load_image_dataset(dataset, config_name)
+    data = load_image_dataset(
+        dataset,
+        config_name,
+        data_files=data_files,
+        streaming=streaming,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+    )
+    if streaming and is_stream(data):
+        data = streamed_splits(data, train_split, eval_split, max_train_samples, max_eval_samples)
     first = data if isinstance(data, Dataset) else data[next(iter(data.keys()))]
     image_column, label_column = detect_columns(first, image_column, label_column)
     if label_column is None:
@@ -367,5 +561,32 @@ def load_scoring_splits(
             "max_train_samples": max_train_samples,
             "max_eval_samples": max_eval_samples,
             **({"allow_same_split": True} if eval_split == train_split else {}),
+            **({"data_files": data_files} if data_files is not None else {}),
+            **({"streaming": True, "shuffle_buffer": shuffle_buffer} if streaming else {}),
         },
+    )
+
+
+def streamed_splits(
+    data, train_split: str, eval_split: str | None, max_train: int | None, max_eval: int | None
+) -> DatasetDict:
+    """The splits a scoring run reads from a stream, each cut to its limit and read once: the train
+    split, and the eval split (named, or the first of `EVAL_SPLIT_NAMES` the stream has)."""
+    from datasets import IterableDataset
+
+    if isinstance(data, IterableDataset):
+        data = {train_split: data}
+    if train_split not in data:
+        raise ValueError(
+            f"no split {train_split!r} in the dataset; splits are {sorted(data)}: pass --train-split"
+        )
+    if eval_split is None:
+        eval_split = next((s for s in EVAL_SPLIT_NAMES if s in data and s != train_split), None)
+    limits = {train_split: max_train}
+    if eval_split is not None:
+        if eval_split not in data:
+            raise ValueError(f"no split {eval_split!r} in the dataset; splits are {sorted(data)}")
+        limits.setdefault(eval_split, max_eval)
+    return DatasetDict(
+        {name: stream_to_dataset(limit_stream(data[name], rows, None, 0)) for name, rows in limits.items()}
     )

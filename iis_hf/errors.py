@@ -2,8 +2,8 @@
 
 `IISError` marks input the user can fix (a setting, a file, a dataset). It is a ValueError, so code
 that catches ValueError keeps working, and it may name the setting it is about (`field`, a dataclass
-field such as "sparsity_ratios") so that each entry point can name it in its own spelling: the
-command line as ``--sparsity-ratios``, the Python API as ``sparsity_ratios=``.
+field such as "sparsity_ratios"); a setting has one name, so the command line names it by its flag
+(``--sparsity-ratios``: the field name with dashes) and the Python API by the field itself.
 
 This module is the bottom of the package: it imports nothing from iis_hf.
 """
@@ -16,14 +16,20 @@ class IISError(ValueError):
 
     Attributes:
         field: the setting at fault, as its dataclass field is named ("sparsity_ratios"), or None.
-        owner: the dataclass holding that field ("HeadsConfig"), where the name alone is ambiguous
-            (``batch_size`` is both an extraction and a head-training setting), or None.
+            A setting has one name everywhere, so an entry point names it by the rule that spells its
+            own arguments from field names (the command line: ``--sparsity-ratios``).
+        owner: the dataclass holding that field ("HeadsConfig"), or None.
+        problem: what is wrong, without the setting's name ("must be an int >= 1, got 0"), when the
+            message is "<owner>.<field> <problem>" (`invalid`): an entry point puts its own name first.
     """
 
-    def __init__(self, message: str = "", *, field: str | None = None, owner: str | None = None):
+    def __init__(
+        self, message: str = "", *, field: str | None = None, owner: str | None = None, problem: str = ""
+    ):
         super().__init__(message)
         self.field = field
         self.owner = owner
+        self.problem = problem
 
     @property
     def setting(self) -> str | None:
@@ -32,16 +38,15 @@ class IISError(ValueError):
             return None
         return f"{self.owner}.{self.field}" if self.owner else self.field
 
-    def spelled_as(self, name: str, error_type: type[IISError] | None = None) -> IISError:
-        """This error with its setting named `name` (a flag, a Trainer argument): ``HeadsConfig.epochs
-        must be ...`` becomes ``--epochs must be ...``; a message that does not begin with its setting
-        is prefixed (``--sparsity-ratios: sparsity ratio 1.5 ...``)."""
-        message, setting = str(self), self.setting or ""
-        if message.startswith(setting + " "):
-            message = name + message[len(setting) :]
-        elif not message.startswith(name):
-            message = f"{name}: {message}"
-        return (error_type or type(self))(message, field=self.field, owner=self.owner)
+    @classmethod
+    def invalid(cls, owner: str, field: str, problem: str) -> IISError:
+        """The error of a bad value of `owner.field`: "HeadsConfig.epochs must be an int >= 1, got 0"."""
+        return cls(f"{owner}.{field} {problem}", field=field, owner=owner, problem=problem)
+
+    def named(self, name: str) -> str:
+        """The one line that reports this error with its setting called `name` (a flag, a Trainer
+        argument): "--epochs must be an int >= 1, got 0", or "--sparsity-ratios: <message>"."""
+        return f"{name} {self.problem}" if self.problem else f"{name}: {self}"
 
 
 def first_line(err: BaseException, text: str | None = None) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .concepts import ConceptBank, FixedConcepts, LinearConcepts
-from .config import ratio_index
+from .config import DEFAULT_IIS_WEIGHT, ratio_index
 from .images import load_image
 
 IMAGE_TYPES_HELP = "a PIL image, an image file path, a numpy array, a list of those, or a datasets.Dataset"
@@ -307,7 +307,7 @@ def check_heads_match_bank(heads, bank: ConceptBank) -> None:
         raise ValueError("the heads were trained on other concepts than this concept bank's")
 
 
-def iis_model_from_heads(backbone, concepts: ConceptBank, heads, *, iis_weight: float = 1.0):
+def iis_model_from_heads(backbone, concepts: ConceptBank, heads, *, iis_weight: float = DEFAULT_IIS_WEIGHT):
     """An `IISModelForImageClassification` holding heads from `compute_iis(..., return_heads=True)`.
 
     Only valid when the heads were trained on `extract_features(backbone)` with the default layer

@@ -8,6 +8,7 @@ this module is the one place that tells them apart and downloads the named files
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,56 @@ def looks_like_hub_id(name: str | os.PathLike | None) -> bool:
         and not name.startswith(".")
         and name.count("/") <= 1
     )
+
+
+def public_name(name: str | os.PathLike) -> str:
+    """How a model, dataset or bank is named in anything iis-hf writes: a Hub id as given, a local
+    folder by its base name, a Hub cache snapshot by the repository id it holds.
+
+    Records travel (a pushed repository carries its card and JSON): the machine's paths must not.
+
+    >>> public_name("google/vit-base-patch16-224"), public_name("/home/me/runs/vit-tiny/")
+    ('google/vit-base-patch16-224', 'vit-tiny')
+    >>> public_name("/home/me/.cache/huggingface/hub/models--google--vit/snapshots/0a1b")
+    'google/vit'
+    """
+    text = os.fspath(name)
+    if not text or (looks_like_hub_id(text) and not names_local_path(text)):
+        return text
+    parts = [p for p in re.split(r"[\\/]+", text) if p]
+    for i, part in enumerate(parts[:-1]):  # <cache>/models--owner--name/snapshots/<commit>[/...]
+        kind, _, repo = part.partition("--")
+        if kind in ("models", "datasets", "spaces") and repo and parts[i + 1] == "snapshots":
+            return repo.replace("--", "/")
+    base = parts[-1] if parts else ""
+    if base in ("", ".", ".."):  # "." or "..": the folder it stands for
+        base = Path(text).resolve().name
+    return base or text
+
+
+def names_local_path(text: str) -> bool:
+    """Whether a recorded string names a place on this machine: an absolute or home path, or a
+    relative path that exists here (a plain word or a Hub id does not)."""
+    if os.path.isabs(text) or re.match(r"~[\w.-]*([\\/]|$)|[A-Za-z]:[\\/]", text):
+        return True
+    return ("/" in text or "\\" in text) and (text.startswith(".") or os.path.exists(text))
+
+
+def public_record(value: Any) -> Any:
+    """A copy of a JSON-like record in which every string naming a local path is its `public_name`.
+
+    Applied where a record is written (iis.json, concept_bank.json, the model card, training_args.json),
+    so a file that may be pushed names no folder of this machine; everything else is kept as it is.
+    """
+    if isinstance(value, str):
+        return public_name(value) if names_local_path(value) else value
+    if isinstance(value, os.PathLike):
+        return public_name(value)
+    if isinstance(value, dict):
+        return {key: public_record(item) for key, item in value.items()}
+    if isinstance(value, list) or type(value) is tuple:
+        return type(value)(public_record(item) for item in value)
+    return value
 
 
 def download_files(

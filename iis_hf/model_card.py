@@ -19,7 +19,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .config import CONCEPT_RECIPE_KEYS
+from .config import CONCEPT_RECIPE_KEYS, SCHEMA_KEY, SCHEMA_VERSION
+from .hub import public_name, public_record
 
 IIS_METRIC_TYPE = "iis"
 INVALID_IIS_METRIC_TYPE = "iis_not_valid"  # a number that is not a valid IIS (`IISResult.invalid_reason`)
@@ -90,6 +91,10 @@ def iis_model_card(
         head_accuracy: the saved head's accuracy at its ratio(s), and how it was obtained.
     """
     name = model_name or repo_id or "iis-hf model"
+    hub_dataset = dataset if dataset and _is_hub_name(dataset) else None
+    dataset = public_name(dataset) if dataset else None  # a local folder by its base name: cards get pushed
+    local_base = public_name(base_model) if base_model and not _is_hub_name(base_model) else None
+    base_model = None if local_base else base_model  # `base_model` metadata is a Hub id
     dataset_name = dataset or "an image dataset"
     scored_weights = weights_fingerprint(getattr(model, "backbone", None))
     card_data = ModelCardData(
@@ -97,7 +102,7 @@ def iis_model_card(
         library_name="transformers",
         base_model=base_model,
         license=license,
-        datasets=[dataset] if dataset and _is_hub_name(dataset) else None,
+        datasets=[hub_dataset] if hub_dataset else None,
         metrics=[m for m, v in (("accuracy", accuracy), (IIS_METRIC_TYPE, result)) if v is not None] or None,
         tags=sorted({"iis-hf", "interpretability", "image-classification", *tags}),
         pipeline_tag="image-classification",
@@ -110,7 +115,7 @@ def iis_model_card(
         card_data,
         template_str=CARD_TEMPLATE,
         model_name=name,
-        summary=summary(base_model, dataset, dataset_split),
+        summary=summary(base_model or local_base, dataset, dataset_split, local=bool(local_base)),
         results_table=results_table(result, accuracy),
         iis_section=iis_section(result),
         head_section=head_section(model, head_accuracy),
@@ -163,6 +168,7 @@ def iis_metric_args(result, scored_weights: str | None = None) -> dict[str, Any]
     concepts = settings.pop("concepts", {}) or {}
     heads = settings.pop("heads", {}) or {}
     args: dict[str, Any] = {
+        SCHEMA_KEY: SCHEMA_VERSION,  # how `iis_hf.compare` reads these args (`iis_hf.config.records`)
         "sparsity_ratios": list(result.sparsity_ratios),
         "standard_accuracy": result.standard_accuracy,
         "concepts": concepts.get("kind"),
@@ -192,7 +198,7 @@ def iis_metric_args(result, scored_weights: str | None = None) -> dict[str, Any]
         args["iis_ci"] = list(uncertainty["ci"])
     if uncertainty.get("sd") is not None:
         args["iis_sd"] = uncertainty["sd"]
-    return json.loads(json.dumps(args, default=str))  # plain YAML-able values
+    return public_record(json.loads(json.dumps(args, default=str)))  # plain YAML-able values, no local path
 
 
 def bank_provenance(concepts: dict[str, Any], scored_weights: str | None = None) -> dict[str, Any]:
@@ -235,12 +241,14 @@ def weights_fingerprint(model) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def summary(base_model: str | None, dataset: str | None, split: str | None) -> str:
-    source = (
-        f"a fine-tuned version of [{base_model}](https://huggingface.co/{base_model})"
-        if base_model
-        else ("an image classifier")
-    )
+def summary(base_model: str | None, dataset: str | None, split: str | None, *, local: bool = False) -> str:
+    """The card's first sentence; `local`: `base_model` is a local checkpoint's name, not a Hub id."""
+    if base_model and local:
+        source = f"a fine-tuned version of `{base_model}` (a local checkpoint)"
+    elif base_model:
+        source = f"a fine-tuned version of [{base_model}](https://huggingface.co/{base_model})"
+    else:
+        source = "an image classifier"
     where = f" on {dataset}" if dataset else ""
     split_text = f" (evaluated on its `{split}` split)" if split else ""
     return (

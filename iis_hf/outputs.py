@@ -3,7 +3,8 @@
 The three files appear together or not at all: they are written into a temporary folder beside
 the target, which then replaces it in one step (`iis_hf.files.atomic_directory`): a killed run leaves
 the previous folder or the new one, never a mix. One run at a time writes a folder: it holds the
-folder's lock (`output_folder_lock`) from before its work starts until its outputs are in place.
+folder's lock (`output_folder_lock`, that of every iis-hf command, `finetune` included) from before its
+work starts until its outputs are in place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .errors import IISError
-from .files import atomic_directory, exclusive_lock, write_json_atomic, write_text_atomic
+from .files import atomic_directory, exclusive_lock, lock_path, write_json_atomic, write_text_atomic
 from .plotting import plot_iis_curves
 from .score import IISResult
 
@@ -37,12 +38,6 @@ class OutputFolderBusy(IISError):
     """Another run holds the output folder's lock: this one is refused before it does any work."""
 
 
-def lock_path(output_dir: str | os.PathLike) -> Path:
-    """The lock file of an output folder: `.<name>.lock` beside it, as `iis-hf finetune` takes it."""
-    path = Path(os.path.abspath(output_dir))
-    return path.parent / f".{path.name}.lock"
-
-
 def is_writing_process() -> bool:
     """Whether this process writes a command's outputs: rank 0 of a job started by ``torchrun`` /
     ``accelerate launch`` (they set RANK), or a process on its own; read before any process group exists."""
@@ -56,13 +51,12 @@ def is_writing_process() -> bool:
 def output_folder_lock(
     output_dir: str | os.PathLike, flag: str, command: str, enabled: bool = True
 ) -> Iterator[None]:
-    """Hold `output_dir`'s lock for the whole run: a second run (of any iis-hf command) into the same
-    folder is refused at once with an `OutputFolderBusy` naming the folder and the holder, before it
-    extracts anything, instead of replacing the first run's outputs (--overwrite) or failing after
-    all its work (a new folder). The lock (`iis_hf.files.exclusive_lock`, `flock`) is released by the
-    kernel when the holder dies, so a killed run never blocks the next. `enabled=False` on the
-    processes that write nothing (ranks other than 0). Folders made only to hold the lock file are
-    removed again when the run wrote nothing into them."""
+    """Hold `output_dir`'s lock for the whole run of `command`: a second run (of any iis-hf command) into
+    the same folder is refused at once with an `OutputFolderBusy` naming the folder (as `flag`) and the
+    holder, before it does any work, instead of replacing the first run's outputs or failing after all its
+    work. The lock (`iis_hf.files.exclusive_lock`, filelock) is released by the kernel when the holder
+    dies, so a killed run never blocks the next. `enabled=False` on the processes that write nothing
+    (ranks other than 0). Folders made only to hold the lock file are removed again if left empty."""
     if not enabled:
         yield
         return

@@ -15,19 +15,24 @@ asked for, and every result records the settings it was measured with
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .concepts import ConceptBank, LearnedConcepts, as_concept_projection
-from .config import CONCEPT_RECIPE_KEYS, ScoringConfig
-from .data import checked_labels, detect_columns
+from .config import CONCEPT_RECIPE_KEYS, MIN_CONCEPTS, ScoringConfig
+from .data import as_map_dataset, checked_labels, detect_columns
 from .features import extract_features_of_models, load_image_processor, load_vision_model
+from .features.backbones import preprocessing_environment
+from .features.distributed import current_layout, on_main_process
 from .model_card import bank_provenance, weights_fingerprint
 from .preflight import check_processor_size
-from .score import IISResult, compute_iis
+from .score import ATTACHMENTS, IISResult, compute_iis
 from .splits import stratified_split
 
 if TYPE_CHECKING:
@@ -38,7 +43,6 @@ if TYPE_CHECKING:
 # Where a bank came from, recorded with every result (`iis_hf.compare` refuses to rank a score whose
 # bank other weights embedded against one whose bank the scored model embedded itself).
 PROVENANCE_KEYS = ("model", "embedded_by", "refreshed_at_step", "dataset_fingerprint", "seed")
-MIN_CONCEPTS = 2  # a head at ratio rho drops int(C * rho) + 1 concepts: with one, nothing is left
 
 
 def score_model(
@@ -60,7 +64,7 @@ def score_model(
         train_data, eval_data: labelled `datasets` image datasets; the heads are fitted on the
             first and measured on the second.
         config: every setting (default: `ScoringConfig()`, the published recipe).
-        concept_bank: use this bank instead of building one (`config.concepts.bank` names one on disk).
+        concept_bank: use this bank instead of building one (`config.concepts.concept_bank` names one on disk).
         num_classes: default: the number of names of the label column's `ClassLabel`, else labels + 1.
 
     Returns:
@@ -98,6 +102,8 @@ def score_models(
     cache per model). Then each model gets its own concepts (built from its own representation, as
     `score_model` builds them) and its own heads, with the same settings and seed. Returns one
     `IISResult` per model, in order, each equal to what `score_model` gives that model alone.
+    Each records its image processor's backend and the library versions (``settings["environment"]``).
+    Under ``torchrun`` / ``accelerate launch`` the heads are trained once (`fit_heads_once`).
     """
     config = config or ScoringConfig()
     models = [load_vision_model(str(m)) if isinstance(m, (str, os.PathLike)) else m for m in models]
@@ -113,6 +119,7 @@ def score_models(
     for bank in banks:  # a given bank that cannot be scored fails before any image is read
         if bank is not None:
             check_concept_count(bank)
+    train_data, eval_data = as_map_dataset(train_data), as_map_dataset(eval_data)  # a stream: read once
     image_column, label_column = detect_columns(train_data, image_column, label_column)
     if label_column is None:
         raise ValueError(
@@ -141,19 +148,39 @@ def score_models(
                 f"{train_part.features.shape[1]}-dimensional representations: the bank was built for another "
                 "model or layer"
             )
-        result = score_representations(
-            train_part.features,
-            train_part.labels,
-            eval_part.features,
-            eval_part.labels,
-            bank,
-            config,
-            num_classes=num_classes,
-            scored_weights=weights_fingerprint(model),
-        )
+        fit = functools.partial(
+            score_representations, train_part.features, train_part.labels, eval_part.features,
+            eval_part.labels, bank, config, num_classes=num_classes, scored_weights=weights_fingerprint(model),
+        )  # fmt: skip
+        result = fit_heads_once(fit, bank)
+        result.settings["environment"] = preprocessing_environment(processor)
         result.metadata.update(model=_model_name(model), image_column=image_column, label_column=label_column)
         results.append(result)
     return results
+
+
+def fit_heads_once(fit: Callable[[], IISResult], bank: ConceptBank) -> IISResult:
+    """`fit()` (the heads' training and the integral) on one process; under ``torchrun`` /
+    ``accelerate launch`` on rank 0 only, every other rank receiving its record.
+
+    Every rank extracted its share of the features and built the same concept bank (both collective),
+    but the heads are trained once: W ranks training W copies would cost W times the CPU or GPU time
+    and give the same numbers. Every rank returns an equal `IISResult` (its metadata says
+    ``num_processes`` and ``heads_trained_on_rank``: 0), with its own `bank` attached; the trained
+    modules (`heads`, `probe`), when kept, live on rank 0 only.
+    """
+    world, _ = current_layout()
+    if world == 1:
+        return fit()
+
+    def record(result: IISResult) -> dict[str, Any]:
+        return {f.name: getattr(result, f.name) for f in fields(result) if f.name not in ATTACHMENTS}
+
+    value = on_main_process(fit, record, "training the interpretation heads")
+    result = value if isinstance(value, IISResult) else IISResult(**value)
+    result.metadata.update(num_processes=world, heads_trained_on_rank=0)
+    result.concept_bank = result.concept_bank or bank
+    return result
 
 
 def _model_name(model) -> str:
@@ -203,12 +230,12 @@ def build_concepts(
 ) -> ConceptBank:
     """The concept bank `config.concepts` asks for, built from the training images.
 
-    For ``kind="learned"`` this is the prototype library the heads learn to select from. `features`
+    For ``concept_kind="learned"`` this is the prototype library the heads learn to select from. `features`
     (the training images' representations, in order) spare text concepts a second extraction.
     """
     concepts = config.concepts
-    if concepts.bank is not None:
-        return ConceptBank.from_pretrained(concepts.bank)
+    if concepts.concept_bank is not None:
+        return ConceptBank.from_pretrained(concepts.concept_bank)
     common = dict(
         image_processor=image_processor,
         image_column=image_column,
@@ -218,7 +245,7 @@ def build_concepts(
         seed=config.seed,
         progress=config.progress,
     )
-    if concepts.kind == "text":
+    if concepts.concept_kind == "text":
         return ConceptBank.from_text(
             config=concepts,
             backbone=model,
@@ -234,12 +261,12 @@ def build_concepts(
         preprocessing=config.extraction.preprocessing,  # parts are resized as the images are
         **common,
     )
-    if concepts.kind == "cluster":
+    if concepts.concept_kind == "cluster":
         library = ConceptBank.from_prototypes(model, train_data, parts="patches", **prototypes)
         return ConceptBank.from_clusters(library, concepts.num_concepts, seed=config.seed)
-    if concepts.kind == "learned":
+    if concepts.concept_kind == "learned":
         return ConceptBank.from_prototypes(model, train_data, parts="patches", **prototypes)
-    parts = "patches" if concepts.kind == "prototype-patches" else "segments"
+    parts = "patches" if concepts.concept_kind == "prototype-patches" else "segments"
     return ConceptBank.from_prototypes(
         model, train_data, parts=parts, num_concepts=concepts.num_concepts, **prototypes
     )
@@ -260,7 +287,7 @@ def score_representations(
     """Fit the heads on features already extracted and integrate; record every setting.
 
     `concepts` is a `ConceptBank` (or its folder / Hub id, or a (C, D) array). With
-    ``config.concepts.kind == "learned"`` (and no saved bank) it is the library the heads learn to
+    ``config.concepts.concept_kind == "learned"`` (and no saved bank) it is the library the heads learn to
     select ``config.concepts.num_concepts`` concepts from. `scored_weights` is the
     `weights_fingerprint` of the model the features come from: the result then says whether those
     weights embedded the bank (``settings["concepts"]["provenance"]["embedded_by_scored_model"]``).
@@ -269,12 +296,12 @@ def score_representations(
     if isinstance(concepts, (str, os.PathLike)):
         concepts = ConceptBank.from_pretrained(concepts)
     check_concept_dim(concepts, int(train_features.shape[1]))
-    if not (config.concepts.kind == "learned" and config.concepts.bank is None):
+    if not (config.concepts.concept_kind == "learned" and config.concepts.concept_bank is None):
         check_concept_count(concepts)  # a learned selection's size is its config's (>= 2)
     learned = None
     if (
-        config.concepts.kind == "learned"
-        and config.concepts.bank is None
+        config.concepts.concept_kind == "learned"
+        and config.concepts.concept_bank is None
         and isinstance(concepts, ConceptBank)
     ):
         learned = LearnedConcepts(concepts, config.concepts.num_concepts, seed=config.seed)

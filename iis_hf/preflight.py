@@ -23,7 +23,7 @@ from typing import Any
 
 from .devices import resolve_device
 from .errors import first_line
-from .files import describe_os_error, read_json, resolve_inside
+from .reading import describe_os_error, read_json, resolve_inside
 
 MIN_FREE_BYTES = 1 << 20  # a file system with less than this free is full for our purposes
 # config.json entries that must be positive integers (or lists of them) when a model's config sets them.
@@ -285,6 +285,9 @@ def check_model_folder(value: Any, flag: str = "--model") -> None:
 
 
 def _check_config(config: dict, path: Path, flag: str, where: str = "") -> None:
+    if not where and is_timm_config(config):  # transformers' TimmWrapper reads it, when timm is there
+        check_timm_installed(f"{flag} {path.parent}")
+        return
     if not where and not (isinstance(config.get("model_type"), str) and config["model_type"]):
         raise PreflightError(
             f"{flag}: {path} has no 'model_type' (found keys {sorted(config)[:8]}); it is not a transformers "
@@ -300,6 +303,34 @@ def _check_config(config: dict, path: Path, flag: str, where: str = "") -> None:
     for key, value in config.items():
         if key.endswith("_config") and isinstance(value, dict):
             _check_config(value, path, flag, where=f"{where}{key}.")
+
+
+TIMM_MESSAGE = "this is a timm checkpoint: pip install timm"
+
+
+def is_timm_config(config: Any) -> bool:
+    """Whether a config.json is in the layout of the Hub's `timm/` models: no `model_type`, and
+    timm's `architecture` or `pretrained_cfg` (transformers then loads it as `TimmWrapperModel`)."""
+    if not isinstance(config, Mapping) or config.get("model_type"):
+        return False
+    return "pretrained_cfg" in config or isinstance(config.get("architecture"), str)
+
+
+def timm_installed() -> bool:
+    """Whether timm imports here (it needs torchvision, which a CPU-only torch may lack)."""
+    import importlib
+
+    try:
+        importlib.import_module("timm")
+    except Exception:  # any failure to import means transformers cannot use it
+        return False
+    return True
+
+
+def check_timm_installed(what: str) -> None:
+    """Say in one line that a timm checkpoint needs timm, instead of transformers' ImportError."""
+    if not timm_installed():
+        raise PreflightError(f"{what}: {TIMM_MESSAGE}")
 
 
 def check_processor_size(processor: Any, where: str = "the image processor's") -> None:

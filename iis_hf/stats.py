@@ -1,7 +1,7 @@
 """Small statistics for IIS: uncertainty of a score, a chance test, and experiment reports.
 
 These are thin, documented wrappers over `scipy.stats` (scipy is installed with scikit-learn, a
-dependency of iis-hf) that fix the conventions used in the experiments (`iis_hf.experiments`) and
+dependency of iis-hf) that fix the conventions used in the experiments (`iis_paper`) and
 `docs/RESULTS.md`:
 
 - a correlation of fewer than 3 points, or of a constant sequence, is undefined: NaN, never an
@@ -300,6 +300,9 @@ def trapezoid_weights(sparsity_ratios: Numbers) -> FloatArray:
     return weights
 
 
+RESAMPLE_BLOCK = 64  # bootstrap resamples drawn and counted at a time
+
+
 def bootstrap_iis(
     sparsity_ratios: Numbers,
     probe_correct: npt.NDArray[np.bool_] | FloatArray,
@@ -336,10 +339,16 @@ def bootstrap_iis(
         )
     n = probe.shape[1]
     rng = np.random.default_rng(seed)
-    # counts[b, i]: how often resample b drew row i; accuracies are then matrix products
-    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)]) / n
-    a0 = probe @ counts.T  # (S, B)
-    accuracies = np.einsum("srn,bn->srb", heads, counts)  # (S, R, B)
+    # counts[b, i]: how often resample b drew row i; accuracies are then matrix products, taken over
+    # blocks of resamples so that memory holds (block, N) counts, not (n_resamples, N)
+    a0_parts, accuracy_parts = [], []
+    for start in range(0, n_resamples, RESAMPLE_BLOCK):
+        block = min(RESAMPLE_BLOCK, n_resamples - start)
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(block)]) / n
+        a0_parts.append(probe @ counts.T)
+        accuracy_parts.append(np.einsum("srn,bn->srb", heads, counts))
+    a0 = np.concatenate(a0_parts, axis=-1)  # (S, B)
+    accuracies = np.concatenate(accuracy_parts, axis=-1)  # (S, R, B)
     weights = trapezoid_weights(sparsity_ratios)
     with np.errstate(divide="ignore", invalid="ignore"):
         values = np.einsum("r,srb->sb", weights, accuracies) / a0

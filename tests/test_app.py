@@ -16,6 +16,7 @@ import torch
 from conftest import build_tiny_model, cpu_subprocess_env, make_image_dataset, tiny_image_processor
 
 import iis_hf
+import iis_hf.explain
 from iis_hf import app
 
 RATIOS = (0.0, 0.5, 0.9)
@@ -101,7 +102,7 @@ def test_callbacks_explain_like_explain_prediction(model_folder, image_file, tmp
 
     for ratio in RATIOS:
         status, labels, _backbone, page, raw = app.explain_callback(loaded, image_file, ratio, 5)
-        expected = iis_hf.explain_prediction(model_folder, image_file, sparsity_ratio=ratio, top_k=5)
+        expected = iis_hf.explain.explain_prediction(model_folder, image_file, sparsity_ratio=ratio, top_k=5)
         assert raw["label"] in LABELS.values()
         assert raw["label"] == expected.label and raw["sparsity_ratio"] == ratio
         assert raw["probability"] == pytest.approx(expected.probability, abs=1e-9)
@@ -435,7 +436,7 @@ def test_the_page_explains_an_uploaded_image_in_headless_chromium(model_folder, 
         result = wait.until(lambda d: result_at(0.5))
         shown_label = result.find_element(By.CSS_SELECTOR, ".iis-predicted-label").text.strip()
         shown_probability = result.find_element(By.CSS_SELECTOR, ".iis-probability").text.strip()
-        expected = iis_hf.explain_prediction(
+        expected = iis_hf.explain.explain_prediction(
             model_folder, image_file, sparsity_ratio=0.5, top_k=app.DEFAULT_TOP_K
         )
         assert shown_label == expected.label

@@ -25,12 +25,12 @@ from iis_hf import (
     IISResult,
     IISTrainer,
     InterpretationHead,
-    InterpretationHeads,
     compute_iis,
     extract_features,
     inherent_interpretability_score,
 )
 from iis_hf.cli import main
+from iis_hf.heads import InterpretationHeads
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--epochs", "2", "--num-concepts", "10", "--images-per-class", "2", "--no-progress"]
@@ -293,7 +293,7 @@ PYTHON_CASES = {
     "api: one concept": (
         lambda ctx: lambda: __import__("iis_hf").ConceptsConfig(num_concepts=1),
         ValueError,
-        r"num_concepts must be an int >= 2, got 1: every head drops at least one concept",
+        r"num_concepts must be an int >= 2, got 1: every head drops int\(C \* rho\) \+ 1 concepts",
     ),
     "api: an all-zero concept": (
         lambda ctx: lambda: ConceptBank(vectors=torch.zeros(2, 4), names=["a", "b"]),
@@ -561,7 +561,7 @@ PYTHON_CASES = {
     ),
     "disk: iis.json without its keys": (
         lambda ctx: (
-            lambda path: (path.write_text(json.dumps({"iis": 0.5})), lambda: IISResult.from_dict(__import__("iis_hf.files", fromlist=["x"]).read_json(path, "IIS result")))[1]
+            lambda path: (path.write_text(json.dumps({"iis": 0.5})), lambda: IISResult.from_dict(__import__("iis_hf.reading", fromlist=["x"]).read_json(path, "IIS result")))[1]
         )(ctx.tmp / "iis.json"),
         ValueError,
         r"not an IIS result: missing keys \['accuracies', 'sparsity_ratios', 'standard_accuracy'\]",

@@ -11,10 +11,12 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 import iis_hf
+import iis_hf.compare
+import iis_hf.features
 from iis_hf import pipeline
 from iis_hf.cli import main
 from iis_hf.compare import parse_model_spec, read_card_result, settings_differences
-from iis_hf.config import ConceptsConfig, HeadsConfig, ScoringConfig
+from iis_hf.config import ConceptsConfig, ExtractionConfig, HeadsConfig, ScoringConfig
 from iis_hf.data import load_scoring_splits
 from iis_hf.model_card import eval_results
 
@@ -115,7 +117,7 @@ def test_several_models_decode_each_image_once_and_match_one_by_one(tiny_models,
     calls = []
     decode = sources.load_image
     monkeypatch.setattr(sources, "load_image", lambda *a, **k: calls.append(1) or decode(*a, **k))
-    together = iis_hf.extract_features_of_models(paths, dataset, batch_size=5, progress=False)
+    together = iis_hf.features.extract_features_of_models(paths, dataset, batch_size=5, progress=False)
     # every row once, plus row 0 read twice more (checked up front, and the widths' first batch)
     assert len(calls) <= len(dataset) + 2, len(calls)
     for mine, theirs in zip(together, alone):
@@ -181,14 +183,15 @@ def test_every_differing_setting_is_named():
         accuracies=[0.9, 0.4],
         sparsity_ratios=[0.0, 0.9],
         settings={
-            "heads": {"epochs": 30, "learning_rate": 0.01},
+            # complete records, as this version writes them: compare refuses one that lacks a setting
+            "heads": HeadsConfig(sparsity_ratios=[0.0, 0.9], epochs=30, learning_rate=0.01).recorded(),
             "concepts": {
                 "kind": "prototype-patches",
                 "num_concepts": 200,
                 "fingerprint": "a",
                 "parts": "patches",
             },
-            "extraction": {"layer": None, "pooling": "default", "precision": "fp32"},
+            "extraction": ExtractionConfig().recorded(),
             "data": {"dataset": "/data/cifar10", "eval_split": "test", "num_eval": 100},
             "seed": 0,
         },
@@ -223,7 +226,7 @@ def test_every_differing_setting_is_named():
         differences = settings_differences({"a": base, "b": other})
         assert len(differences) == 1 and differences[0].startswith(setting + ":"), (setting, differences)
     with pytest.raises(ValueError, match="concepts: number: 200 \\(a\\) vs 50 \\(b\\)"):
-        iis_hf.Leaderboard.from_results({"a": base, "b": cases["concepts: number"]})
+        iis_hf.compare.Leaderboard.from_results({"a": base, "b": cases["concepts: number"]})
 
 
 def test_model_specs_names_and_cards():

@@ -68,7 +68,7 @@ def test_a_second_score_into_a_held_folder_is_refused_before_any_work(
 
 
 def test_the_lock_is_the_one_finetune_takes_and_is_released(tmp_path):
-    from iis_hf.training.output import output_lock
+    from iis_hf.training.run_folder import output_lock
 
     out = tmp_path / "new" / "out"
     with output_folder_lock(out, "--output-dir", "iis-hf score"):

@@ -139,7 +139,7 @@ def test_paper_protocol_is_unchanged_bit_for_bit():
             num_classes=4,
             protocol="paper",
             epochs=6,
-            batch_size=64,
+            head_batch_size=64,
             progress=False,
             sparsity_ratios=[0.0, 0.5, 0.9],
         )

@@ -159,7 +159,11 @@ def test_a_ratio_out_of_range_names_sparsity_ratios(argv, tmp_path, capsys):
         ),
         (["score", "--num-seeds", "0"], "iis-hf score: error: --num-seeds must be an int >= 1, got 0"),
         (["demo", "--num-seeds", "0"], "iis-hf demo: error: --num-seeds must be an int >= 1, got 0"),
-        (["demo", "--num-concepts", "0"], "iis-hf demo: error: --num-concepts must be an int >= 2, got 0"),
+        (
+            ["demo", "--num-concepts", "0"],
+            "iis-hf demo: error: --num-concepts must be an int >= 2, got 0: every head drops int(C * rho) + 1 "
+            "concepts, so with fewer nothing is left to predict from",
+        ),
     ],
     ids=["extraction batch", "head batch", "score seeds", "demo seeds", "demo concepts"],
 )

@@ -362,8 +362,15 @@ def test_explain_errors_are_one_line_exit_2_and_no_file(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.png")]
 
 
-def test_explanation_dataclass_is_exported():
+def test_explanation_names_moved_to_their_module_still_work_from_the_top_level_with_a_warning():
+    """`iis_hf.explain` is their home; the top level kept them for one release (CHANGELOG.md)."""
     import iis_hf
 
-    assert iis_hf.Explanation is Explanation and iis_hf.explain_prediction is explain
-    assert iis_hf.ConceptClassifier is ConceptClassifier
+    assert "Explanation" not in iis_hf.__all__ and "explain_prediction" not in dir(iis_hf)
+    with pytest.warns(FutureWarning, match=r"from iis_hf\.explain import Explanation"):
+        assert iis_hf.Explanation is Explanation
+    with pytest.warns(FutureWarning, match=r"from iis_hf\.explain import explain_prediction"):
+        assert iis_hf.explain_prediction is explain
+    with pytest.warns(FutureWarning, match=r"iis_hf\.explain"):
+        from iis_hf import ConceptClassifier as top_level
+    assert top_level is ConceptClassifier

@@ -10,6 +10,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import iis_hf
+import iis_hf.compare
+from iis_hf.config import ExtractionConfig, HeadsConfig
 from iis_hf.plotting import (
     _wrap,
     describe_settings,
@@ -145,7 +147,9 @@ def result(
         protocol=protocol,
         uncertainty=uncertainty,
         settings={
-            "heads": {"epochs": 30},
+            # a complete record, as iis-hf writes it (compare refuses one that lacks a setting)
+            "heads": HeadsConfig(sparsity_ratios=[0.0, 0.5, 0.9], epochs=30, protocol=protocol).recorded(),
+            "extraction": ExtractionConfig().recorded(),
             "concepts": {"kind": name_kind, "num_concepts": 200},
             "data": {
                 "dataset": "/data/a-dataset-with-a-long-name/validation-images",
@@ -234,7 +238,7 @@ def test_compare_gives_each_model_the_same_colour_in_both_figures(tmp_path, figu
     }
     for name, r in results.items():
         r.iis = {"a": 0.4, "b": 0.9, "c": 0.7}[name]
-    board = iis_hf.Leaderboard.from_results(results)
+    board = iis_hf.compare.Leaderboard.from_results(results)
     board.save(tmp_path / "board")
     scatter, curves = figures[-2:]
     assert drawn_colors(scatter) == drawn_colors(curves) and set(drawn_colors(scatter)) == set(results)

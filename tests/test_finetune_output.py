@@ -13,7 +13,7 @@ import pytest
 from conftest import cpu_subprocess_env, make_image_dataset
 
 from iis_hf import cli
-from iis_hf.training import finetune, output
+from iis_hf.training import finetune, run_folder
 
 SCRIPT = Path(__file__).parent / "scripts" / "finetune_killed.py"
 FAST = [
@@ -105,22 +105,22 @@ def test_what_counts_as_an_earlier_runs_output(tmp_path):
     (run / "checkpoint-3").mkdir(parents=True)
     for name in ("README.md", "config.json", "model.safetensors", "trainer_state.json", "iis.json"):
         (run / name).write_text("{}")
-    assert output.foreign_entries(run) == []
+    assert run_folder.foreign_entries(run) == []
     (run / "notes.txt").write_text("mine")
-    assert output.foreign_entries(run) == ["notes.txt"]
+    assert run_folder.foreign_entries(run) == ["notes.txt"]
     lookalike = tmp_path / "lookalike"  # only names a run writes, but no run wrote it
     lookalike.mkdir()
     (lookalike / "README.md").write_text("# mine")
-    assert output.foreign_entries(lookalike) == ["README.md"]
-    assert output.foreign_entries(tmp_path / "missing") == []
+    assert run_folder.foreign_entries(lookalike) == ["README.md"]
+    assert run_folder.foreign_entries(tmp_path / "missing") == []
     (tmp_path / "empty").mkdir()
-    assert output.foreign_entries(tmp_path / "empty") == []
+    assert run_folder.foreign_entries(tmp_path / "empty") == []
 
 
 def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, capsys):
     folder = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom iis_hf.training.output import output_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom iis_hf.training.run_folder import output_lock\n"
          "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n", str(folder)],
         stdout=subprocess.PIPE, text=True, env=cpu_subprocess_env(),
     )  # fmt: skip
@@ -129,13 +129,13 @@ def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, capsys):
         assert cli.main(["finetune", *NOTHING_LOADABLE, "--output_dir", str(folder), "--do_train"]) == 2
         err = one_line_error(capsys)
         assert (
-            f"--output_dir {folder} is being written by another run (held by iis-hf finetune (pid {holder.pid}"
+            f"--output_dir '{folder}' is being written by another run (held by iis-hf finetune (pid {holder.pid} "
             in err
         )
     finally:
         holder.kill()
         holder.wait()
-    with output.output_lock(folder):  # the kernel released the dead holder's lock
+    with run_folder.output_lock(folder):  # the kernel released the dead holder's lock
         pass
     assert not (tmp_path / ".out.lock").exists()
 
@@ -160,7 +160,7 @@ def test_an_interrupted_run_says_which_checkpoints_are_left(
         f"iis-hf finetune: interrupted; the final model was not written; {folder} holds checkpoint-3, "
         "checkpoint-6: rerun the same command to resume from checkpoint-6\n"
     )
-    assert output.interrupted_outcome(tmp_path / "none") == (
+    assert run_folder.interrupted_outcome(tmp_path / "none") == (
         f"no checkpoint was completed; the final model was not written to {tmp_path / 'none'}"
     )
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from iis_hf import InterpretationHead, InterpretationHeads
-from iis_hf.heads import fit_heads, sparsify
+from iis_hf.heads import InterpretationHead, InterpretationHeads, fit_heads, sparsify
 
 
 def reference_head(x, concepts, gamma, beta, weight, bias, ratio, eps=1e-5):

@@ -8,9 +8,10 @@ import warnings
 import pytest
 import torch
 
-from iis_hf import ConceptBank, InterpretationHead, InterpretationHeads, compute_iis
+from iis_hf import ConceptBank, InterpretationHead, compute_iis
 from iis_hf.cli import main
 from iis_hf.concepts.learned import LearnedConcepts
+from iis_hf.heads import InterpretationHeads
 
 
 def library(num=12, dim=6, seed=0):
@@ -84,7 +85,7 @@ def test_compute_iis_trains_learned_concepts_with_the_heads():
             learned,
             sparsity_ratios=[0.0, 0.5],
             epochs=15,
-            batch_size=64,
+            head_batch_size=64,
             progress=False,
             return_heads=True,
         )

@@ -51,7 +51,7 @@ def setting(tmp_path_factory, tiny_models):
 
 def config(bank: str) -> ScoringConfig:
     return ScoringConfig(
-        concepts=ConceptsConfig(bank=bank),
+        concepts=ConceptsConfig(concept_bank=bank),
         heads=HeadsConfig(sparsity_ratios=RATIOS, epochs=EPOCHS),
         progress=False,
     )

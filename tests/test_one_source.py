@@ -24,11 +24,9 @@ from iis_hf.config import (
     ExtractionConfig,
     HeadsConfig,
     ScoringConfig,
-    _check_int,
     config_fields,
     setting,
     setting_flag,
-    setting_name,
 )
 
 DUMMY_HELP = "a dummy head setting added by tests/test_one_source.py"
@@ -39,11 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 class HeadsConfigWithDummy(HeadsConfig):
     """`HeadsConfig` plus one setting, declared the one way a setting is declared."""
 
-    dummy_patience: int = setting(3, help=DUMMY_HELP)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_int("HeadsConfig", "dummy_patience", self.dummy_patience, 1)
+    dummy_patience: int = setting(3, minimum=1, help=DUMMY_HELP)  # checked by the one validator
 
 
 @pytest.fixture
@@ -98,7 +92,7 @@ def test_a_new_head_setting_is_a_flag_a_trainer_argument_and_a_metric_keyword(du
     assert code == 2 and err == ["iis-hf score: error: --dummy-patience must be an int >= 1, got 0"]
 
     metric = fresh_metric_module()
-    assert metric.HEADS_KEYWORDS["dummy_patience"] == "dummy_patience"
+    assert "dummy_patience" in metric.HEADS_KEYWORDS
     assert "dummy_patience" in inspect.signature(metric.Iis._compute).parameters
     assert DUMMY_HELP in " ".join(metric._KWARGS_DESCRIPTION.split())
     metric.check_heads_keywords({"dummy_patience": 2})  # accepted, and passed on to HeadsConfig
@@ -116,13 +110,8 @@ def fresh_metric_module():
 
 def test_the_metric_takes_every_head_setting_by_its_one_name_and_refuses_others():
     metric = fresh_metric_module()
-    assert set(metric.HEADS_KEYWORDS.values()) == {
-        setting_name(HeadsConfig, f.name) for f in config_fields(HeadsConfig)
-    }
-    assert (
-        metric.HEADS_KEYWORDS["batch_size"] == "head_batch_size"
-        and metric.HEADS_KEYWORDS["num_seeds"] == "num_seeds"
-    )
+    assert tuple(f.name for f in config_fields(HeadsConfig)) == metric.HEADS_KEYWORDS
+    assert "head_batch_size" in metric.HEADS_KEYWORDS and "num_seeds" in metric.HEADS_KEYWORDS
     for f in config_fields(HeadsConfig):
         if f.name != "sparsity_ratios":
             assert f.metadata["help"] in " ".join(metric._KWARGS_DESCRIPTION.split())
@@ -139,13 +128,23 @@ def test_cli_trainer_and_metric_name_each_setting_alike():
     flags = {o for a in score._actions for o in a.option_strings}
     trainer = {f.name for f in dataclasses.fields(IISTrainingArguments)}
     for f in config_fields(HeadsConfig):
-        assert setting_flag(HeadsConfig, f.name) in flags
-        assert "iis_eval_" + setting_name(HeadsConfig, f.name) in trainer
-    for name in ("kind", "num_concepts", "images_per_class", "bank"):
-        assert setting_flag(ConceptsConfig, name) in flags
-        assert "iis_" + setting_name(ConceptsConfig, name) in trainer
+        assert setting_flag(f) == "--" + f.name.replace("_", "-") and setting_flag(f) in flags
+        assert "iis_eval_" + f.name in trainer
+    concepts = {f.name: f for f in config_fields(ConceptsConfig)}
+    for name in ("concept_kind", "num_concepts", "images_per_class", "concept_bank"):
+        assert setting_flag(concepts[name]) in flags
+        assert "iis_" + name in trainer
     for config in (ExtractionConfig, ConceptsConfig, ScoringConfig):
-        assert all(setting_flag(config, f.name) in flags for f in config_fields(config))
+        assert all(setting_flag(f) in flags for f in config_fields(config))
+
+
+def test_every_setting_has_one_name_across_the_configs_and_its_flag_follows_one_rule():
+    """No two configs share a field name (so a field names one flag), and every flag is the field's name
+    with dashes, ``--no-<name>`` for a switch that is on by default."""
+    names = [f.name for config in (ExtractionConfig, ConceptsConfig, HeadsConfig, ScoringConfig) for f in config_fields(config)]  # fmt: skip
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    flags = {f.name: setting_flag(f) for f in config_fields(ScoringConfig)}
+    assert flags["progress"] == "--no-progress" and flags["seed"] == "--seed"
 
 
 def test_comparable_is_field_metadata_used_by_the_config_and_compare():
@@ -159,7 +158,7 @@ def test_comparable_is_field_metadata_used_by_the_config_and_compare():
     )
     recorded = ScoringConfig().recorded()
     assert "num_seeds" in recorded["heads"] and "num_seeds" not in HeadsConfig.shared_fields()
-    assert "precision" not in recorded["heads"] and "batch_size" not in recorded["extraction"]
+    assert "head_precision" not in recorded["heads"] and "batch_size" not in recorded["extraction"]
     assert "holdout_fraction" not in recorded["heads"]  # recorded only when it applies
     assert "holdout_fraction" in HeadsConfig(model_selection="holdout").recorded()
     assert "probe_min_steps" not in HeadsConfig(protocol="paper").recorded()

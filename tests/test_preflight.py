@@ -21,7 +21,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -383,7 +382,7 @@ SCORE_CASES = {
     "data: --dataset empty": (lambda c: ["--model", c.model, "--dataset", ""], r"--dataset is empty", True),
     "concepts: --num-concepts 1": (
         lambda c: ["--model", c.model, "--dataset", c.data, "--num-concepts", "1"],
-        r"--num-concepts must be an int >= 2, got 1: every head drops at least one concept",
+        r"--num-concepts must be an int >= 2, got 1: every head drops int\(C \* rho\) \+ 1 concepts",
         True,
     ),
 }  # fmt: skip
@@ -492,7 +491,7 @@ def test_explain_refuses_bad_input_in_one_line_and_harms_no_file(case, ctx, worl
 DEMO_CASES = {
     "--num-concepts 0": (["--num-concepts", "0"], r"--num-concepts must be an int >= 2, got 0"),
     "--num-concepts 1": (["--num-concepts", "1"], r"--num-concepts must be an int >= 2, got 1"),
-    "--epochs 0": (["--epochs", "0"], r"--epochs must be an int >= 1, got 0"),
+    "--epochs 0": (["--epochs", "0"], r"--epochs must be an int >= 1 \(or None\), got 0"),
     "--train-epochs nan": (["--train-epochs", "nan"], r"--train-epochs must be a finite number > 0, got nan"),
     "--train-epochs inf": (["--train-epochs", "inf"], r"--train-epochs must be a finite number > 0, got inf"),
     "--train-epochs 0": (["--train-epochs", "0"], r"--train-epochs must be a finite number > 0, got 0"),
@@ -722,55 +721,98 @@ def test_a_library_file_of_mode_0600_gets_the_umask_mode(tmp_path):
     assert (tmp_path / "out" / "sub" / "t.safetensors").stat().st_mode & 0o777 == FILE_MODE
 
 
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+WRITER = """import sys
+from iis_hf.files import atomic_directory
+with atomic_directory(sys.argv[1]) as folder:
+    (folder / "iis.json").write_text(sys.argv[2])
+    print(folder.name, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def start_writer(out: Path, text: str) -> tuple[subprocess.Popen, str]:
+    """A process inside `atomic_directory(out)`, its file written, waiting for a line to put it in place."""
+    from conftest import cpu_subprocess_env
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(out), text],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cpu_subprocess_env(),
+    )  # fmt: skip
+    return process, process.stdout.readline().strip()
 
 
 def test_stale_temporary_folders_are_removed_but_a_live_writers_is_kept(tmp_path):
-    from iis_hf.files import _host_tag, atomic_directory
+    """A writer killed inside `atomic_directory` leaves its temporary folder (and its lock file); the next
+    writer of the folder removes them, its lock having died with its process. A live writer's folder is
+    never touched: the next writer waits for the lock, then replaces the folder whole."""
+    import threading
 
-    host = _host_tag().split("-")[0]
-    hours_ago = time.time() - 7200
+    from iis_hf.files import atomic_directory
+
+    out = tmp_path / "out"
     names = {
-        f".out.{host}-{dead_pid()}.abcd1234.tmp": "removed",  # killed, on this machine
-        f".out.{host}-{os.getpid()}.abcd1235.tmp": "kept",  # a live writer on this machine (this one)
-        ".out.0123abcd-42.abcd1236.tmp": "kept",  # another machine, recent: it may still be writing
-        ".out.0123abcd-43.abcd1237.tmp": "removed old",  # another machine, two hours old
-        ".out.abcd1238.tmp": "removed old",  # the previous release's name, two hours old
-        ".out.abcd1239.tmp": "kept",  # the previous release's name, recent
-        ".outer.0123abcd-44.abcd1240.tmp": "kept old",  # another output's temporary folder
-        ".out.v2.0123abcd-45.abcd1241.tmp": "kept old",  # the folder `out.v2`'s, not ours
+        ".out.0123abcd-43.abcd1237.tmp": "removed",  # the previous release's name (<host>-<pid>)
+        ".outer.abcd1240.tmp": "kept",  # another output's temporary folder
+        ".out.v2.abcd1241.tmp": "kept",  # the folder `out.v2`'s, not ours
     }
-    for name, fate in names.items():
+    for name in names:
         (tmp_path / name).mkdir()
-        (tmp_path / name / "iis.json").write_text("{}")
-        if fate.endswith("old"):
-            os.utime(tmp_path / name, (hours_ago, hours_ago))
-    with atomic_directory(tmp_path / "out") as folder:
-        (folder / "iis.json").write_text("{}")
-    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "out")
-    assert left == sorted(name for name, fate in names.items() if fate.startswith("kept"))
+    killed, killed_folder = start_writer(out, "killed")
+    killed.kill()
+    killed.wait()
+    assert (tmp_path / killed_folder).is_dir() and (tmp_path / ".out.lock").is_file()  # what SIGKILL leaves
+    live, live_folder = start_writer(out, "live")  # not blocked by the dead writer's lock
+    try:
+        kept = sorted(name for name, fate in names.items() if fate == "kept")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, live_folder, ".out.lock"])
+        second = threading.Thread(target=lambda: write_folder(atomic_directory, out, "second"))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and (tmp_path / live_folder).is_dir() and not out.exists()  # waits its turn
+        live.stdin.write("\n")
+        live.stdin.flush()
+        assert live.wait(timeout=60) == 0
+        second.join(timeout=60)
+    finally:
+        live.kill()
+    assert not second.is_alive() and (out / "iis.json").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", *kept])  # no temporary, no lock
+
+
+def write_folder(atomic_directory, out: Path, text: str) -> None:
+    with atomic_directory(out) as folder:
+        (folder / "iis.json").write_text(text)
 
 
 def test_without_an_atomic_exchange_a_replacement_is_two_renames_and_recovers(tmp_path, monkeypatch):
     import iis_hf.files as files
-    from iis_hf.files import _host_tag, atomic_directory, remove_stale_folders
+    from iis_hf.files import atomic_directory, remove_stale_folders
 
     monkeypatch.setattr(files, "_exchange", lambda a, b: False)  # not Linux, or a file system without it
     out = tmp_path / "out"
     out.mkdir()
     (out / "iis.json").write_text("old")
-    with atomic_directory(out) as folder:
-        (folder / "iis.json").write_text("new")
+    write_folder(atomic_directory, out, "new")
     assert (out / "iis.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    # killed between the two renames: the old folder waits beside, and the next writer puts it back
-    host = _host_tag().split("-")[0]
-    saved = tmp_path / f".out.{host}-{dead_pid()}.abcd1234.old.tmp"
-    out.rename(saved)
+    # killed between the two renames: the folder in place waits beside, the next one in its temporary
+    # folder; the next writer puts the first back, whole, and removes the second
+    out.rename(tmp_path / ".out.abcd1234.old.tmp")
+    (tmp_path / ".out.abcd1234.tmp").mkdir()
+    (tmp_path / ".out.abcd1234.tmp" / "iis.json").write_text("newer")
     remove_stale_folders(out)
-    assert (out / "iis.json").read_text() == "new" and not saved.exists()
+    assert (out / "iis.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # interrupted between them (Ctrl-C): the old folder is put back at once
+    rename = os.rename
+
+    def interrupted(source, target):
+        if Path(source).suffixes[-2:] != [".old", ".tmp"] and Path(target) == out:
+            raise KeyboardInterrupt
+        rename(source, target)
+
+    monkeypatch.setattr(files.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(atomic_directory, out, "newer")
+    assert (out / "iis.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_an_existing_output_is_replaced_whole_not_merged(ctx, world, capsys):
@@ -806,9 +848,11 @@ def test_every_entry_point_gives_the_same_pixels(tmp_path, world):
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
 
-    from iis_hf import ConceptClassifier, extract_features, load_image
+    from iis_hf import extract_features
     from iis_hf.concepts.prototypes import prototype_fields
     from iis_hf.demo import image_classification_collator
+    from iis_hf.explain import ConceptClassifier
+    from iis_hf.images import load_image
     from iis_hf.training.transforms import ImageClassificationTransform
 
     model = IISModelForImageClassification.from_pretrained(world["iis_model"])

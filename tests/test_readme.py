@@ -56,7 +56,7 @@ pytestmark = pytest.mark.skipif(
 # Pages of docs/ whose blocks are not run, and why.
 UNTESTED = {
     "docs/RESULTS.md": "the experiments' report: its commands take 2 to 57 min and rewrite the report itself "
-    "(tests/test_findings.py and tests/test_finetune_paper.py run them at tiny sizes)",
+    "(tests/research/test_findings.py and tests/research/test_finetune_paper.py run them at tiny sizes)",
 }
 DOCUMENTS = (
     "README.md",
@@ -104,9 +104,11 @@ SKIPPED = {
     r"^(accelerate launch|torchrun --nnodes)": "needs several GPUs or machines",
     r"^python -m pytest -q tests\b": "the whole test suite (about 10 min; it runs this file only with IIS_HF_TEST_README=1)",
     r"^bash \.ci/run\b": "builds a fresh virtual environment (network, about 20 min)",
-    r"(reproduce_findings|finetune_paper|findings_real_backbones)\.py": "2 to 57 min (tests/test_findings.py, "
-    "tests/test_finetune_paper.py and tests/test_findings_real.py run them at tiny sizes)",
-    r"convert_efficientnet_lite\.py": "writes a model folder (tests/test_efficientnet_lite.py runs the converter)",
+    r"(reproduce_findings|finetune_paper|findings_real_backbones)\.py": "2 to 57 min (tests/research/test_findings.py, "
+    "tests/research/test_finetune_paper.py and tests/research/test_findings_real.py run them at tiny sizes)",
+    r"convert_efficientnet_lite\.py": "writes a model folder (tests/research/test_efficientnet_lite.py runs the converter)",
+    r"(finding2_real_backbone|head_budget_check)\.py": "an hour or more of ImageNet fine-tuning or scoring "
+    "(tests/research/test_finding2_real.py runs it at tiny size)",
 }
 SKIPPED_BLOCKS = {  # whole blocks, by id
     "metrics/iis/README#how-to-publish-as-a-space-so-evaluateloaduseriis-works-online:0": (

@@ -26,7 +26,7 @@ from hub_server import fake_hub_fixture  # noqa: F401  (fake_hub_fixture provide
 from safetensors.torch import load_file
 
 from iis_hf import ConceptBank, IISModelForImageClassification
-from iis_hf.files import refuse_pickles, resolve_inside
+from iis_hf.reading import refuse_pickles, resolve_inside
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "scripts"
@@ -241,7 +241,7 @@ def test_a_run_killed_while_replacing_an_existing_output_leaves_the_old_or_the_n
         assert said in err.splitlines()[-1], err[-2000:]
     else:
         assert process.returncode == -signal.SIGKILL
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.name != ".out.lock"]
     # A rerun (same machine, the killed process gone) removes what the killed run left beside the folder.
     rerun = run_score(args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -333,8 +333,8 @@ def test_compute_iis_is_bitwise_reproducible_with_a_seed():
 
     def run(seed):
         result = compute_iis(
-            features[:90], labels[:90], features[90:], labels[90:], bank, epochs=4, batch_size=32,
-            seed=seed, progress=False, return_heads=True, probe_min_steps=50, precision="fp32",
+            features[:90], labels[:90], features[90:], labels[90:], bank, epochs=4, head_batch_size=32,
+            seed=seed, progress=False, return_heads=True, probe_min_steps=50, head_precision="fp32",
         )  # fmt: skip
         return result, {k: v.clone() for k, v in result.heads.state_dict().items()}
 
@@ -502,29 +502,14 @@ def test_hub_downloads_never_fetch_a_pickle(hub):
     assert not [p for p in Path(hub.cache_dir).rglob("*") if p.suffix in (".bin", ".pt")]
 
 
-# The one module allowed to import pickle, and why: the experiments read the pinned animal-shape-mnist
+# The modules allowed to import pickle, and why: the experiments read the pinned animal-shape-mnist
 # package's own data files (gzip'd pickles, from its installation folder, never a user's or the Hub's
-# file) through an unpickler that accepts numpy arrays only (test below).
-PICKLE_READERS = {"iis_hf/experiments/data.py"}
-
-
-def test_the_experiments_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
-    import gzip
-    import pickle
-
-    import numpy as np
-
-    from iis_hf.experiments.data import _read_package_pickle
-
-    arrays = tmp_path / "arrays.gz"
-    with gzip.open(arrays, "wb") as stream:
-        pickle.dump(np.arange(6, dtype=np.uint8).reshape(2, 3), stream)
-    assert _read_package_pickle(arrays).tolist() == [[0, 1, 2], [3, 4, 5]]
-    hostile = tmp_path / "hostile.gz"
-    with gzip.open(hostile, "wb") as stream:
-        pickle.dump(Exploit(), stream)
-    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle"):
-        _read_package_pickle(hostile)
+# file) through an unpickler that accepts numpy arrays only (tests/research/test_package_pickle.py);
+# the comparison with the published code WRITES the concept pickle their loader reads (it never loads one).
+PICKLE_READERS = {
+    "examples/research_projects/iis_paper/iis_paper/data.py",
+    "examples/research_projects/iis_paper/compare_with_published.py",
+}
 
 
 class Exploit:
@@ -535,7 +520,10 @@ class Exploit:
 
 
 def _source_files():
-    return sorted([*(REPO / "iis_hf").rglob("*.py"), *(REPO / "metrics" / "iis").rglob("*.py")])
+    research = REPO / "examples" / "research_projects"
+    return sorted(
+        [*(REPO / "iis_hf").rglob("*.py"), *(REPO / "metrics" / "iis").rglob("*.py"), *research.rglob("*.py")]
+    )
 
 
 def _is_literal(node, value) -> bool:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from iis_hf import DEFAULT_SPARSITY_RATIOS, IISResult, compute_iis, inherent_interpretability_score
+from iis_hf import IISResult, compute_iis, inherent_interpretability_score
+from iis_hf.config import DEFAULT_SPARSITY_RATIOS
 from iis_hf.score import warn_if_probe_is_weak
 
 

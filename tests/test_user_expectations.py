@@ -165,7 +165,7 @@ def test_a_one_concept_bank_is_refused_at_scoring_with_the_keywords_to_change():
         assert keyword in message, message
 
 
-def test_a_text_bank_left_with_one_word_is_refused_on_the_command_line_in_flags(
+def test_a_text_bank_left_with_one_word_is_refused_on_the_command_line_naming_the_settings(
     tiny_models, saved_dataset, tmp_path, capsys
 ):
     from test_text_concepts import save_tiny_clip
@@ -183,9 +183,10 @@ def test_a_text_bank_left_with_one_word_is_refused_on_the_command_line_in_flags(
     lines = error_lines(err, "score")
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "keeps 1 of 1 words ('red')" in lines[0]
-    for flag in ("--clip-cutoff", "--interpretability-cutoff", "--concept-file"):
-        assert flag in lines[0], lines[0]
-    assert "clip_cutoff=" not in lines[0] and "drop every concept" not in err  # refused before the heads
+    # each setting by its one name, whose flag is that name with dashes (--clip-cutoff, ...)
+    for name in ("clip_cutoff", "interpretability_cutoff", "concept_file"):
+        assert name in lines[0], lines[0]
+    assert "drop every concept" not in err  # refused before the heads
     assert not out_dir.exists()
 
 
@@ -220,46 +221,33 @@ def test_a_launch_size_the_process_did_not_see_is_said_and_a_real_one_is_not():
     assert finetune.warn_if_launched_alone(alone, {"ACCELERATE_USE_CPU": "True"}) is None  # one asked for
 
 
-# ---------------------------------------------------------------------------- 9. keywords in Python, flags on the command line
-def test_keywords_become_the_flags_of_the_command_that_printed_them():
-    text = "lower clip_cutoff= or interpretability_cutoff=, or supply more words (concept_file=)"
-    assert cli.in_flags(text, "score") == (
-        "lower --clip-cutoff or --interpretability-cutoff, or supply more words (--concept-file)"
-    )
-    assert cli.in_flags("Train longer (epochs=).", "demo") == "Train longer (--epochs)."
-    assert cli.in_flags("Train longer (epochs=).", "finetune") == "Train longer (--iis_eval_epochs)."
-    assert cli.in_flags("pass label_column=", "finetune") == "pass --label_column_name"
-    assert cli.in_flags("set iis_num_concepts= instead", "finetune") == "set --iis_num_concepts instead"
-    # every head setting has its iis_eval_* argument, generated from the same field
-    assert cli.in_flags("raise the learning rate (learning_rate=)", "finetune") == (
-        "raise the learning rate (--iis_eval_learning_rate)"
-    )
-    # a value after "=" is a Python expression, not a setting's name; unknown keywords stay
-    for kept in ("ConceptBank(kind='text', num_concepts=1, dim=8)", "tune the warmup (warmup_epochs=)"):
-        assert cli.in_flags(kept, "finetune") == kept
-    assert cli.in_flags("(learning_rate=)", "score") == "(--learning-rate)"
-    assert cli.in_flags("pass --epochs=3 or x.epochs=", "score") == "pass --epochs=3 or x.epochs="
+# ---------------------------------------------------------------------------- 9. one name in Python, its flag on the command line
+def test_a_settings_error_is_one_line_naming_its_flag_by_the_one_rule(tmp_path, capsys):
+    """The config's error names its field; the command line names the flag spelled from it (no
+    rewriting of the message's text): ``--head-batch-size``, ``--learning-rate``."""
+    for flag, value, line in (
+        ("--head-batch-size", "0", "--head-batch-size must be an int >= 1, got 0"),
+        ("--learning-rate", "-1", "--learning-rate must be a finite number > 0, got -1.0"),
+    ):
+        code = cli.main(
+            ["score", "--model", "m", "--dataset", "d", "--output-dir", str(tmp_path / "o"), flag, value]
+        )
+        assert code == 2 and error_lines(capsys.readouterr().err, "score") == [f"iis-hf score: error: {line}"]
 
 
 def weak_probe_result() -> IISResult:
     return IISResult(iis=0.6, standard_accuracy=0.5, accuracies=[0.75, 0.5], sparsity_ratios=[0.0, 0.5])
 
 
-def test_warnings_name_keywords_in_python_and_flags_under_the_command_line():
+def test_warnings_name_settings_by_their_one_name_and_the_command_line_leaves_them_as_they_are():
     with pytest.warns(WeakProbeWarning) as python:
         warn_if_probe_is_weak(weak_probe_result())
     assert "(probe_min_steps=)" in str(python[0].message) and "(learning_rate=)" in str(python[0].message)
     shown = warnings.showwarning
-    with pytest.warns(WeakProbeWarning) as command_line, cli.warnings_in_flags("score"):
-        warn_if_probe_is_weak(weak_probe_result())
-    text = str(command_line[0].message)
-    assert "(--probe-min-steps)" in text and "(--learning-rate)" in text and "probe_min_steps=" not in text, (
-        text
-    )
-    assert warnings.showwarning is shown  # restored, not left replaced
-    with pytest.warns(WeakProbeWarning) as finetuning, cli.warnings_in_flags("finetune"):
-        warn_if_probe_is_weak(weak_probe_result())
-    assert "(--iis_eval_probe_min_steps)" in str(finetuning[0].message)
+    with pytest.raises(SystemExit):
+        cli.main(["score", "--help"])
+    assert warnings.showwarning is shown  # the command line never replaces how warnings are shown
+    assert not hasattr(cli, "in_flags") and not hasattr(cli, "warnings_in_flags")
 
 
 def test_the_classifier_config_gives_no_probe_advice():

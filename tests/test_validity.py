@@ -141,6 +141,6 @@ def test_lr_decay_above_one_is_refused():
     from iis_hf import HeadsConfig
     from iis_hf.errors import IISError
 
-    with pytest.raises(IISError, match=r"lr_decay must be in \(0, 1\]"):
+    with pytest.raises(IISError, match=r"lr_decay must be a number in \(0, 1\], got 1.5: a factor per epoch"):
         HeadsConfig(lr_decay=1.5)
     assert HeadsConfig(lr_decay=1.0).lr_decay == 1.0

@@ -18,12 +18,12 @@ from ..errors import IISError, first_line
 from ..progress import verbosity
 from ..version import __version__
 from . import app, compare, demo, explain, finetune, install_metric, score
-from ._arguments import add_verbosity_arguments, flag_error, in_flags, warnings_in_flags
+from ._arguments import add_verbosity_arguments, setting_error_line
 
 EXIT_BAD_INPUT = 2
 COMMANDS = (score, compare, explain, install_metric, demo, finetune, app)
 
-__all__ = ["EXIT_BAD_INPUT", "build_parser", "error_message", "in_flags", "main", "warnings_in_flags"]
+__all__ = ["EXIT_BAD_INPUT", "build_parser", "error_message", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, sys.argv[1:] if argv is None else list(argv))
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     written_before = len(committed_outputs())
     try:
         level = getattr(args, "verbosity", None) or args.global_verbosity or "normal"
-        with verbosity(level), warnings_in_flags(args.command):
+        with verbosity(level):
             return args.func(args) or 0
     except KeyboardInterrupt as interrupt:
         written = committed_outputs()[written_before:]
@@ -60,13 +60,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iis-hf {args.command}: interrupted; {outcome}", file=sys.stderr)
         return 130
     except Exception as err:  # the error boundary: every expected failure is one line and exit code 2
-        message = error_message(flag_error(err, args.command) if isinstance(err, IISError) else err)
+        message = setting_error_line(err) if isinstance(err, IISError) else error_message(err)
         if message is None:
             raise
         if args.debug:
             traceback.print_exc()
-        print(f"iis-hf {args.command}: error: {in_flags(message, args.command)}", file=sys.stderr)
+        print(f"iis-hf {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed; for a pass-through command (`finetune`, `app`: `passes_through`), the arguments
+    after its name are left untouched in `passed_args`, for the parser that owns them.
+
+    Why: those commands' options belong to another parser (transformers' HfArgumentParser, the app's),
+    so argparse parses only up to the command name and hands over the rest of `argv`, as `git` hands
+    an alias's arguments on; every other command is parsed strictly (an unknown flag is exit 2)."""
+    args, unknown = parser.parse_known_args(argv)
+    if not getattr(args, "passes_through", False):
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return args
+    at = argv.index(args.command)  # the first positional of `iis-hf` is the command's name
+    args = parser.parse_args(argv[: at + 1])  # options before the name are iis-hf's own, checked strictly
+    args.passed_args = argv[at + 1 :]
+    return args
 
 
 def committed_outputs() -> list:
@@ -91,7 +109,7 @@ def error_message(err: BaseException) -> str | None:
     if isinstance(err, OSError):
         if err.errno is None and err.filename is None:
             return None  # no file and no system error to name: not the user's to fix
-        from ..files import describe_os_error
+        from ..reading import describe_os_error
 
         return describe_os_error(err)
     if not isinstance(err, expected_errors()):

@@ -1,38 +1,47 @@
 """The flags every command shares, and the scoring flags generated from the config dataclasses.
 
 `add_config_arguments` reads each field of `ExtractionConfig`, `ConceptsConfig`, `HeadsConfig` and
-`ScoringConfig` (its type, default and `setting` metadata: help, choices, flag spelling) and adds
-its flag, the way `HfArgumentParser` builds transformers' example flags: a new setting is one field.
-`config_from_flags` maps the parsed flags back onto the dataclasses, and `flag_error` names a bad
-value by the flag the user typed.
+`ScoringConfig` (its type, default and `setting` metadata: help, choices) and adds its flag, spelled
+from the field's name by one rule (`iis_hf.config.setting_flag`), the way `HfArgumentParser` builds
+transformers' example flags: a new setting is one field. `config_from_flags` maps the parsed flags
+back onto the dataclasses (each flag's dest is its field), and `setting_error_line` names a bad value
+by its flag, by the same rule.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import re
 import types
 import typing
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import MISSING, Field
 from typing import Any
 
 from ..config import (
     ConceptsConfig,
+    DataConfig,
     ExtractionConfig,
     HeadsConfig,
     ScoringConfig,
     config_fields,
     field_type,
     setting_flag,
-    setting_name,
 )
-from ..errors import IISError
+from ..errors import IISError, first_line
 from ..progress import bars_enabled
 
-SCORING_CONFIGS: tuple[type, ...] = (ExtractionConfig, ConceptsConfig, HeadsConfig, ScoringConfig)
+SCORING_CONFIGS: tuple[type, ...] = (ExtractionConfig, ConceptsConfig, HeadsConfig, ScoringConfig, DataConfig)
+# The flags of `iis-hf score` that are no config's field: what to score, where to write, how loud.
+COMMAND_ONLY_FLAGS = (
+    "model",
+    "models",
+    "dataset",
+    "output_dir",
+    "overwrite",
+    "verbosity",
+    "allow_chance",
+    "help",
+)
 
 
 class UsageError(IISError):
@@ -60,12 +69,14 @@ def flag_options(config: type, f: Field) -> dict[str, Any]:
     """`add_argument` keywords for one field: type, nargs, choices and default from its annotation."""
     annotation = field_type(config, f.name)
     default = f.default_factory() if f.default_factory is not MISSING else f.default
-    options: dict[str, Any] = {"help": f.metadata["help"], "dest": setting_name(config, f.name)}
+    options: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name}
     if annotation is bool:
         return {**options, "action": "store_false" if default else "store_true"}
     scalar, is_list = _scalar_type(annotation)
     if is_list:
-        default = list(default) if isinstance(default, (list, tuple)) else [default]
+        default = (
+            list(default) if isinstance(default, (list, tuple)) else default if default is None else [default]
+        )
         options["nargs"] = "+"
     if f.metadata.get("choices"):
         options["choices"] = f.metadata["choices"]
@@ -94,7 +105,7 @@ def add_config_arguments(
     """One flag per field of `config` (or of the fields named in `only`)."""
     for f in config_fields(config):
         if only is None or f.name in only:
-            parser.add_argument(setting_flag(config, f.name), **flag_options(config, f))
+            parser.add_argument(setting_flag(f), **flag_options(config, f))
 
 
 def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,111 +128,41 @@ def config_from_flags(config: type, args: argparse.Namespace, **given: Any) -> A
     no flag on this command keeps its default)."""
     values = {}
     for f in config_fields(config):
-        dest = setting_name(config, f.name)
-        if f.name not in given and hasattr(args, dest):
-            values[f.name] = getattr(args, dest)
+        if f.name not in given and hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
     return config(**values, **given)
 
 
 def scoring_config(args: argparse.Namespace, **parts: Any) -> ScoringConfig:
-    """The command line's flags as a `ScoringConfig` (every value checked here, before any work);
-    `parts` (e.g. ``extraction=ExtractionConfig(...)``) replace what the command has no flags for."""
-    try:
-        for name, config in (
-            ("extraction", ExtractionConfig),
-            ("concepts", ConceptsConfig),
-            ("heads", HeadsConfig),
-        ):
-            if name not in parts:
-                parts[name] = config_from_flags(config, args)
-        return config_from_flags(
-            ScoringConfig, args, progress=getattr(args, "progress", True) and bars_enabled(), **parts
-        )
-    except IISError as err:
-        raise flag_error(err, args.command) from err
+    """The command line's flags as a `ScoringConfig` (every value checked here, before any work: a bad
+    one is an IISError naming its field, which `iis_hf.cli.main` reports by its flag); `parts` (e.g.
+    ``extraction=ExtractionConfig(...)``) replace what the command has no flags for."""
+    for name, config in (
+        ("extraction", ExtractionConfig),
+        ("concepts", ConceptsConfig),
+        ("heads", HeadsConfig),
+    ):
+        if name not in parts:
+            parts[name] = config_from_flags(config, args)
+    if hasattr(args, "train_split"):  # the data flags too, before any work (`DataConfig`)
+        config_from_flags(DataConfig, args)
+    return config_from_flags(
+        ScoringConfig, args, progress=getattr(args, "progress", True) and bars_enabled(), **parts
+    )
 
 
-# ---------------------------------------------------------------------------- errors in the user's spelling
-def command_flags(command: str) -> set[str]:
-    """Every option string of `command` (``--epochs``, ``--output-dir``, ...)."""
-    from . import build_parser  # the parser is built on demand: only an error needs it
-
-    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {o for a in subcommands.choices[command]._actions for o in a.option_strings}
-
-
-def command_setting_flag(command: str, name: str, owner: str | None = None) -> str | None:
-    """The flag of `command` that sets the config field `name` (of the config class named `owner`, or
-    of any, the plain ``--name`` spelling first where two share it), or None."""
-    configs = [c for c in SCORING_CONFIGS if name in c.__dataclass_fields__ and _is_owner(c, owner)]  # type: ignore[attr-defined]
-    plain = "--" + name.replace("_", "-")
-    spellings = sorted({setting_flag(c, name) for c in configs}, key=lambda flag: flag != plain)
-    flags = command_flags(command)
-    return next((flag for flag in spellings if flag in flags), None)
-
-
-def _is_owner(config: type, owner: str | None) -> bool:
-    """Whether an error's `owner` ("HeadsConfig") names `config` or a class it extends (None: any)."""
-    return owner is None or owner in {k.__name__ for k in config.__mro__}
-
-
-def flag_error(err: IISError, command: str) -> IISError:
-    """A setting's error in the spelling the user typed: ``HeadsConfig.epochs must be ...`` becomes
-    ``--epochs must be ...``, and a message that does not name its setting is prefixed with the flag
-    (``--sparsity-ratios: sparsity ratio 1.5 ...``)."""
-    flag = command_setting_flag(command, err.field, err.owner) if err.field else None
-    if flag is None or str(err).startswith(flag):  # no flag, or already in the command line's spelling
-        return err
-    return err.spelled_as(flag, UsageError)
-
-
-# A message names a setting the user can change by its Python keyword and "=", standing alone
-# ("lower interpretability_cutoff=", "(epochs=)"): the Python API's spelling. On the command line
-# `in_flags` spells each as the command's flag; `name=value` (a repr, an example call) stays as it is.
-KEYWORD = re.compile(r"(?<![\w.-])([a-z][a-z0-9_]*)=(?=$|[\s),;:./])")
-SAID_TWICE = re.compile(r"(--[\w-]+) \(\1\)")
-
-
-def in_flags(text: str, command: str) -> str:
-    """`text` with the keywords it names (``epochs=``) as `command`'s flags (``--epochs``): the
-    argparse flags of score, compare and demo, the HfArgumentParser ones of finetune
-    (`iis_hf.training.finetune.keyword_flag`). A keyword the command has no flag for stays."""
-    if "=" not in text:
-        return text
-    spelled = KEYWORD.sub(lambda match: keyword_flag(command, match.group(1)) or match.group(0), text)
-    return SAID_TWICE.sub(r"\1", spelled)  # "--cache-dir (cache_dir=)" gave both spellings: one is enough
-
-
-def keyword_flag(command: str, keyword: str) -> str | None:
-    """The flag of `command` that sets the setting a message names as `keyword`, or None."""
-    if command == "finetune":  # HfArgumentParser's flags, which the finetune subparser passes on
-        from ..training.finetune import keyword_flag as finetune_flag
-
-        return finetune_flag(keyword)
-    flag = command_setting_flag(command, keyword)
-    if flag is None and "--" + keyword.replace("_", "-") in command_flags(command):
-        flag = "--" + keyword.replace("_", "-")  # a flag of the command itself (--max-train-samples)
-    return flag
-
-
-@contextlib.contextmanager
-def warnings_in_flags(command: str) -> Iterator[None]:
-    """Show the warnings of a command with its flags where they name a keyword (`in_flags`): the
-    message is the library's, only its spelling is the command line's."""
-    show = warnings.showwarning
-
-    def shown(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        text = in_flags(str(message), command)
-        if text != str(message):
-            with contextlib.suppress(Exception):  # a warning class that takes other arguments keeps its text
-                message = category(text)
-        show(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = shown
-    try:
-        yield
-    finally:
-        warnings.showwarning = show
+# ---------------------------------------------------------------------------- errors named by their flag
+def setting_error_line(err: IISError) -> str:
+    """The one line a setting's error is reported with on the command line: the error names its field,
+    and the flag is that field's by the one rule (`iis_hf.config.setting_flag`): ``--head-batch-size
+    must be an int >= 1, got 0``. An error about no config field is its own first line."""
+    fields = {(config.__name__, f.name): f for config in SCORING_CONFIGS for f in config_fields(config)}
+    if err.owner is None:  # a check shared by the configs (the ratio grid): the field says whose
+        fields = {("", name): f for (_, name), f in fields.items()}
+    owned = fields.get((err.owner or "", err.field or ""))  # a TrainingArguments error is not a config's
+    if owned is None:
+        return first_line(err)
+    return first_line(err, err.named(setting_flag(owned)))
 
 
 # ---------------------------------------------------------------------------- shared flags
@@ -267,32 +208,5 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which images score and compare read (`iis_hf.data.load_scoring_splits`)."""
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset-config", default=None, help="dataset configuration name (Hub datasets; default: none)"
-    )
-    data.add_argument("--train-split", default="train", help="the split the heads and concepts are fitted on")
-    data.add_argument(
-        "--eval-split",
-        default=None,
-        help="the split IIS is measured on (default: validation/test if present, else a stratified part of "
-        "the train split)",
-    )
-    data.add_argument(
-        "--allow-same-split",
-        action="store_true",
-        help="let --eval-split name the --train-split (the heads are then measured on the images they were "
-        "fitted on; recorded in iis.json); without it that is refused",
-    )
-    data.add_argument(
-        "--eval-fraction", type=float, default=0.2, help="eval part of train when there is no eval split"
-    )
-    data.add_argument("--image-column", default=None, help="default: detected (the datasets.Image column)")
-    data.add_argument("--label-column", default=None, help="default: detected (the ClassLabel column)")
-    data.add_argument(
-        "--max-train-samples", type=int, default=None, help="a random subset (seeded) of train (default: all)"
-    )
-    data.add_argument(
-        "--max-eval-samples", type=int, default=None, help="a random subset (seeded) of eval (default: all)"
-    )
+    """Which images score and compare read: the fields of `DataConfig` (`iis_hf.data.load_scoring_splits`)."""
+    add_config_arguments(parser.add_argument_group("data"), DataConfig)

@@ -16,7 +16,7 @@ from ._arguments import (
     scoring_config,
 )
 from ._preflight import preflight
-from .score import scoring_splits
+from .score import scoring_splits, warn_if_launched_alone
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from ..preflight import check_output_folder
 
     started = time.time()
+    warn_if_launched_alone("compare")
     config = scoring_config(args)
-    if config.concepts.bank:
+    if config.concepts.concept_bank:
         raise UsageError(
             "--concept-bank fits one model's representation; compare builds each model's own concepts"
         )

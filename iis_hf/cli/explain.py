@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from ..images import load_image
     from ..modeling import IISModelForImageClassification
     from ..preflight import check_model_folder, check_output_file, model_loading
+    from .score import warn_if_launched_alone
+
+    warn_if_launched_alone("explain")  # every command says when a multi-process launch runs it alone
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")

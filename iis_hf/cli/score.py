@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ._arguments import (
     add_overwrite_argument,
     add_scoring_arguments,
     add_verbosity_arguments,
+    config_from_flags,
     scoring_config,
 )
 from ._preflight import preflight
@@ -43,22 +45,49 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def scoring_splits(args: argparse.Namespace, seed: int):  # -> iis_hf.data.ScoringSplits
-    """The train and eval images the data flags of `score` and `compare` name."""
+    """The train and eval images the data flags (`DataConfig`) of `score` and `compare` name."""
+    from dataclasses import asdict
+
+    from ..config import DataConfig
     from ..data import load_scoring_splits
 
-    return load_scoring_splits(
-        args.dataset,
-        config_name=args.dataset_config,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        eval_fraction=args.eval_fraction,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-        seed=seed,
-        allow_same_split=args.allow_same_split,
+    data = asdict(config_from_flags(DataConfig, args))
+    data["config_name"] = data.pop("dataset_config")
+    data["data_files"] = data_files(data["data_files"])
+    return load_scoring_splits(args.dataset, seed=seed, **data)
+
+
+def data_files(values: list[str] | None) -> list[str] | dict[str, list[str]] | None:
+    """`--data-files` as datasets takes it: paths or globs, or {split: [globs]} where given as SPLIT=GLOB."""
+    if not values:
+        return None
+    named = [v for v in values if "=" in v]
+    if not named:
+        return list(values)
+    if len(named) != len(values):
+        raise UsageError(
+            "--data-files: give every value as SPLIT=GLOB, or none (mixed: " + " ".join(values) + ")"
+        )
+    splits: dict[str, list[str]] = {}
+    for value in values:
+        split, _, pattern = value.partition("=")
+        if not split or not pattern:
+            raise UsageError(f"--data-files {value!r}: expected SPLIT=GLOB, e.g. train=data/train-*.parquet")
+        splits.setdefault(split, []).append(pattern)
+    return splits
+
+
+def warn_if_launched_alone(command: str) -> str | None:
+    """Say, in one line on stderr, that a launch asked for several processes but this one works alone
+    (`accelerate launch --cpu --num_processes 2` starts one): the same check as `iis-hf finetune`'s."""
+    from ..devices import launched_alone_message, launched_world_size
+
+    message = launched_alone_message(
+        launched_world_size(), work="scores", command=f"-m iis_hf.cli {command} ..."
     )
+    if message is not None:
+        print(f"iis-hf {command}: warning: {message}", file=sys.stderr)
+    return message
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,11 +95,16 @@ def run(args: argparse.Namespace) -> int:
     from ..preflight import check_output_folder
 
     started = time.time()
+    warn_if_launched_alone("score")
     config = scoring_config(args)
     for flag, value in (("--model", args.model), ("--dataset", args.dataset)):
         if not str(value).strip():
             raise UsageError(f"{flag} is empty; give a Hub id or a local folder")
-    inputs = {"--model": args.model, "--dataset": args.dataset, "--concept-bank": config.concepts.bank}
+    inputs = {
+        "--model": args.model,
+        "--dataset": args.dataset,
+        "--concept-bank": config.concepts.concept_bank,
+    }
     inputs["--concept-file"] = config.concepts.concept_file
     preflight(args, config, inputs=inputs, models={"--model": args.model}, ours=is_output_entry)
     # One run at a time writes a folder: a second is refused here, before any work (under torchrun /
@@ -96,10 +130,10 @@ def score_and_write(args: argparse.Namespace, config, started: float) -> int:
         model = load_vision_model(args.model)
         image_processor = load_image_processor(model)
     bank = None
-    if config.concepts.bank:
+    if config.concepts.concept_bank:
         from ..concepts import ConceptBank
 
-        bank = ConceptBank.from_pretrained(config.concepts.bank)  # a damaged bank too
+        bank = ConceptBank.from_pretrained(config.concepts.concept_bank)  # a damaged bank too
     splits = scoring_splits(args, config.seed)
     result = score_model(
         model,
@@ -115,7 +149,7 @@ def score_and_write(args: argparse.Namespace, config, started: float) -> int:
     result.metadata.update(
         model=args.model,
         dataset=args.dataset,
-        **({"concept_bank": config.concepts.bank} if config.concepts.bank else {}),
+        **({"concept_bank": config.concepts.concept_bank} if config.concepts.concept_bank else {}),
         iis_hf_version=__version__,
         elapsed_s=round(time.time() - started, 1),
     )

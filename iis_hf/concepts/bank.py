@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
@@ -20,16 +21,11 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
-from ..config import ConceptsConfig
+from ..config import ConceptsConfig, ExtractionConfig, given_settings, renamed_settings
 from ..data_types import ConceptVectors
-from ..files import (
-    read_json,
-    read_safetensors,
-    refuse_pickles,
-    save_safetensors_atomic,
-    write_json_atomic,
-)
-from ..hub import ArtefactHubMixin, download_files
+from ..files import save_safetensors_atomic, write_json_atomic
+from ..hub import ArtefactHubMixin, download_files, public_record
+from ..reading import read_json, read_safetensors, refuse_pickles
 from ..version import __version__
 from .projection import (
     PROJECTION_KEYS,
@@ -46,6 +42,9 @@ FORMAT = "iis-hf-concept-bank"
 PROJECTION_PREFIX = "projection."
 FORMAT_VERSION = 1  # banks of fixed concept vectors (readable by every iis-hf release)
 FORMAT_VERSION_PROJECTION = 2  # banks carrying a learned projection (text concepts)
+# The `ConceptsConfig` fields `from_text` takes as keywords (tests/test_signatures.py: every field is one
+# builder's keyword, or named there as no builder's).
+TEXT_CONCEPT_SETTINGS = ("concept_file", "clip_cutoff", "interpretability_cutoff", "projection_epochs")
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -194,24 +193,57 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
     commit_message = "Upload concept bank"
 
     # ------------------------------------------------------------------ building
+    # The builders take every setting they use as a keyword (tests/test_signatures.py); a setting left
+    # None is "its config field's default" (ConceptsConfig's, ExtractionConfig's), read, never copied.
     @classmethod
-    def from_prototypes(cls, model, dataset, **kwargs) -> ConceptBank:
+    def from_prototypes(  # noqa: PLR0913
+        cls,
+        model: Any,
+        dataset: Any,
+        *,
+        parts: str = "patches",
+        images_per_class: int | None = None,
+        num_concepts: int | None = None,
+        grid: int = 4,
+        image_processor: Any = None,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        layer: int | None = None,
+        pooling: str | None = None,
+        batch_size: int | None = None,
+        precision: str | None = None,
+        preprocessing: str | None = None,
+        device: Any = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> ConceptBank:
         """Embed image parts with the backbone itself: each part's representation is a concept.
 
         Args:
             model: the vision model (instance, Hub id or folder) whose representation is interpreted.
             dataset: a labelled `datasets` image dataset.
-            parts: "patches" (a `grid` x `grid` grid of cells, each resized to the model's input size;
-                default) or "segments" (SLIC superpixels at 10, 20 and 30 segments, the 5 largest of
-                each, near-duplicates with Jaccard > 0.5 dropped, cropped to their box on grey 117).
-            images_per_class: images drawn at random (seeded) from each class (default 10).
-            num_concepts: keep a random subset of this many prototypes (default: all of them).
-            grid, image_processor, image_column, label_column, batch_size (images per forward),
-                precision, device, seed, progress: as their names say.
+            parts: "patches" (a `grid` x `grid` grid of cells, each resized to the model's input size)
+                or "segments" (SLIC superpixels at 10, 20 and 30 segments, the 5 largest of each,
+                near-duplicates with Jaccard > 0.5 dropped, cropped to their box on grey 117).
+            images_per_class: images drawn at random (seeded) from each class (None: ConceptsConfig's).
+            num_concepts: keep a random subset of this many prototypes (None: all of them).
+            grid: cells per side for "patches".
+            image_processor: the model's processor (default: loaded with the model).
+            image_column, label_column: the dataset's columns (default: detected).
+            layer, pooling, batch_size, precision, preprocessing: how the parts are embedded,
+                `ExtractionConfig`'s fields (None: its default).
+            device, seed, progress: where it runs, what seeds the draw, whether bars show.
         """
         from .prototypes import prototype_fields
 
-        return cls(**prototype_fields(model, dataset, **kwargs))
+        extraction = given_settings(ExtractionConfig, locals(), {})
+        fields = prototype_fields(
+            model, dataset, parts=parts, num_concepts=num_concepts, grid=grid,
+            images_per_class=ConceptsConfig().images_per_class if images_per_class is None else images_per_class,
+            image_processor=image_processor, image_column=image_column, label_column=label_column,
+            device=device, seed=seed, progress=progress, **extraction,
+        )  # fmt: skip
+        return cls(**fields)
 
     @classmethod
     def from_clusters(cls, library, num_concepts: int, *, seed: int = 0) -> ConceptBank:
@@ -225,26 +257,71 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
         return cls(**cluster_fields(library, num_concepts, seed=seed))
 
     @classmethod
-    def from_text(
-        cls, concepts=None, clip_model=None, *, config: ConceptsConfig | None = None, **kwargs
+    def from_text(  # noqa: PLR0913
+        cls,
+        concepts: Sequence[str] | str | os.PathLike | None = None,
+        clip_model: Any = None,
+        *,
+        config: ConceptsConfig | None = None,
+        concept_file: str | None = None,
+        clip_cutoff: float | None = None,
+        interpretability_cutoff: float | None = None,
+        projection_epochs: int | None = None,
+        backbone: Any = None,
+        probe_dataset: Any = None,
+        features: Any = None,
+        clip_similarities: Any = None,
+        clip_processor: Any = None,
+        image_processor: Any = None,
+        image_column: str | None = None,
+        prompt: str | None = None,
+        top_k: int | None = None,
+        holdout_fraction: float | None = None,
+        learning_rate: float | None = None,
+        projection_batch_size: int | None = None,
+        layer: int | None = None,
+        pooling: str | None = None,
+        batch_size: int | None = None,
+        precision: str | None = None,
+        device: Any = None,
+        seed: int = 0,
+        progress: bool = True,
+        **deprecated: Any,
     ) -> ConceptBank:
-        """Text concepts: words scored by CLIP, with a projection from the backbone learned to match.
+        """Text concepts: words scored by CLIP, with a projection from the backbone learned to match
+        (the recipe: `iis_hf.concepts.text`). The bank's kind is "text"; `projection()` is its map.
 
-        Words (a list, or a file with one per line) whose mean top-`top_k` CLIP similarity over the
-        probe images is <= `clip_cutoff` are dropped; a linear projection from the backbone's
-        representation is fitted to CLIP's similarities (cosine of mean-centred, cubed activations);
-        words whose match on `holdout_fraction` of the probe images is <= `interpretability_cutoff`
-        are dropped; the activations are standardised with the train mean/std. The bank's kind is
-        "text" and its `projection()` is the standardised linear map. `backbone=` and
-        `probe_dataset=` are needed unless `features=` (the probe images' representations) and
-        `clip_similarities=` (N_images x num_words) are given. `config` (a `ConceptsConfig`) gives
-        the concept file, CLIP model, cutoffs and projection epochs; `concepts` (words), `clip_model`
-        and the keywords `clip_cutoff`, `interpretability_cutoff`, `epochs` override it. The other
-        keywords are the fields of `iis_hf.concepts.text.TextProbe` and `TextRecipe`.
+        Args:
+            concepts: the words, a list or a file with one per line (None: `concept_file`).
+            clip_model: a CLIPModel, Hub id or folder with its processor (None: the config's).
+            config: the settings below as a `ConceptsConfig` (default: ConceptsConfig's, kind "text").
+            concept_file, clip_cutoff, interpretability_cutoff, projection_epochs: `ConceptsConfig`'s
+                fields; each overrides `config` (None: the config's value).
+            backbone, probe_dataset: the model and the images the projection is fitted on; not needed
+                when `features` (the probe images' representations) and `clip_similarities`
+                (N_images x num_words) are given.
+            clip_processor, image_processor, image_column: as their names say (default: loaded, detected).
+            prompt, top_k, holdout_fraction, learning_rate, projection_batch_size: the recipe's own
+                knobs, `iis_hf.concepts.text.TextRecipe`'s fields (None: its default).
+            layer, pooling, batch_size, precision: the backbone's extraction (None: TextRecipe's).
+            device, seed, progress: where it runs, what seeds the fit, whether bars show.
+            deprecated: `epochs=` (now `projection_epochs=`), for one release with a FutureWarning.
         """
+        arguments = dict(locals())  # first: the parameters alone
         from .text import text_concept_fields, text_settings
 
-        return cls(**text_concept_fields(*text_settings(concepts, clip_model, config, **kwargs)))
+        passed = ("cls", "concepts", "clip_model", "config", "deprecated")
+        given = {k: v for k, v in arguments.items() if k not in passed and v is not None}
+        keywords = renamed_settings(
+            "ConceptBank.from_text", {**given, **deprecated}, "ConceptBank.from_text", stacklevel=3
+        )
+        overrides = {k: keywords.pop(k) for k in TEXT_CONCEPT_SETTINGS if k in keywords}
+        config = (
+            replace(config, **overrides)
+            if config is not None
+            else ConceptsConfig(concept_kind="text", **overrides)
+        )
+        return cls(**text_concept_fields(*text_settings(concepts, clip_model, config, **keywords)))
 
     # ------------------------------------------------------------------ saving and loading
     def generate_model_card(self, *args, repo_id: str | None = None, **kwargs) -> ModelCard:
@@ -282,8 +359,9 @@ class ConceptBank(ArtefactHubMixin, library_name="iis-hf", tags=["iis-hf", "conc
                 "num_concepts": self.num_concepts,
                 "dim": self.dim,
                 "names": self.names,
-                "sources": self.sources,
-                "provenance": self.provenance,
+                # a local folder by its base name (`public_record`): the file may be pushed
+                "sources": public_record(self.sources),
+                "provenance": public_record(self.provenance),
                 "iis_hf_version": __version__,
             },
         )

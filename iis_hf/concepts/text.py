@@ -28,6 +28,10 @@ The recipe is label-free CBM's (Oikarinen et al., ICLR 2023), as docs/METHOD.md 
 The result is a `ConceptBank` of kind "text" whose `projection()` is that standardised linear map
 (`iis_hf.concepts.LinearConcepts`). Each surviving word's CLIP score and held-out match are kept in
 its `sources` entry, and every word's scores in the bank's provenance.
+
+This module assembles the recipe (its settings, the steps in order, the bank's fields); the steps'
+parts live beside it: `vocabulary` (the words and both cutoffs), `clip` (step 1) and
+`text_projection` (the fit and the standardisation). Their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -36,302 +40,37 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import ConceptsConfig
-from ..devices import resolve_device
-from ..errors import first_line
 from ..model_card import weights_fingerprint
-from ..progress import progress_bar
 from ..version import __version__
 
-DEFAULT_CONCEPT_FILE = Path(__file__).resolve().parent / "starter_vocabulary.txt"
-DEFAULT_PROMPT = "{}"
-EARLY_STOP_EPOCHS = 100  # stop when the held-out match has not improved for this many epochs
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
-_IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "image_processor_config.json")
+# Re-exported: the recipe's parts live beside it (the words, CLIP, the projection).
+from .clip import (  # noqa: F401
+    DEFAULT_PROMPT,
+    _embedding,
+    check_clip_folder,
+    compute_clip_similarities,
+    load_clip,
+)
+from .text_projection import (  # noqa: F401
+    EARLY_STOP_EPOCHS,
+    cubed_cosine_similarity,
+    fit_text_projection,
+    standardisation,
+)
+from .vocabulary import (
+    DEFAULT_CONCEPT_FILE,
+    apply_clip_cutoff,
+    apply_interpretability_cutoff,
+    read_concept_words,
+)
 
 
-# ---------------------------------------------------------------------------- words
-def read_concept_words(concepts) -> list[str]:
-    """The concept words: a list of strings, or a text file with one word (or short phrase) per line.
-
-    In a file, blank lines and lines starting with ``#`` are ignored (as is anything after a ``#``).
-    Surrounding whitespace is stripped and repeated words are kept once, in first-seen order.
-    """
-    if isinstance(concepts, (str, os.PathLike)):
-        path = Path(concepts)
-        if not path.is_file():
-            raise ValueError(
-                f"concept file {str(path)!r} does not exist; give a text file with one concept word per line "
-                "(or a Python list of words)"
-            )
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise ValueError(f"concept file {str(path)!r} is not UTF-8 text") from None
-        words = [line.split("#", 1)[0].strip() for line in lines]
-        where = f"concept file {str(path)!r}"
-    else:
-        try:
-            given = list(concepts)
-        except TypeError:
-            raise ValueError(
-                f"concepts must be a list of words or a path to a text file, got {type(concepts).__name__}"
-            ) from None
-        if not all(isinstance(w, str) for w in given):
-            raise ValueError("every concept must be a string (a word or a short phrase)")
-        words = [w.strip() for w in given]
-        where = "the list of concepts"
-    unique = list(dict.fromkeys(w for w in words if w))
-    if not unique:
-        raise ValueError(f"{where} holds no concept words: give at least one word")
-    return unique
-
-
-# ---------------------------------------------------------------------------- CLIP
-def load_clip(clip_model, clip_processor=None):
-    """(CLIPModel, CLIPProcessor) from an instance, a local folder or a Hub id; never remote code.
-
-    A folder (or Hub repository) without a tokenizer or an image processor is refused with a
-    ValueError that names what is missing, instead of silently scoring every word as the same empty
-    token sequence.
-    """
-    from transformers import CLIPModel, CLIPProcessor
-
-    if isinstance(clip_model, CLIPModel):
-        model = clip_model
-        source = getattr(model, "name_or_path", "") or ""
-    elif isinstance(clip_model, (str, os.PathLike)):
-        source = str(clip_model)
-        if os.path.isdir(source) and clip_processor is None:
-            check_clip_folder(source)
-        try:
-            model = CLIPModel.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise ValueError(
-                f"cannot load a CLIP model from {source!r}: it is neither a local folder with a CLIP "
-                f"checkpoint nor a reachable Hub model id ({first_line(err)})"
-            ) from err
-    else:
-        raise TypeError(
-            f"clip_model must be a CLIPModel, a Hub id or a folder, got {type(clip_model).__name__}"
-        )
-    if clip_processor is None:
-        if not source:
-            raise ValueError(
-                "this CLIPModel was not loaded from a folder or Hub id, so its processor cannot be found: "
-                "pass clip_processor=CLIPProcessor.from_pretrained(...)"
-            )
-        try:
-            clip_processor = CLIPProcessor.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            what = (
-                "image processor"
-                if "image processor" in str(err)
-                else "processor (tokenizer + image processor)"
-            )
-            raise ValueError(
-                f"the CLIP model {source!r} has no usable {what} ({first_line(err)}); save one beside "
-                "the weights with CLIPProcessor(image_processor=..., tokenizer=...).save_pretrained(folder) "
-                "or pass clip_processor="
-            ) from err
-    tokenizer = getattr(clip_processor, "tokenizer", None)
-    image_processor = getattr(clip_processor, "image_processor", None)
-    if tokenizer is None or image_processor is None:
-        raise ValueError(
-            "clip_processor must carry a tokenizer and an image processor (a CLIPProcessor), got "
-            f"{type(clip_processor).__name__}"
-        )
-    special = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    if len(set(tokenizer.get_vocab()) - special) == 0:
-        raise ValueError(
-            f"the CLIP tokenizer of {source or 'this model'!r} has no vocabulary beyond its special tokens: "
-            "its tokenizer files are missing. Save a tokenizer beside the weights (tokenizer.json) or pass "
-            "clip_processor="
-        )
-    return model.eval(), clip_processor
-
-
-def check_clip_folder(folder: str) -> None:
-    """Name the processor files a local CLIP folder lacks, before transformers guesses around them."""
-    import json
-
-    names = set(os.listdir(folder))
-    processor_config = {}
-    if "processor_config.json" in names:
-        try:
-            with open(os.path.join(folder, "processor_config.json"), encoding="utf-8") as handle:
-                processor_config = json.load(handle)
-        except (OSError, ValueError):
-            processor_config = {}
-    missing = []
-    if not names.intersection(_TOKENIZER_FILES):
-        missing.append("a tokenizer (tokenizer.json or vocab.json + merges.txt)")
-    has_image_processor = bool(names.intersection(_IMAGE_PROCESSOR_FILES)) or (
-        isinstance(processor_config, dict) and "image_processor" in processor_config
-    )
-    if not has_image_processor:
-        missing.append("an image processor (preprocessor_config.json)")
-    if missing:
-        raise ValueError(
-            f"the CLIP folder {folder!r} lacks {' and '.join(missing)}: save the processor beside the "
-            "weights with CLIPProcessor(image_processor=..., tokenizer=...).save_pretrained(folder), "
-            "or pass clip_processor="
-        )
-
-
-def _embedding(output) -> torch.Tensor:
-    """`get_*_features` returns a tensor in transformers 4 and an output with pooler_output in 5."""
-    if torch.is_tensor(output):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if pooled is None:
-        raise ValueError(f"unexpected CLIP output {type(output).__name__}: no pooler_output")
-    return pooled
-
-
-@torch.no_grad()
-def compute_clip_similarities(
-    clip_model,
-    probe_dataset,
-    words: list[str],
-    *,
-    clip_processor=None,
-    prompt: str = DEFAULT_PROMPT,
-    image_column: str | None = None,
-    batch_size: int = 64,
-    device=None,
-    progress: bool = True,
-) -> torch.Tensor:
-    """(N_images, num_words) cosine similarities between CLIP's image and text embeddings."""
-    from ..features.sources import prepare_source
-
-    model, processor = load_clip(clip_model, clip_processor)
-    device = resolve_device(device)
-    model.to(device)
-    try:
-        prompts = [prompt.format(w) for w in words]
-    except (IndexError, KeyError):
-        raise ValueError(f"prompt must contain one '{{}}' where the word goes, got {prompt!r}") from None
-    max_length = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
-    text = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = processor.tokenizer(
-            prompts[start : start + batch_size],
-            padding=True,
-            truncation=max_length is not None,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        encoded = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        text.append(_embedding(model.get_text_features(**encoded)).float())
-    text_features = torch.nn.functional.normalize(torch.cat(text), dim=-1)
-
-    source = prepare_source(probe_dataset, processor.image_processor, image_column, None)
-    rows = []
-    bar = progress_bar(
-        range(0, source.num_rows, batch_size), desc="CLIP similarities", unit="batch", enabled=progress
-    )
-    for start in bar:
-        indices = list(range(start, min(start + batch_size, source.num_rows)))
-        pixel_values = source.batches[indices]["pixel_values"].to(device)
-        image_features = _embedding(model.get_image_features(pixel_values=pixel_values)).float()
-        rows.append(torch.nn.functional.normalize(image_features, dim=-1) @ text_features.T)
-    return torch.cat(rows).cpu()
-
-
-# ---------------------------------------------------------------------------- the match
-def cubed_cosine_similarity(targets: torch.Tensor, outputs: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Per concept, the cosine over images of mean-centred, cubed targets and outputs (label-free CBM).
-
-    Args:
-        targets, outputs: (N, C) arrays (e.g. CLIP similarities and projection outputs).
-
-    Returns:
-        (C,) similarities in [-1, 1]; a concept constant over the images scores 0.
-    """
-    a = targets - targets.mean(dim=0, keepdim=True)
-    b = outputs - outputs.mean(dim=0, keepdim=True)
-    a, b = a**3, b**3
-    a = a / a.norm(dim=0, keepdim=True).clamp_min(eps)
-    b = b / b.norm(dim=0, keepdim=True).clamp_min(eps)
-    return (a * b).sum(dim=0)
-
-
-def fit_text_projection(
-    train_features: torch.Tensor,
-    train_targets: torch.Tensor,
-    holdout_features: torch.Tensor,
-    holdout_targets: torch.Tensor,
-    *,
-    epochs: int = 1000,
-    learning_rate: float = 1e-3,
-    batch_size: int = 5000,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-) -> tuple[torch.Tensor, int]:
-    """Fit a bias-free (C, D) projection of raw features to `train_targets` by the cubed cosine.
-
-    Returns the weight in raw-feature space (epoch with the best mean held-out match) and that epoch.
-    """
-    device = resolve_device(device)
-    x_mean = train_features.mean(dim=0, keepdim=True)
-    x_std = train_features.std(dim=0, keepdim=True)
-    x_std = torch.where(x_std > 0, x_std, torch.ones_like(x_std))
-    t_std = train_targets.std(dim=0, keepdim=True)
-    t_std = torch.where(t_std > 0, t_std, torch.ones_like(t_std))
-    train_x = ((train_features - x_mean) / x_std).to(device)
-    holdout_x = ((holdout_features - x_mean) / x_std).to(device)
-    train_t = (train_targets / t_std).to(device)
-    holdout_t = (holdout_targets / t_std).to(device)
-
-    num_train, dim = train_x.shape
-    generator = torch.Generator().manual_seed(seed)
-    bound = 1.0 / math.sqrt(dim)
-    weight = ((torch.rand(train_t.shape[1], dim, generator=generator) * 2 - 1) * bound).to(device)
-    weight.requires_grad_(True)
-    optimizer = torch.optim.Adam([weight], lr=learning_rate)
-
-    def holdout_match() -> float:
-        with torch.no_grad():
-            return float(cubed_cosine_similarity(holdout_t, holdout_x @ weight.T).mean())
-
-    best_match, best_epoch, best_weight = holdout_match(), -1, weight.detach().clone()
-    batch_size = max(2, min(batch_size, num_train))
-    full_batch = batch_size >= num_train  # then the order of the images does not matter
-    with progress_bar(total=epochs, desc="text concept projection", unit="epoch", enabled=progress) as bar:
-        for epoch in range(epochs):
-            order = None if full_batch else torch.randperm(num_train, generator=generator).to(device)
-            for start in range(0, num_train, batch_size):
-                if order is None:
-                    x, t = train_x, train_t
-                else:
-                    idx = order[start : start + batch_size]
-                    if idx.numel() < 2:  # a cosine over one centred image is 0/0
-                        continue
-                    x, t = train_x[idx], train_t[idx]
-                loss = -cubed_cosine_similarity(t, x @ weight.T).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            bar.update(1)
-            match = holdout_match()
-            if match > best_match:
-                best_match, best_epoch, best_weight = match, epoch, weight.detach().clone()
-            elif epoch - best_epoch >= EARLY_STOP_EPOCHS:
-                bar.total = epoch + 1  # done early: the bar ends full, saying why
-                bar.set_postfix_str(f"early-stopped, best epoch {best_epoch}", refresh=False)
-                break
-    return (best_weight.cpu() / x_std), best_epoch
-
-
-# ---------------------------------------------------------------------------- the bank
 @dataclass
 class TextProbe:
     """The data text concepts are fitted to: the words, the probe images (or their representations)
@@ -398,7 +137,11 @@ def text_settings(
     overrides = {CONFIG_KEYWORDS[k]: v for k, v in keywords.items() if k in CONFIG_KEYWORDS}
     if isinstance(clip_model, (str, os.PathLike)):
         overrides["clip_model"] = str(clip_model)
-    config = replace(config, **overrides) if config is not None else ConceptsConfig(kind="text", **overrides)
+    config = (
+        replace(config, **overrides)
+        if config is not None
+        else ConceptsConfig(concept_kind="text", **overrides)
+    )
     probe = TextProbe(
         words=concepts,
         clip_model=None if isinstance(clip_model, (str, os.PathLike)) else clip_model,
@@ -618,45 +361,6 @@ def text_bank_fields(
         "provenance": provenance,
         "projection_state": projection_state,
     }
-
-
-def apply_clip_cutoff(
-    similarities: torch.Tensor, words: list[str], clip_cutoff: float, top_k: int
-) -> tuple[list[int], torch.Tensor]:
-    """Step 2: the words whose mean top-`top_k` CLIP similarity is above the cutoff (and all scores)."""
-    k = min(top_k, similarities.shape[0])
-    clip_scores = similarities.topk(k, dim=0).values.mean(dim=0)
-    passed = [i for i in range(len(words)) if clip_scores[i] > clip_cutoff]
-    if not passed:
-        best = int(clip_scores.argmax())
-        raise ValueError(
-            f"no concept passed the CLIP cutoff {clip_cutoff}: the best mean top-{k} CLIP similarity is "
-            f"{float(clip_scores[best]):.4f} ({words[best]!r}); lower clip_cutoff= or use words CLIP "
-            "sees in these images"
-        )
-    return passed, clip_scores
-
-
-def apply_interpretability_cutoff(matches: torch.Tensor, words: list[str], cutoff: float) -> list[int]:
-    """Step 4: the positions (among `words`) whose held-out match is above the cutoff."""
-    keep = [j for j in range(len(words)) if matches[j] > cutoff]
-    if not keep:
-        best = int(matches.argmax())
-        raise ValueError(
-            f"no concept passed the interpretability cutoff {cutoff}: the best held-out "
-            f"match is {float(matches[best]):.4f} ({words[best]!r}); lower "
-            "interpretability_cutoff=, add probe images, or use other words"
-        )
-    return keep
-
-
-def standardisation(activations: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 5: per-concept mean and std over the training probe images (every std must be > 0)."""
-    mean, std = activations.mean(dim=0), activations.std(dim=0)
-    flat = [w for w, s in zip(names, std) if not s > 0]
-    if flat:
-        raise ValueError(f"concepts {flat} are constant over the probe images; they cannot be standardised")
-    return mean, std
 
 
 def check_settings(config: ConceptsConfig, recipe: TextRecipe) -> None:

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..config import POOLINGS
 from ..errors import first_line
+from ..preflight import TIMM_MESSAGE, PreflightError, check_timm_installed, is_timm_config
 
 _CLS_PARAMETER_SUFFIXES = ("cls_token", "class_embedding", "class_token")
 # Config entries that name where a model came from rather than what it computes.
@@ -61,8 +62,13 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
     name_or_path = str(name_or_path)
     hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder", "force_download")
     config_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
+    check_timm_folder(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False, **config_kwargs)
+    except ImportError as err:  # a timm checkpoint from the Hub: TimmWrapperConfig needs timm
+        if "timm" in str(err):
+            raise PreflightError(f"model {name_or_path!r}: {TIMM_MESSAGE}") from None
+        raise
     except OSError as err:
         raise ValueError(
             f"cannot load a model from {name_or_path!r}: it is neither a local folder with a config.json "
@@ -85,6 +91,21 @@ def load_vision_model(name_or_path: str, **kwargs) -> Any:
             f"model: {err}"
         ) from err
     return as_vision_model(model).eval()
+
+
+def check_timm_folder(name_or_path: str) -> None:
+    """A local folder in the Hub's timm layout loads through transformers' `TimmWrapperModel`,
+    which needs timm: without it, say so in one line (not transformers' ImportError)."""
+    path = os.path.join(os.path.expanduser(name_or_path), "config.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return  # transformers names a damaged config itself
+    if is_timm_config(config):
+        check_timm_installed(f"model {name_or_path}")
 
 
 def as_vision_model(model: nn.Module) -> nn.Module:
@@ -132,6 +153,10 @@ def load_image_processor(model: nn.Module, image_processor: Any = None) -> Any:
             )
         try:
             image_processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
+        except ImportError as err:  # TimmWrapperImageProcessor needs timm
+            if "timm" in str(err):
+                raise PreflightError(f"image processor of {name!r}: {TIMM_MESSAGE}") from None
+            raise
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"cannot load an image processor from {name!r} ({first_line(err)}). "
@@ -143,6 +168,56 @@ def load_image_processor(model: nn.Module, image_processor: Any = None) -> Any:
     if not callable(image_processor):
         raise TypeError(f"image_processor must be callable (an image processor), got {type(image_processor)}")
     return image_processor
+
+
+# What prepared the pixel values: transformers' image processors come in a PIL/NumPy backend and a
+# torchvision one, picked by whether torchvision is installed; their pixel values differ (up to 2/255),
+# and so do the features and the IIS. Both are recorded (iis.json, the feature-cache key).
+PIL_BACKEND, TORCHVISION_BACKEND = "pil", "torchvision"
+_TORCHVISION_BASES = ("TorchvisionBackend", "BaseImageProcessorFast")  # transformers 5 / 4
+
+
+def processor_backend(image_processor: Any) -> str:
+    """The backend: "pil" or "torchvision" for a transformers image processor; else its class name
+    (a custom callable prepares images its own way, which is recorded as such).
+
+    transformers >= 5 says it (``processor.backend``); before, the torchvision processors were the
+    ``*Fast`` classes (`BaseImageProcessorFast`) and every other `BaseImageProcessor` used PIL/NumPy.
+    """
+    image_processor = getattr(image_processor, "image_processor", None) or image_processor
+    backend = getattr(image_processor, "backend", None)  # transformers >= 5
+    if isinstance(backend, str) and backend:
+        return backend
+    bases = [cls.__name__ for cls in type(image_processor).__mro__]
+    if any(name in _TORCHVISION_BASES for name in bases):
+        return TORCHVISION_BACKEND
+    if "BaseImageProcessor" in bases:
+        return PIL_BACKEND
+    return type(image_processor).__name__
+
+
+def library_versions() -> dict[str, str | None]:
+    """The versions of the libraries that turn images into features (None: not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "torchvision"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def preprocessing_environment(image_processor: Any) -> dict[str, Any]:
+    """What made the pixel values and features, for a record: the image processor's class and
+    backend (`processor_backend`) and `library_versions`."""
+    inner = getattr(image_processor, "image_processor", None) or image_processor
+    return {
+        "image_processor_backend": processor_backend(inner),
+        "image_processor_class": type(inner).__name__,
+        "versions": library_versions(),
+    }
 
 
 # --------------------------------------------------------------------------------------------------

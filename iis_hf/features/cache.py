@@ -1,8 +1,12 @@
 """The feature cache: one safetensors file per chunk of rows, in a folder named by what made them.
 
 The folder's name is a hash of everything that changes the features (the model's config and
-weights, the dataset's fingerprint, the image processor, the columns, layer, pooling, precision
-and chunk size), so a rerun with the same inputs finds its chunks and anything else starts afresh.
+weights, the dataset's fingerprint, the image processor and its backend, the versions of torch,
+transformers and torchvision, the columns, layer, pooling, precision and chunk size), so a rerun with
+the same inputs finds its chunks and anything else starts afresh. The backend matters although the
+processor's settings are the same: installing torchvision switches transformers' processors from PIL
+to torchvision, which moves pixel values by up to 2/255, so a PIL-backend extraction is never reused
+for a torchvision run (nor one made by another torch or transformers version).
 Each chunk is written to a temporary name and renamed, so a killed or concurrent run leaves every
 chunk complete or absent; temporary files left by killed writers are removed later.
 

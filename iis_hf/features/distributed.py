@@ -3,14 +3,26 @@
 Under ``accelerate launch`` / ``torchrun`` the rows are split into fixed-size chunks (independent of
 the number of processes); rank r extracts chunks r, r+W, ... and the chunks are then shared, through
 a cache folder all ranks see or an all-gather, so that every rank holds all features in dataset order.
+What needs doing once (training the interpretation heads) runs on rank 0 alone (`on_main_process`):
+the others wait for its result, so W ranks do not train W copies of the same heads.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
+
+from ..errors import first_line
+
+T = TypeVar("T")
+# How long the other ranks wait for rank 0's work (`on_main_process`). The default collective timeout
+# (10 to 30 minutes) is shorter than training heads on ImageNet-scale features; a rank 0 that dies is
+# noticed by the launcher (torchrun / accelerate stop every rank when one fails), not by this timeout.
+MAIN_PROCESS_WAIT = timedelta(days=7)
 
 
 def process_layout() -> tuple[int, int, torch.device]:
@@ -83,3 +95,48 @@ def all_gather_chunks(
             parts[c] = (all_features[r][offset : offset + n], labels)
             offset += n
     return parts
+
+
+def current_layout() -> tuple[int, int]:
+    """(number of processes, this one's rank) of the process group already set up; (1, 0) without
+    one. Unlike `process_layout` it starts nothing."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def on_main_process(
+    compute: Callable[[], T], send: Callable[[T], Any] = lambda value: value, what: str = "its work"
+) -> Any:
+    """`compute()` on rank 0 only; every other rank gets ``send(value)`` from it (picklable), and waits
+    for it as long as rank 0 works (`MAIN_PROCESS_WAIT`, over a CPU group of its own). On one process
+    this is `compute()`.
+
+    Every rank must call it (it is a collective). When rank 0 fails, it re-raises its own error and the
+    others raise one naming it (a ValueError stays a ValueError), instead of waiting forever.
+    """
+    import torch.distributed as dist
+
+    world, rank = current_layout()
+    if world == 1:
+        return compute()
+    group = dist.new_group(backend="gloo", timeout=MAIN_PROCESS_WAIT)
+    if rank == 0:
+        try:
+            value = compute()
+        except BaseException as err:
+            failure = ("error", isinstance(err, ValueError), f"{type(err).__name__}: {first_line(err)}")
+            dist.broadcast_object_list([failure], src=0, group=group)
+            raise
+        dist.broadcast_object_list([("ok", send(value))], src=0, group=group)
+        return value
+    received: list[Any] = [None]
+    dist.broadcast_object_list(received, src=0, group=group)
+    status, *payload = received[0]
+    if status == "ok":
+        return payload[0]
+    is_value_error, message = payload
+    error = ValueError if is_value_error else RuntimeError
+    raise error(f"rank 0 failed while {what} (see its output): {message}")

@@ -16,31 +16,36 @@ import dataclasses
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..config import ExtractionConfig
+from ..data import as_map_dataset
 from ..progress import progress_bar
 from .backbones import (
     as_vision_model,
+    library_versions,
     load_image_processor,
     load_vision_model,
     model_digest,
     pooled_representation,
+    processor_backend,
 )
 from .cache import CACHE_FORMAT_VERSION, FeatureCache, processor_config
 from .distributed import all_gather_chunks, process_layout
 from .preprocess import TensorPreprocessor, tensor_path, to_device
 from .sources import ImageProcessors, Source, auto_num_workers, prepare_source
+from .store import FeatureStoreWriter
 
 DEFAULT_CHUNK_SIZE = ExtractionConfig().chunk_size
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ExtractedFeatures(NamedTuple):
-    features: torch.Tensor  # (N, D) float32 on the CPU, in dataset order
+    features: Any  # (N, D) float32 tensor on the CPU, in dataset order; or a float16 `FeatureStore`
     labels: torch.Tensor | None  # (N,) int64, or None when the dataset has no label column
 
 
@@ -54,6 +59,7 @@ def extract_features(
     label_column: str | None = None,
     device: str | torch.device | None = None,
     progress: bool | str = True,
+    feature_store: str | os.PathLike | None = None,
     **settings,
 ) -> ExtractedFeatures:
     """Pooled representations (N, D) of every image of `dataset`, in order, plus its labels.
@@ -80,8 +86,9 @@ def extract_features(
             the unit of distribution and caching, independent of the number of processes) and
             `cache_dir` (features cached under ``cache_dir/<key>/`` as safetensors chunks, exactly:
             a cached run returns the features an uncached one does, bit for bit;
-            keyed by the model's config and weights, the dataset fingerprint, the image processor,
-            the columns, layer, pooling, precision and chunk size; a rerun, or a run after an
+            keyed by the model's config and weights, the dataset fingerprint, the image processor
+            and its backend (PIL or torchvision), the versions of torch, transformers and
+            torchvision, the columns, layer, pooling, precision and chunk size; a rerun, or a run after an
             interruption, reuses finished chunks, each checked against the checksum and record it was
             written with: one that fails is extracted again, with a `FeatureCacheWarning`; with several
             processes the folder must be shared).
@@ -90,6 +97,9 @@ def extract_features(
         label_column: defaults to the `ClassLabel` column, else "label" / "labels"; none found -> labels None.
         device: defaults to accelerate's ``PartialState().device`` (each process's own device).
         progress: show a progress bar on the main process (`iis_hf.progress`); a string labels it.
+        feature_store: a file to stream the features into, chunk by chunk, as a float16
+            `FeatureStore` (memory-mapped; `compute_iis` reads it in batches): memory then follows
+            the chunk, not the data set. The features are returned as that store.
 
     Returns:
         ExtractedFeatures(features (N, D) float32 CPU, labels (N,) int64 or None). Under ``accelerate
@@ -104,6 +114,7 @@ def extract_features(
         label_column=label_column,
         device=device,
         progress=progress,
+        feature_stores=[feature_store],
         **settings,
     )[0]
 
@@ -118,6 +129,7 @@ def extract_features_of_models(
     label_column: str | None = None,
     device: str | torch.device | None = None,
     progress: bool | str = True,
+    feature_stores=None,
     **settings,
 ) -> list[ExtractedFeatures]:
     """`extract_features` for several models over one dataset, decoding each image once.
@@ -127,7 +139,8 @@ def extract_features_of_models(
     whose features for a chunk are already in its cache (`cache_dir`; one cache per model, keyed as
     in `extract_features`) skips that chunk. All models sit on `device` together. Returns one
     `ExtractedFeatures` per model, in order; each equals what `extract_features` gives that model.
-    `progress` may be a string: the bar's label.
+    `progress` may be a string: the bar's label. `feature_stores` (one file or None per model) streams
+    a model's features into a float16 `FeatureStore` (see `extract_features`).
     """
     config = (
         dataclasses.replace(config or ExtractionConfig(), **settings)
@@ -141,6 +154,7 @@ def extract_features_of_models(
     if len(processors) != len(models):
         raise ValueError(f"got {len(processors)} image processors for {len(models)} models")
     processors = [load_image_processor(model, p) for model, p in zip(models, processors)]
+    dataset = as_map_dataset(dataset)  # a datasets stream (IterableDataset): its rows, read once
     runners = _preprocessors(processors, config.preprocessing)
     every = ImageProcessors(runners)
     source = prepare_source(dataset, every, image_column, label_column)
@@ -163,22 +177,73 @@ def extract_features_of_models(
     running = [
         m for m, cache in enumerate(caches) if todo[m] or cache is None or not cache.complete(plan.num_chunks)
     ]
-    computed: list[dict[int, tuple[torch.Tensor, torch.Tensor | None]]] = [{} for _ in models]
-    widths: dict[int, int] = {}
-    if running:
-        label = progress if isinstance(progress, str) else _bar_label(len(models))
-        widths = _extract_chunks(
-            models, runners, every, dataset, (image_column, label_column), source, running, todo, plan, config,
-            device if device is not None else default_device, caches, computed, bool(progress) and rank == 0,
-            label,
-        )  # fmt: skip
-    results = []
-    for m, cache in enumerate(caches):
-        parts = _collect_chunks(plan, cache, computed[m], source.has_labels, widths.get(m), num_classes)
-        features = torch.cat([p[0] for p in parts]).float()
-        labels = torch.cat([p[1] for p in parts]) if source.has_labels else None
-        results.append(ExtractedFeatures(features, labels))
-    return results
+    with _store_writers(feature_stores, len(models), source) as writers:
+        # Without a cache, on one process, a model's chunks go straight into its store as they come.
+        computed: list[Any] = [
+            _StoreSink(writer) if writer is not None and cache is None and world == 1 else {}
+            for writer, cache in zip(writers, caches)
+        ]
+        widths: dict[int, int] = {}
+        if running:
+            label = progress if isinstance(progress, str) else _bar_label(len(models))
+            widths = _extract_chunks(
+                models, runners, every, dataset, (image_column, label_column), source, running, todo, plan,
+                config, device if device is not None else default_device, caches, computed,
+                bool(progress) and rank == 0, label,
+            )  # fmt: skip
+        return [
+            _features_in_order(
+                plan, cache, computed[m], writers[m], source.has_labels, widths.get(m), num_classes
+            )
+            for m, cache in enumerate(caches)
+        ]
+
+
+@contextlib.contextmanager
+def _store_writers(paths, num_models: int, source: Source):
+    """One `FeatureStoreWriter` (or None) per model; what a failed run began writing is removed."""
+    paths = list(paths) if paths is not None else [None] * num_models
+    if len(paths) != num_models:
+        raise ValueError(f"got {len(paths)} feature stores for {num_models} models")
+    writers = [
+        FeatureStoreWriter(p, source.num_rows, source.has_labels) if p is not None else None for p in paths
+    ]
+    try:
+        yield writers
+    finally:
+        for writer in writers:
+            if writer is not None:
+                writer.abort()
+
+
+def _features_in_order(
+    plan: _ChunkPlan, cache, computed, writer, has_labels: bool, width, num_classes: int | None
+) -> ExtractedFeatures:
+    """One model's features in dataset order: whole in memory (float32), or in its `FeatureStore`
+    (written as they came, or now from its cache / the gathered chunks, chunk by chunk)."""
+    if isinstance(computed, _StoreSink):
+        store = writer.finish()
+        return ExtractedFeatures(store, store.labels)
+    parts = _collect_chunks(plan, cache, computed, has_labels, width, num_classes)
+    if writer is not None:
+        for features, labels in parts:
+            writer.append(features, labels)
+        store = writer.finish()
+        return ExtractedFeatures(store, store.labels)
+    parts = list(parts)
+    features = torch.cat([p[0] for p in parts]).float()
+    return ExtractedFeatures(features, torch.cat([p[1] for p in parts]) if has_labels else None)
+
+
+class _StoreSink:
+    """Where `_extract_chunks` puts a model's chunks when they go straight into its feature store:
+    chunks come in order on one process without a cache, so each is written and dropped at once."""
+
+    def __init__(self, writer: FeatureStoreWriter):
+        self.writer = writer
+
+    def __setitem__(self, chunk: int, values: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        self.writer.append(*values)
 
 
 def _preprocessors(processors: list, preprocessing: str) -> list:
@@ -247,6 +312,9 @@ def _open_cache(
             "pooling": config.pooling,
             "precision": config.precision,
             "image_processor": processor_config(image_processor),
+            # PIL or torchvision, and the libraries' versions: the same settings give other pixels
+            "image_processor_backend": processor_backend(image_processor),
+            "versions": library_versions(),
             "chunk_size": config.chunk_size,
             **source.columns,
             # the tensor path's pixel values may differ from the processor's by a uint8 level or two
@@ -335,23 +403,26 @@ def _prepare_where_decoded(processors, devices) -> None:
 
 def _collect_chunks(
     plan: _ChunkPlan, cache, computed, has_labels: bool, width, num_classes: int | None
-) -> list[Any]:
-    """Every chunk in order: read back from the cache (checked), all-gathered from the other ranks, or local."""
+) -> Iterable[Any]:
+    """Every chunk in order: read back from the cache (checked; one chunk at a time, as it is
+    iterated), all-gathered from the other ranks, or local."""
     if cache is not None:
         if plan.world > 1:
             torch.distributed.barrier()
         if width is not None:  # the model ran: its width is the one every chunk must have
             cache.width = width
-        parts = [
-            cache.read(c, plan.bounds[c], has_labels, num_classes, several_processes=plan.world > 1)
-            for c in range(plan.num_chunks)
-        ]
-        if plan.rank == 0:
-            cache.remove_stale_temporaries()
-        return parts
+        return _cached_chunks(plan, cache, has_labels, num_classes)
     if plan.world > 1:
         return all_gather_chunks(computed, plan.mine, plan.bounds, plan.world, width, has_labels)
     return [computed[c] for c in range(plan.num_chunks)]
+
+
+def _cached_chunks(plan: _ChunkPlan, cache, has_labels: bool, num_classes: int | None):
+    """The cache's chunks in order, each read (and checked) when it is needed."""
+    for c in range(plan.num_chunks):
+        yield cache.read(c, plan.bounds[c], has_labels, num_classes, several_processes=plan.world > 1)
+    if plan.rank == 0:
+        cache.remove_stale_temporaries()
 
 
 def _forward(model, pixel_values, device, config: ExtractionConfig) -> torch.Tensor:

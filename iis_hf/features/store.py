@@ -9,12 +9,14 @@ ImageNet-sized features keeps a small resident set instead of growing to the siz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -124,41 +126,91 @@ def write_feature_store(
     labels: torch.Tensor | np.ndarray | None = None,
 ) -> FeatureStore:
     """Stream (rows, D) chunks into a float16 safetensors file, atomically; return it opened."""
-    path = Path(path)
-    feature_bytes = num_rows * dim * 2
-    header = {
-        "__metadata__": {"format": "pt", "writer": "iis-hf"},
-        "features": {"dtype": "F16", "shape": [num_rows, dim], "data_offsets": [0, feature_bytes]},
-    }
     if labels is not None:
         labels = np.ascontiguousarray(np.asarray(labels, dtype=np.int64))
         if labels.shape != (num_rows,):
             raise ValueError(f"labels must have shape ({num_rows},), got {labels.shape}")
-        header["labels"] = {
-            "dtype": "I64",
-            "shape": [num_rows],
-            "data_offsets": [feature_bytes, feature_bytes + labels.nbytes],
+    writer = FeatureStoreWriter(path, num_rows, with_labels=labels is not None, dim=dim)
+    try:
+        for chunk in chunks:
+            writer.append(chunk)
+        return writer.finish(labels)
+    finally:
+        writer.abort()
+
+
+class FeatureStoreWriter:
+    """Rows appended in order, chunk by chunk, to a float16 store: memory holds one chunk, never the
+    data set. The file appears at `path` only once `finish` has checked every row (atomically)."""
+
+    def __init__(self, path: str | os.PathLike, num_rows: int, with_labels: bool, dim: int | None = None):
+        self.path, self.num_rows, self.with_labels, self.dim = Path(path), int(num_rows), with_labels, dim
+        self.written = 0
+        self._labels: list[np.ndarray] = []
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(temporary_sibling(self.path))
+        self._file: BinaryIO | None = None
+
+    def append(
+        self, chunk: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | None = None
+    ) -> None:
+        """Write the next rows (float32 in, checked, stored as float16) and keep their labels."""
+        array = chunk.detach().cpu().numpy() if torch.is_tensor(chunk) else np.asarray(chunk)
+        if self.dim is None and array.ndim == 2:
+            self.dim = int(array.shape[1])
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise ValueError(f"feature chunks must be (rows, {self.dim}), got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError("features contain NaN or inf values")
+        if array.size and np.abs(array).max() > np.finfo(np.float16).max:
+            raise ValueError("features exceed the float16 range; rescale them before storing")
+        if self._file is None:
+            self._file = self._stack.enter_context(open(self._tmp, "wb"))  # noqa: SIM115 - closed by finish/abort
+            self._file.write(self._header())
+        self._file.write(array.astype(np.float16).tobytes())
+        self.written += array.shape[0]
+        if labels is not None:
+            self._labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
+
+    def _header(self) -> bytes:
+        assert self.dim is not None
+        feature_bytes = self.num_rows * self.dim * 2
+        header: dict = {
+            "__metadata__": {"format": "pt", "writer": "iis-hf"},
+            "features": {
+                "dtype": "F16",
+                "shape": [self.num_rows, self.dim],
+                "data_offsets": [0, feature_bytes],
+            },
         }
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % HEADER_ALIGNMENT)
-    written = 0
-    with temporary_sibling(path) as tmp:
-        with open(tmp, "wb") as file:
-            file.write(struct.pack("<Q", len(encoded)))
-            file.write(encoded)
-            for chunk in chunks:
-                array = chunk.detach().cpu().numpy() if torch.is_tensor(chunk) else np.asarray(chunk)
-                if array.ndim != 2 or array.shape[1] != dim:
-                    raise ValueError(f"feature chunks must be (rows, {dim}), got {array.shape}")
-                if not np.isfinite(array).all():
-                    raise ValueError("features contain NaN or inf values")
-                if array.size and np.abs(array).max() > np.finfo(np.float16).max:
-                    raise ValueError("features exceed the float16 range; rescale them before storing")
-                file.write(array.astype(np.float16).tobytes())
-                written += array.shape[0]
-            if written != num_rows:
-                raise ValueError(f"got {written} feature rows, expected {num_rows}")
-            if labels is not None:
-                file.write(labels.tobytes())
-        os.replace(tmp, path)
-    return FeatureStore(path)
+        if self.with_labels:
+            header["labels"] = {
+                "dtype": "I64",
+                "shape": [self.num_rows],
+                "data_offsets": [feature_bytes, feature_bytes + self.num_rows * 8],
+            }
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % HEADER_ALIGNMENT)
+        return struct.pack("<Q", len(encoded)) + encoded
+
+    def finish(self, labels: torch.Tensor | np.ndarray | None = None) -> FeatureStore:
+        """Check the row count, write the labels (given, or those appended), rename into place, open."""
+        if self.written != self.num_rows:
+            raise ValueError(f"got {self.written} feature rows, expected {self.num_rows}")
+        if self._file is None:
+            raise ValueError("no feature rows were written")
+        if self.with_labels:
+            values = (
+                np.asarray(labels, dtype=np.int64) if labels is not None else np.concatenate(self._labels)
+            )
+            if values.shape != (self.num_rows,):
+                raise ValueError(f"labels must have shape ({self.num_rows},), got {values.shape}")
+            self._file.write(np.ascontiguousarray(values).tobytes())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        self._stack.close()
+        return FeatureStore(self.path)
+
+    def abort(self) -> None:
+        """Remove the temporary file (nothing when `finish` has renamed it)."""
+        self._stack.close()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 
 CHUNK = 16384
+# Concept activations of features read from disk are kept in host memory up to this size; beyond
+# it each batch projects its own rows, so memory follows the batch, not the data set.
+KEPT_ACTIVATIONS_BYTES = 32 << 20
 
 
 class Rows:
@@ -65,6 +68,15 @@ class Rows:
         for start, chunk in self.chunks():
             resident[start : start + chunk.shape[0]] = chunk.to(device, non_blocking=True)
         return Rows(resident)
+
+
+def keeps_activations(rows: Rows, num_concepts: int, device: torch.device) -> bool:
+    """Whether the rows' normalised concept activations are computed once and kept: for features in
+    memory (the activations are no larger than the features when C <= D) or on an accelerator, and
+    for a `FeatureStore` on the CPU while they take at most `KEPT_ACTIVATIONS_BYTES`."""
+    if not rows.is_store or device.type != "cpu":
+        return True
+    return len(rows) * num_concepts * 4 <= KEPT_ACTIVATIONS_BYTES
 
 
 @torch.no_grad()

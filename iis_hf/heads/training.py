@@ -17,28 +17,30 @@ then train epoch by epoch, checking (`Plateau`) and keeping each ratio's selecte
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from ..config import HEAD_PRECISIONS, HeadsConfig, with_settings
+from ..config import HeadsConfig, given_settings, with_settings
 from ..devices import resolve_device
 from ..progress import progress_bar
 from ..splits import stratified_split
+from .evaluation import EVAL_CHUNK, correct_rows, evaluate
 from .graphed_step import WARMUP_STEPS, GraphedStep
 from .modules import InterpretationHeads, LinearProbe
-from .rows import Rows, feature_moments, project
+from .numerics import CPU_BF16_MIN_ROWS, adam, head_matmul_dtype
+from .rows import Rows, feature_moments, keeps_activations, project
 from .selection import CHECKS_PER_PATIENCE, Plateau, Selection, copy_ratio_state
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..concepts.bank import ConceptsLike
     from ..features.store import FeatureStore
 
-EVAL_CHUNK = 2048  # small enough for the per-ratio working set to stay in cache
 RELEASE_EVERY = 16  # batches between releases of a memory-mapped store's pages
 PROBE_EVALUATIONS = 50  # the probe's extra epochs (small data sets) are evaluated about this often
 HEADS_BAR = "IIS heads"
@@ -66,7 +68,9 @@ class HeadFit:
     eval_heads_correct: torch.Tensor | None = None  # (R, N) bool: the same for each ratio's selected head
 
 
-def fit_heads(
+# One keyword per `HeadsConfig` field (tests/test_signatures.py holds every field to it), so the
+# signature is longer than the argument-count rule allows; the settings are one idea, the recipe.
+def fit_heads(  # noqa: PLR0913
     train_features: torch.Tensor | FeatureStore,
     train_labels: torch.Tensor,
     eval_features: torch.Tensor | FeatureStore,
@@ -79,26 +83,58 @@ def fit_heads(
     device: str | torch.device | None = None,
     progress: bool = True,
     cuda_graphs: bool = True,
-    **settings,
+    sparsity_ratios: Sequence[float] | None = None,
+    epochs: int | None = None,
+    head_batch_size: int | None = None,
+    learning_rate: float | Sequence[float] | None = None,
+    lr_decay: float | None = None,
+    model_selection: str | None = None,
+    holdout_fraction: float | None = None,
+    min_steps: int | None = None,
+    max_steps: int | None = None,
+    patience: int | None = None,
+    probe_min_steps: int | None = None,
+    head_precision: str | None = None,
+    protocol: str | None = None,
+    num_seeds: int | None = None,
+    **deprecated: Any,
 ) -> HeadFit:
     """Fit the probe and one head per (ratio, learning rate); select per ratio by `model_selection`.
+
+    Each head setting defaults to None, "the value in `config`" (a `HeadsConfig()`'s field default
+    when no config is given): the default is read from the field, never copied, and a keyword
+    overrides only what it names (``fit_heads(..., sparsity_ratios=[0.9], epochs=5)``). `deprecated`
+    takes the old names (`batch_size`, `precision`) for one release, with a FutureWarning.
 
     Args:
         train_features, eval_features: (N, D) tensors or `FeatureStore`s.
         train_labels, eval_labels: (N,) int64 tensors.
         concepts: a `ConceptBank`, a (C, D) array, or a module (e.g. `LearnedConcepts`).
-        config: the recipe (`HeadsConfig`); keyword `settings` named like its fields override it
-            (``fit_heads(..., sparsity_ratios=[0.9], epochs=5)``).
+        num_classes: the number of classes the heads predict.
+        config: the recipe, a `HeadsConfig` (default: `HeadsConfig()`).
+        seed: initialises the heads and the probe, and orders the training rows.
+        device: where they train (default: CUDA if available, else CPU).
+        progress: show progress bars.
         cuda_graphs: on CUDA, with fixed concepts and features that fit on the device, replay each
             full batch's step from a CUDA graph (see `iis_hf.heads.graphed_step`).
-
-    `model_selection` (default: the protocol's own, "last" for "converged", "eval" for "paper"):
-    "eval" picks the best checked state on the eval features (the published rule, which flatters the
-    score a little); "holdout" trains on all but `holdout_fraction` of the train features, picks the
-    state and learning rate on the held-out part and reports eval accuracy there; "last" reports the
-    final state. The probe trains in the same pass as the heads on standardised features; when that
-    pass gives it fewer than `probe_min_steps` Adam steps (small data sets), it continues alone.
+        sparsity_ratios: the grid rho, fractions of concepts each head drops.
+        epochs: a fixed number of epochs instead of the protocol's own budget.
+        head_batch_size: rows per head-training step.
+        learning_rate: Adam's learning rate; a list is a grid (each ratio keeps its best).
+        lr_decay: exponential learning-rate decay per epoch.
+        model_selection: "eval" picks the best checked state on the eval features (published; it
+            flatters the score a little); "holdout" trains on all but `holdout_fraction` of train and
+            picks there; "last" reports the final state (default: the protocol's own).
+        holdout_fraction: model selection "holdout": the share of train rows it chooses on.
+        min_steps, max_steps, patience: protocol "converged": at least `min_steps` Adam steps, then
+            until no loss improved in `patience` steps, at most `max_steps`.
+        probe_min_steps: the probe trains in the same pass as the heads on standardised features;
+            when that gives it fewer Adam steps than this (small data), it continues alone.
+        head_precision: matrix products: "auto" (bfloat16 where native), "fp32", "bf16".
+        protocol: "converged" (iis-hf's) or "paper" (the published code's probe and recipe).
+        num_seeds: recorded with the config; one call fits one seed (`compute_iis` runs each).
     """
+    settings = given_settings(HeadsConfig, locals(), deprecated)
     config = with_settings(config, HeadsConfig, settings, "fit_heads")
     run = _HeadTraining(
         config,
@@ -152,7 +188,7 @@ class _HeadTraining:
             device,
         )
         self.learning_rates = config.learning_rates
-        self.matmul_dtype = head_matmul_dtype(config.precision, device, len(data.train))
+        self.matmul_dtype = head_matmul_dtype(config.head_precision, device, len(data.train))
         self.autocast = torch.autocast(
             device.type,
             dtype=self.matmul_dtype or torch.bfloat16,
@@ -191,7 +227,7 @@ class _HeadTraining:
         )
         self.n = len(data.train)
         self.per_model_order = paper and not self.learned
-        self.steps_per_epoch = -(-self.n // config.batch_size)
+        self.steps_per_epoch = -(-self.n // config.head_batch_size)
         self.num_ratios = len(config.sparsity_ratios)
         # Per (learning rate, model) training-loss sums of the current epoch: column 0 the probe, then
         # each ratio's head. Only the converged protocol tracks them (its stopping rule).
@@ -204,18 +240,22 @@ class _HeadTraining:
 
     # -- set-up steps ------------------------------------------------------------------------------
     def _project_once(self) -> None:
-        """Fixed concepts: project and normalise every row once, for training and evaluation."""
+        """Fixed concepts: project and normalise every row once, for training and evaluation, unless
+        the activations of features read from disk would not fit (`keeps_activations`): those rows
+        are then projected batch by batch, as they are read."""
         self.train_z = self.eval_z = self.select_z = None
         if self.learned:
             return
-        normalize, data = self.stacks[0].normalize, self.data
-        self.train_z = project(normalize, data.train, self.device)
-        self.eval_z = project(normalize, data.evaluation, self.device)
-        self.select_z = (
-            self.eval_z
-            if data.selection is data.evaluation
-            else project(normalize, data.selection, self.device)
-        )
+        normalize, data, count = self.stacks[0].normalize, self.data, self.stacks[0].num_concepts
+
+        def once(rows: Rows):
+            return (
+                project(normalize, rows, self.device) if keeps_activations(rows, count, self.device) else None
+            )
+
+        self.train_z = once(data.train)
+        self.eval_z = once(data.evaluation)
+        self.select_z = self.eval_z if data.selection is data.evaluation else once(data.selection)
 
     def _build_optimizers(self, cuda_graphs: bool) -> None:
         graphs = (
@@ -223,7 +263,7 @@ class _HeadTraining:
             and self.device.type == "cuda"
             and not self.learned
             and self.train_x.on(self.device)
-            and self.n // self.config.batch_size > WARMUP_STEPS + 1
+            and self.n // self.config.head_batch_size > WARMUP_STEPS + 1
         )
         self.optimizers, self.schedulers = [], []
         for lr, probe, stack in zip(self.learning_rates, self.probes, self.stacks):
@@ -237,7 +277,9 @@ class _HeadTraining:
             self.schedulers.append(
                 torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.config.lr_decay)
             )
-        self.graphed = GraphedStep(self.train_step, self.config.batch_size, self.device) if graphs else None
+        self.graphed = (
+            GraphedStep(self.train_step, self.config.head_batch_size, self.device) if graphs else None
+        )
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor, heads_train: bool = True) -> None:
@@ -255,9 +297,12 @@ class _HeadTraining:
         )
         x = self.train_x.gather(probe_idx).to(device, non_blocking=True)
         z = None
-        if heads_train and not self.learned:
-            assert self.train_z is not None  # fixed concepts: projected once by _project_once
+        if heads_train and not self.learned and self.train_z is not None:  # projected once
             z = self.train_z[head_idx.to(self.train_z.device)].to(device, non_blocking=True)
+        elif heads_train and not self.learned:  # not kept (`keeps_activations`): this batch's own
+            rows = x if idx.dim() == 1 else self.train_x.gather(head_idx.reshape(-1)).to(device)
+            with torch.no_grad():
+                z = self.stacks[0].normalize(rows).reshape(*head_idx.shape, -1)
         for li, (probe, stack, optimizer) in enumerate(zip(self.probes, self.stacks, self.optimizers)):
             logits = None
             with self.autocast:
@@ -474,7 +519,7 @@ class _HeadTraining:
             # One copy per epoch: a per-batch copy from pageable host memory would sync the stream
             # and stop the host from queueing the next batch's kernels while the device works.
             order = order.to(self.device)
-        batch_size = self.config.batch_size
+        batch_size = self.config.head_batch_size
         for step, start in enumerate(range(0, self.n, batch_size)):
             idx = order[..., start : start + batch_size]
             if self.graphed is not None and heads_train and idx.numel() == batch_size:
@@ -509,82 +554,13 @@ class _HeadTraining:
         return postfix
 
 
-def adam(params, lr: float, device: torch.device, graphs: bool) -> torch.optim.Adam:
-    """Adam as published; on CUDA fused (one kernel for all parameters), and for CUDA graphs also
-    capturable with the learning rate as a device tensor, so the per-epoch decay reaches the graph."""
-    if device.type != "cuda":
-        return torch.optim.Adam(params, lr=lr)
-    if graphs:
-        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), fused=True, capturable=True)
-    return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-@torch.no_grad()
-def evaluate(
-    probe, stack, rows: Rows, normalized, labels, device, autocast=None
-) -> tuple[float, list[float]]:
-    """Top-1 accuracy of the probe and (when `stack` is given) of each ratio's head."""
-    probe_correct, head_correct = correct_rows(probe, stack, rows, normalized, labels, device, autocast)
-    n = len(rows)
-    return probe_correct.sum().item() / n, (head_correct.sum(-1).double() / n).tolist()
-
-
-@torch.no_grad()
-def correct_rows(
-    probe, stack, rows: Rows, normalized, labels, device, autocast=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which rows the probe (N,) and each ratio's head (R, N) classify correctly, in chunks.
-
-    `normalized` holds the rows' precomputed normalised activations, or is None for learned
-    concepts, which are then projected through the stack's current (arg-max) selection.
-    """
-    if stack is not None and normalized is None:
-        was_training = stack.training
-        stack.eval()
-        try:
-            normalized = project(stack.normalize, rows, device)
-            return correct_rows(probe, stack, rows, normalized, labels, device, autocast)
-        finally:
-            stack.train(was_training)
-    probe_rows, head_rows = [], []
-    for start, chunk in rows.chunks(EVAL_CHUNK):
-        y = labels[start : start + chunk.shape[0]]
-        with autocast or contextlib.nullcontext():
-            probe_rows.append(probe(chunk.to(device)).argmax(-1) == y)
-            if stack is not None:
-                z = normalized[..., start : start + chunk.shape[0], :].to(device)
-                head_rows.append(stack.predict_normalized(z) == y)
-    num_heads = len(stack.sparsity_ratios) if stack is not None else 0
-    heads = (
-        torch.cat(head_rows, dim=-1)
-        if head_rows
-        else torch.zeros(num_heads, 0, dtype=torch.bool, device=device)
-    )
-    return torch.cat(probe_rows), heads
-
-
-CPU_BF16_MIN_ROWS = 50_000  # below this, bf16 autocast on the CPU costs more than it saves
-
-
-def head_matmul_dtype(
-    precision: str, device: torch.device, num_rows: int | None = None
-) -> torch.dtype | None:
-    """bfloat16 for the heads' and the probe's matrix products where it pays ("auto"): on CUDA with
-    bf16, or on a CPU with AVX512-BF16/AMX for at least `CPU_BF16_MIN_ROWS` training rows (there the
-    heads' batched products measured 3x faster than in float32; on a few thousand rows the CPU's
-    bf16 kernels were slower, up to 5x for a probe on 225 rows); None means float32. Elementwise
-    work, sparsification thresholds, losses and optimizer state stay in float32."""
-    if precision not in HEAD_PRECISIONS:
-        raise ValueError(f"precision must be one of {HEAD_PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        fast = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-        large = num_rows is None or num_rows >= CPU_BF16_MIN_ROWS
-        return torch.bfloat16 if fast and large else None
-    return None
+__all__ = [  # what this module offered before evaluation.py and numerics.py took their parts
+    "CPU_BF16_MIN_ROWS",
+    "EVAL_CHUNK",
+    "HeadFit",
+    "adam",
+    "correct_rows",
+    "evaluate",
+    "fit_heads",
+    "head_matmul_dtype",
+]

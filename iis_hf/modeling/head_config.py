@@ -21,9 +21,10 @@ from typing import Any
 
 from ..concepts import CONFIG_NAME as BANK_CONFIG_NAME
 from ..concepts import WEIGHTS_NAME as BANK_WEIGHTS_NAME
-from ..config import validate_sparsity_ratios
-from ..files import PICKLE_SUFFIXES, read_json, resolve_inside, write_json_atomic
+from ..config import DEFAULT_IIS_WEIGHT, SCHEMA_KEY, SCHEMA_VERSION, record_version, validate_sparsity_ratios
+from ..files import write_json_atomic
 from ..hub import download_files
+from ..reading import PICKLE_SUFFIXES, read_json, resolve_inside
 from ..version import __version__
 
 IIS_CONFIG_NAME = "iis_config.json"
@@ -32,11 +33,6 @@ IIS_FILES = (IIS_CONFIG_NAME, IIS_HEAD_NAME, BANK_CONFIG_NAME, BANK_WEIGHTS_NAME
 HEAD_FORMAT = "iis-hf-interpretation-head"
 HEAD_FORMAT_VERSION = 1
 OPTIONAL_KEYS = ("id2label", "label2id")  # only a PEFT backbone's head records them
-# lambda in loss = CE(model) + lambda * CE(heads), and the loss's sparsity: the setting the pre-registered
-# transfer test chose (docs/RESULTS.md, finding 2): no measurable accuracy cost; its IIS gain, measured with
-# 10-step scoring heads, did not survive heads trained to convergence.
-DEFAULT_IIS_WEIGHT = 0.5
-DEFAULT_LOSS_SPARSITY_RATIOS: tuple[float, ...] = (0.5,)
 
 
 @dataclass
@@ -67,6 +63,7 @@ class IISHeadConfig:
     concept_bank: str = BANK_CONFIG_NAME
     format: str = HEAD_FORMAT
     format_version: int = HEAD_FORMAT_VERSION
+    schema_version: int = SCHEMA_VERSION  # of the settings it records (`iis_hf.config.records`)
     iis_hf_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -112,6 +109,14 @@ class IISHeadConfig:
             raise ValueError(
                 f"{where} has format_version {version!r}, newer than this iis-hf ({__version__}) reads: upgrade iis-hf"
             )
+        # A version-1 file (no schema_version) records the same keys: reading it as this version
+        # fills in nothing, and saving it again writes this version.
+        record_version(data, where)  # a newer version than this iis-hf reads is refused
+        data = {**data, SCHEMA_KEY: SCHEMA_VERSION}
+        # A version-1 file (no schema_version) records the same keys: reading it as this version
+        # fills in nothing, and saving it again writes this version.
+        record_version(data, where)  # a newer version than this iis-hf reads is refused
+        data = {**data, SCHEMA_KEY: SCHEMA_VERSION}
         ratios = data.get("sparsity_ratios")
         if not isinstance(ratios, list) or not ratios or not all(isinstance(r, (int, float)) for r in ratios):
             raise ValueError(f"{where}: 'sparsity_ratios' must be a non-empty list of numbers")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -31,12 +31,13 @@ from transformers.utils import ModelOutput
 
 from ..concepts import CONFIG_NAME as BANK_CONFIG_NAME
 from ..concepts import ConceptBank
-from ..config import ratio_index
+from ..config import DEFAULT_LOSS_SPARSITY_RATIOS, ratio_index
 from ..features import capture_classifier_input
 from ..features.backbones import classifier_input_dim, has_classifier
-from ..files import FILE_MODE, read_safetensors, save_safetensors_atomic
+from ..files import FILE_MODE, save_safetensors_atomic
 from ..heads import InterpretationHeads
-from ..hub import ArtefactHubMixin
+from ..hub import ArtefactHubMixin, public_name
+from ..reading import read_safetensors
 from .head_config import DEFAULT_IIS_WEIGHT, IIS_HEAD_NAME, IISHeadConfig, checked_labels, head_folder
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class IISModelForImageClassification(
         self,
         backbone: PreTrainedModel,
         concepts: ConceptBank,
-        sparsity_ratios=(0.9,),
+        sparsity_ratios: Sequence[float] = DEFAULT_LOSS_SPARSITY_RATIOS,
         iis_weight: float = DEFAULT_IIS_WEIGHT,
         seed: int = 0,
         representation_module: str | None = None,
@@ -175,7 +176,7 @@ class IISModelForImageClassification(
             num_concepts=self.iis_head.num_concepts,
             in_features=self.concept_bank.dim,
             iis_weight=self.iis_weight,
-            base_model_name_or_path=self.name_or_path or None,
+            base_model_name_or_path=public_name(self.name_or_path or "") or None,  # no local path: pushed
             representation_module=self.representation_module,
             id2label=id2label,
             label2id=label2id,

@@ -17,131 +17,51 @@ would hold out too.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import functools
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..concepts import ConceptBank
-from ..config import ConceptsConfig, HeadsConfig, setting_name
 from ..data import check_images_decode, limit_rows, undecoded
+from ..devices import launched_alone_message
 from ..errors import first_line
 from ..hub import looks_like_hub_id
 from ..modeling import IISHeadConfig, IISModelForImageClassification, has_head
 from ..splits import stratified_split
-from .arguments import (
-    CONCEPTS_PREFIX,
-    EVAL_PREFIX,
-    TRAINER_CONCEPT_SETTINGS,
-    IISTrainingArguments,
-    trainer_names,
-)
+from .arguments import IISTrainingArguments
 from .checkpoints import last_complete_checkpoint
-from .output import check_output_dir, checkpoints_in, final_output, interrupted_outcome, output_lock
+from .run_folder import check_output_dir, checkpoints_in, final_output, interrupted_outcome, output_lock
+from .script_arguments import (
+    DEFAULT_MODEL,
+    NO_SWITCH_HELP,
+    DataTrainingArguments,
+    ModelArguments,
+    build_parser,
+    parse_arguments,
+)
 from .trainer import IISTrainer
 from .transforms import AugmentationEpochs, ImageClassificationTransform, collate_fn, with_row_index
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "google/vit-base-patch16-224-in21k"
+__all__ = [
+    "DEFAULT_MODEL",
+    "NO_SWITCH_HELP",
+    "DataTrainingArguments",
+    "IISTrainingArguments",
+    "ModelArguments",
+    "build_parser",
+    "main",
+    "parse_arguments",
+    "run",
+]
+
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val")
 
 
-# ---------------------------------------------------------------------------- arguments
-@dataclass
-class ModelArguments:
-    """Which model, configuration and image processor to fine-tune from."""
-
-    model_name_or_path: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "Hub model id or local save_pretrained folder of an image-classification model"},
-    )
-    config_name: str | None = field(
-        default=None, metadata={"help": "config name or path, if not the same as model_name_or_path"}
-    )
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "where to store models and datasets downloaded from the Hub"}
-    )
-    model_revision: str = field(
-        default="main", metadata={"help": "model version to use: a branch name, tag name or commit id"}
-    )
-    image_processor_name: str | None = field(
-        default=None, metadata={"help": "image processor name or path, if not the same as model_name_or_path"}
-    )
-    token: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub token for private models and datasets (default: the one `hf auth login` stored)"
-        },
-    )
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={
-            "help": "start a new classification head when the checkpoint's head has another number of classes"
-        },
-    )
-
-
-@dataclass
-class DataTrainingArguments:
-    """Which images to train and evaluate on."""
-
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub dataset id, a folder written by save_to_disk, or a folder of images with one sub-folder "
-            "per class (imagefolder)"
-        },
-    )
-    dataset_config_name: str | None = field(
-        default=None, metadata={"help": "configuration name of a Hub dataset"}
-    )
-    train_dir: str | None = field(
-        default=None, metadata={"help": "a folder of training images, one sub-folder per class"}
-    )
-    validation_dir: str | None = field(
-        default=None, metadata={"help": "a folder of validation images, one sub-folder per class"}
-    )
-    train_val_split: float | None = field(
-        default=0.15,
-        metadata={
-            "help": "fraction of the train split held out for validation when there is no validation split"
-        },
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "use a random subset of this many training images (seeded)"}
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "use a random subset of this many validation images (seeded)"}
-    )
-    image_column_name: str | None = field(
-        default=None, metadata={"help": "column holding the images (default: the datasets.Image column)"}
-    )
-    label_column_name: str | None = field(
-        default=None, metadata={"help": "column holding the labels (default: the ClassLabel column)"}
-    )
-
-    def __post_init__(self):
-        if self.dataset_name is None and self.train_dir is None:
-            raise ValueError(
-                "no dataset given: pass --dataset_name (a Hub dataset id, a save_to_disk folder or an image "
-                "folder) or --train_dir (and optionally --validation_dir)"
-            )
-        if self.dataset_name is not None and (self.train_dir is not None or self.validation_dir is not None):
-            raise ValueError("pass either --dataset_name or --train_dir/--validation_dir, not both")
-        if self.train_val_split is not None and not 0.0 <= self.train_val_split < 1.0:
-            raise ValueError(f"--train_val_split must be in [0, 1), got {self.train_val_split}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-
-
-# ---------------------------------------------------------------------------- data
 def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None, token: str | None = None):
     """The dataset as a `DatasetDict` (a single `Dataset` becomes its `train` split)."""
     from datasets import Dataset, DatasetDict, load_dataset
@@ -149,8 +69,9 @@ def load_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None
     from ..data import load_image_dataset
 
     if data_args.dataset_name is not None:
-        hub_kwargs = {"cache_dir": cache_dir, "token": token}
-        data = load_image_dataset(data_args.dataset_name, data_args.dataset_config_name, **hub_kwargs)
+        data = load_image_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token
+        )
     else:
         data_files = {}
         for split, folder, flag in (
@@ -336,46 +257,16 @@ def setup_logging(training_args: IISTrainingArguments) -> None:
     warn_if_launched_alone(training_args)
 
 
-# What launchers set when they start several processes (`warn_if_launched_alone`).
-LAUNCH_SIZE_VARIABLES = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_NUM_PROCESSES")
-
-
 def warn_if_launched_alone(training_args, environ=None) -> str | None:
     """Warn (one line, on each process) when the launch asked for several processes but this one
-    trains alone, and return the warning (None when there is nothing to say).
-
-    `accelerate launch --cpu --num_processes N` (or ``--num_processes N`` with no GPU) runs accelerate's
-    simple launcher: it starts one process, with ``ACCELERATE_USE_CPU`` and ``MASTER_ADDR`` but no
-    ``WORLD_SIZE``, so training runs in one process where N were asked for, and nothing else says so.
-    """
-    environ = os.environ if environ is None else environ
-    if training_args.world_size > 1:
-        return None
-    asked = [f"{k}={environ[k]}" for k in LAUNCH_SIZE_VARIABLES if _count(environ.get(k)) > 1]
-    if asked:
-        message = (
-            f"the environment says several processes were launched ({', '.join(asked)}), but this one "
-            "trains alone (world size 1): it did not see the distributed environment (RANK, MASTER_ADDR "
-            "and MASTER_PORT are needed too); launch with torchrun or accelerate launch --multi_gpu"
-        )
-    elif "ACCELERATE_USE_CPU" in environ and "MASTER_ADDR" in environ and "WORLD_SIZE" not in environ:
-        message = (
-            "accelerate launch started this process alone although several were asked for (with --cpu, "
-            "or without GPUs, its --num_processes starts one process): training runs in 1 process; for "
-            "several CPU processes use `accelerate launch --multi_gpu --num_processes N ... --use_cpu` "
-            "or `torchrun --nproc_per_node N ... --use_cpu`"
-        )
-    else:
-        return None
-    logger.warning(message)
+    trains alone, and return the warning (None when there is nothing to say): the check every
+    command makes (`iis_hf.devices.launched_alone_message`)."""
+    message = launched_alone_message(
+        training_args.world_size, environ, work="trains", command="... --use_cpu"
+    )
+    if message is not None:
+        logger.warning(message)
     return message
-
-
-def _count(value: str | None) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except ValueError:
-        return 0
 
 
 def detect_last_checkpoint(training_args: IISTrainingArguments) -> str | None:
@@ -404,7 +295,7 @@ def run(
     """Fine-tune (`--do_train`) and/or evaluate (`--do_eval`) with `IISTrainer`; returns all metrics.
 
     The output folder is checked and locked before anything is loaded, and the final outputs appear in
-    it whole or not at all (`iis_hf.training.output`).
+    it whole or not at all (`iis_hf.training.run_folder`).
     """
     if not isinstance(training_args, IISTrainingArguments):
         raise TypeError("run() needs IISTrainingArguments (a TrainingArguments subclass) as training_args")
@@ -583,87 +474,6 @@ def local_dataset_name(folder: str) -> str:
     """A local dataset's name: its folder's, or its parent's when the folder is a split (`data/train`)."""
     path = Path(folder).resolve()
     return path.parent.name if path.name.lower() in ("train", "training", "training_set") else path.name
-
-
-# What the --no_<field> switches HfArgumentParser adds for the True-by-default booleans do (it gives
-# them the field's own help, which describes the opposite).
-NO_SWITCH_HELP = {
-    "iis_eval": "skip the IIS measurement at each evaluation: no eval_iis, eval_iis_accuracy_<rho> "
-    "(sets iis_eval to False; the measurement is on by default)",
-    "iis_refit_head": "keep the interpretation head as trained, without refitting it on the final backbone "
-    "(sets iis_refit_head to False; refitting is on by default)",
-}
-
-
-def build_parser(prog: str | None = None):
-    """transformers' HfArgumentParser over the three argument dataclasses, arranged for `--help`: the
-    IIS options first, in their own group (702 lines of Trainer options would bury them), and each
-    --no_iis_* switch with help of its own."""
-    from transformers import HfArgumentParser
-
-    # transformers types its argument as `DataClassType`, a NewType no dataclass matches without a cast
-    parser = HfArgumentParser(
-        (ModelArguments, DataTrainingArguments, IISTrainingArguments),  # type: ignore[arg-type]
-        prog=prog,
-    )
-    iis = [a for a in parser._actions if a.dest.startswith("iis_")]
-    for action in iis:
-        if any(o.startswith(("--no_", "--no-")) for o in action.option_strings):
-            action.help = NO_SWITCH_HELP.get(
-                action.dest, f"sets {action.dest} to False (on by default; see --{action.dest})"
-            )
-            action.default = argparse.SUPPRESS  # help only: "(default: False)" would read as "off by default"
-    group = parser.add_argument_group(
-        "IIS options (IISTrainingArguments)",
-        "The interpretability loss, its concepts, and the IIS measured at each evaluation. The "
-        "model, data and Trainer arguments of transformers' run_image_classification.py follow.",
-    )
-    for action in iis:
-        for other in parser._action_groups:
-            if action in other._group_actions and other is not group:
-                other._group_actions.remove(action)
-        group._group_actions.append(action)
-    parser._action_groups.remove(group)
-    parser._action_groups.insert(0, group)
-    help_actions = [a for a in parser._actions if isinstance(a, argparse._HelpAction)]
-    rest = [a for a in parser._actions if a not in iis and a not in help_actions]
-    parser._actions[:] = [*help_actions, *iis, *rest]  # the usage line follows this order
-    return parser
-
-
-# The settings messages name by a scoring keyword (`epochs=`, `iis_hf.cli.in_flags`) and the flag
-# that sets them here: the `--iis_*` arguments `IISTrainingArguments.scoring_config` reads.
-KEYWORD_FLAGS = {
-    **{k: f"--{v}" for k, v in trainer_names(HeadsConfig, EVAL_PREFIX).items()},
-    **{k: f"--{CONCEPTS_PREFIX}{setting_name(ConceptsConfig, k)}" for k in TRAINER_CONCEPT_SETTINGS},
-    "image_column": "--image_column_name",
-    "label_column": "--label_column_name",
-}
-
-
-def keyword_flag(name: str) -> str | None:
-    """How `iis-hf finetune` spells a keyword a message names: the `--iis_*` argument that sets that
-    scoring setting (`epochs=` is ``--iis_eval_epochs``), or an `iis_*` argument's own flag. Others
-    (`learning_rate=` of the eval-time heads is not the backbone's ``--learning_rate``) keep theirs."""
-    if name in KEYWORD_FLAGS:
-        return KEYWORD_FLAGS[name]
-    return f"--{name}" if name in iis_argument_names() else None
-
-
-@functools.lru_cache(maxsize=1)
-def iis_argument_names() -> frozenset[str]:
-    return frozenset(a.dest for a in build_parser()._actions if a.dest.startswith("iis_"))
-
-
-def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
-    """(model_args, data_args, training_args) from command-line arguments or one .json/.yaml file."""
-    parser = build_parser(prog)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, float]:

@@ -27,6 +27,9 @@ NUMBER_LIMITS: dict[str, tuple[float, bool]] = {
 }
 
 
+OWNER = "TrainingArguments"  # whose setting these are (not a scoring config's of the same name)
+
+
 def check_number(name: str, value: Any) -> None:
     """An IISError naming `--name` when `value` is not a finite number within `NUMBER_LIMITS[name]`."""
     smallest, inclusive = NUMBER_LIMITS[name]
@@ -35,10 +38,10 @@ def check_number(name: str, value: Any) -> None:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise IISError(f"--{name} must be {kind} {bound}, got {value!r}", field=name) from None
+        raise IISError(f"--{name} must be {kind} {bound}, got {value!r}", field=name, owner=OWNER) from None
     whole = not isinstance(smallest, int) or number.is_integer()
     if not math.isfinite(number) or number < smallest or (number == smallest and not inclusive) or not whole:
-        raise IISError(f"--{name} must be {kind} {bound}, got {value}", field=name)
+        raise IISError(f"--{name} must be {kind} {bound}, got {value}", field=name, owner=OWNER)
 
 
 def check_number_fields(args: Any) -> None:
@@ -46,7 +49,7 @@ def check_number_fields(args: Any) -> None:
     for name in NUMBER_LIMITS:
         value = getattr(args, name, None)
         if isinstance(value, str):  # from Python: the command line's parser has converted its strings
-            raise IISError(f"{name} must be a number, got the string {value!r}", field=name)
+            raise IISError(f"{name} must be a number, got the string {value!r}", field=name, owner=OWNER)
         if value is not None and not isinstance(value, bool):
             check_number(name, value)
 

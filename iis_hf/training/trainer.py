@@ -3,53 +3,55 @@
 ``loss = CE(backbone logits) + iis_weight * mean_r CE(interpretation head at ratio r)`` pushes the
 representation to keep its accuracy under sparse interpretation, which is a direct push on IIS.
 Everything else is the `transformers.Trainer` users know: accelerate for devices, processes and
-mixed precision, checkpoints, callbacks, the Hub.
+mixed precision, checkpoints, callbacks, the Hub. Saving, resuming and pushing the head are
+`HeadSavingTrainer`'s (`iis_hf.training.saving`), its base; building and refreshing the concept bank
+are in `iis_hf.training.concepts`; what an evaluation collects is in `iis_hf.training.evaluation`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-import os
-import shutil
 import warnings
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import TrainingArguments
 from transformers.trainer_pt_utils import LabelSmoother
 
 from ..concepts import ConceptBank
 from ..config import ratio_index
-from ..features.backbones import classifier_input_dim
-from ..files import read_json, write_text_atomic
+from ..features.backbones import preprocessing_environment
 from ..heads import HeadFit, fit_heads
-from ..modeling import IIS_FILES, IISModelForImageClassification
-from ..outputs import CURVE_NAME, RESULT_NAME
-from ..pipeline import build_concepts, score_representations
+from ..modeling import IISModelForImageClassification
+from ..pipeline import score_representations
 from ..progress import progress_bar
-from ..score import IISResult
 from ..splits import random_subset
 from .arguments import IISTrainingArguments
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
 
-REPORT_FILES = (RESULT_NAME, CURVE_NAME)
-# Two head accuracies sit side by side in an evaluation's metrics, named for what they measure:
-# ``eval_model_head_accuracy_<rho>``, the model's own head at each loss ratio (the head the loss trains,
-# and after `iis_refit_head` the refitted one the model saves), and ``eval_iis_accuracy_<rho>``, A(rho) of
-# the IIS curve: heads fitted afresh on the current features by the scoring recipe (`measure_iis`).
-MODEL_HEAD_METRIC = "model_head_accuracy"
+# Re-exported: their home moved beside the Trainer (the concepts, the evaluation, the saving side).
+from .concepts import (  # noqa: F401
+    PROTOTYPE_KINDS,
+    ConceptRefresh,
+    check_refreshable,
+    concept_count,
+    concepts_for,
+    rebuilt_bank,
+    representation_width,
+)
+from .evaluation import MODEL_HEAD_METRIC, EvaluationSide  # noqa: F401
+from .saving import REPORT_FILES, HeadSavingTrainer  # noqa: F401
+
 # `LabelSmoother` divides by the accumulated batch's count (`num_items_in_batch`) only in newer
 # transformers; the oldest supported one averages over each micro-batch.
 SMOOTHER_TAKES_COUNT = "num_items_in_batch" in inspect.signature(LabelSmoother.__call__).parameters
 
 
-class IISTrainer(Trainer):
+class IISTrainer(HeadSavingTrainer):
     """A `Trainer` that fine-tunes with the interpretability loss and reports IIS at evaluation.
 
     Pass a plain `*ForImageClassification` model: it is wrapped into an
@@ -115,21 +117,13 @@ class IISTrainer(Trainer):
         # accumulation: huggingface/transformers#47688).
         self.model_accepts_loss_kwargs = True
         self.iis_fit_dataset = iis_fit_dataset
-        self.last_iis_result: IISResult | None = None
-        self.saved_head_accuracy: dict | None = None
+        self.last_iis_result = None
+        self.saved_head_accuracy = None
         self._side: EvaluationSide | None = None  # what an evaluation collects beside Trainer's outputs
         self._loss_parts: torch.Tensor | None = None
         if args.iis_concept_refresh_epochs is not None and model is not None:
             check_refreshable(self.iis_model.concept_bank, self.concept_dataset)
             self.add_callback(ConceptRefresh(args.iis_concept_refresh_epochs, self.refresh_concepts))
-
-    @property
-    def iis_model(self) -> IISModelForImageClassification:
-        # Trainer keeps the bare model in `self.model` (wrappers live in `model_wrapped`); unwrapping
-        # on every step cost 0.5 ms, 5% of a small model's step.
-        if isinstance(self.model, IISModelForImageClassification):
-            return self.model
-        return self.accelerator.unwrap_model(self.model)
 
     # -- the optimizer -----------------------------------------------------------------------------
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
@@ -314,6 +308,8 @@ class IISTrainer(Trainer):
             num_classes=int(self.iis_model.config.num_labels),
         )
         result.metadata.update({"global_step": self.state.global_step, "epoch": self.state.epoch})
+        if self.processing_class is not None:  # what made the pixel values, as `iis-hf score` records it
+            result.settings["environment"] = preprocessing_environment(self.processing_class)
         self.last_iis_result = result
         if result.iis is None:  # chance-level A0: no score (NaN keeps metric_for_best_model working)
             warnings.warn(result.undefined_reason or "IIS is undefined", UserWarning, stacklevel=2)
@@ -355,7 +351,7 @@ class IISTrainer(Trainer):
     def show_progress(self) -> bool:
         return not self.args.disable_tqdm and self.is_local_process_zero()
 
-    # -- saving, resuming, the Hub -----------------------------------------------------------------
+    # -- training, and the head fitted to the backbone ---------------------------------------------
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None):
         """`Trainer.train`, resuming only from a *complete* checkpoint.
 
@@ -494,204 +490,6 @@ class IISTrainer(Trainer):
         correct = (logits.argmax(-1).cpu() == labels[None]).double().mean(-1)
         return {f"{r:g}": float(a) for r, a in zip(self.iis_model.sparsity_ratios, correct)}
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The backbone in the standard format, IIS files beside it, arguments as JSON (no pickle)."""
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save:
-            return
-        assert output_dir is not None  # TrainingArguments.__post_init__ fills a missing output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        model = self.iis_model
-        model.save_pretrained(output_dir, state_dict=state_dict, model_card=False)
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        write_text_atomic(Path(output_dir) / "training_args.json", self.args.to_json_string())
-        if self.last_iis_result is not None:
-            self.last_iis_result.save_json(Path(output_dir) / RESULT_NAME)
-            self.last_iis_result.plot(
-                Path(output_dir) / CURVE_NAME,
-                title=f"IIS at step {self.last_iis_result.metadata.get('global_step')}",
-            )
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Backbone and head weights, and the last IIS measured (what the next save writes)."""
-        target = self.accelerator.unwrap_model(model) if model is not None else self.iis_model
-        target.load_checkpoint(resume_from_checkpoint)
-        report = Path(resume_from_checkpoint) / RESULT_NAME
-        if report.is_file():
-            self.last_iis_result = IISResult.from_dict(read_json(report, "IIS result"))
-
-    def _load_best_model(self) -> None:
-        assert self.state.best_model_checkpoint is not None  # Trainer calls this only when there is one
-        self.iis_model.load_checkpoint(self.state.best_model_checkpoint)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Trainer copies only the backbone's files for mid-training pushes; bring the head along."""
-        if self.is_world_process_zero():
-            assert self.args.output_dir is not None  # TrainingArguments.__post_init__ fills it
-            for name in (*IIS_FILES, *REPORT_FILES):
-                source = Path(checkpoint_folder) / name
-                if source.is_file():
-                    shutil.copy(source, Path(self.args.output_dir) / name)
-        super()._push_from_checkpoint(checkpoint_folder)
-
-    def create_model_card(
-        self,
-        language: str | None = None,
-        license: str | None = None,
-        tags: str | list[str] | None = None,
-        model_name: str | None = None,
-        finetuned_from: str | None = None,
-        tasks: str | list[str] | None = None,
-        dataset_tags: str | list[str] | None = None,
-        dataset: str | list[str] | None = None,
-        dataset_args: str | list[str] | None = None,
-        dataset_split: str | None = None,
-        **kwargs,
-    ) -> None:
-        """README.md from iis-hf's card template (`iis_hf.model_card`): accuracy and IIS in
-        `model-index` with the settings that make the IIS comparable, the dataset's name and split,
-        the base model, a compact results table, the IIS curve and how to load the head."""
-        if not self.is_world_process_zero():
-            return
-        from ..model_card import iis_model_card
-
-        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ fills it
-        first = lambda v: v[0] if isinstance(v, (list, tuple)) and v else v  # noqa: E731
-        tag_list = [tags] if isinstance(tags, str) else list(tags or [])
-        card = iis_model_card(
-            self.iis_model,
-            repo_id=self.hub_model_id if getattr(self, "hub_model_id", None) else None,
-            model_name=model_name or Path(self.args.output_dir).name,
-            result=self.last_iis_result,
-            accuracy=self.latest_eval_metric("eval_accuracy"),
-            base_model=first(finetuned_from),
-            dataset=first(dataset) or first(dataset_tags),
-            dataset_config=first(dataset_args),
-            dataset_split=dataset_split,
-            training=self.training_summary(),
-            history=self.state.log_history,
-            head_accuracy=getattr(self, "saved_head_accuracy", None),
-            tags=tag_list,
-            license=license,
-        )
-        write_text_atomic(Path(self.args.output_dir) / "README.md", str(card))
-
-    def training_summary(self) -> dict[str, object]:
-        """The hyperparameters a reader needs to reproduce the run (a compact table)."""
-        args = self.args
-        summary = {
-            "learning_rate": args.learning_rate,
-            "train_batch_size": args.per_device_train_batch_size
-            * max(1, args.world_size)
-            * args.gradient_accumulation_steps,
-            "num_epochs": args.num_train_epochs if args.max_steps <= 0 else None,
-            "max_steps": args.max_steps if args.max_steps > 0 else None,
-            "seed": args.seed,
-            "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else None,
-            "iis_weight": self.iis_model.iis_weight,
-            "iis_sparsity_ratios": ", ".join(f"{r:g}" for r in self.iis_model.sparsity_ratios),
-            "iis_head_init": args.iis_head_init if args.iis_head_init != "random" else None,
-            "iis_concept_refresh_epochs": args.iis_concept_refresh_epochs,
-            "iis_concepts_per_feature": args.iis_concepts_per_feature,
-            "label_smoothing_factor": args.label_smoothing_factor or None,
-        }
-        return {k: v for k, v in summary.items() if v is not None}
-
-    def latest_eval_metric(self, name: str) -> float | None:
-        for entry in reversed(self.state.log_history):
-            if name in entry:
-                return float(entry[name])
-        return None
-
-
-def concepts_for(args: IISTrainingArguments, model, dataset, processing_class) -> ConceptBank:
-    """`args.iis_concept_bank` as a ConceptBank: a folder / Hub id, or (None) prototypes built right now.
-
-    With `iis_concepts_per_feature` the built bank has ``concept_count(ratio, D)`` concepts; the
-    bank records the count (its `num_concepts`) and, in its provenance, the ratio and D.
-    """
-    config = args.scoring_config()
-    if config.concepts.bank is None and dataset is None:
-        raise ValueError(
-            "without iis_concept_bank, concepts are built from a dataset: pass train_dataset or concept_dataset"
-        )
-    sized = args.iis_concepts_per_feature is not None and config.concepts.bank is None
-    if sized:
-        assert args.iis_concepts_per_feature is not None  # `sized` says so
-        width = representation_width(model, args.iis_representation_module)
-        count = concept_count(args.iis_concepts_per_feature, width)
-        config = dataclasses.replace(
-            config, concepts=dataclasses.replace(config.concepts, num_concepts=count)
-        )
-    raw = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
-    config.progress = not args.disable_tqdm
-    bank = build_concepts(model, raw, config, image_processor=processing_class)
-    if sized:
-        bank.provenance.update(
-            num_concepts_per_feature=args.iis_concepts_per_feature, representation_dim=width
-        )
-    return bank
-
-
-def concept_count(per_feature: float, width: int) -> int:
-    """``iis_concepts_per_feature``: C = round(per_feature * D), at least 2 (a head drops one at any ratio)."""
-    return max(2, round(per_feature * width))
-
-
-def representation_width(model, representation_module: str | None = None) -> int:
-    """D, the width of the representation the concepts live in (what the classifier reads)."""
-    width = classifier_input_dim(model, representation_module)
-    if width is None:
-        raise ValueError(
-            f"iis_concepts_per_feature needs the representation width, which iis-hf cannot read off "
-            f"{type(model).__name__}'s classifier: set iis_num_concepts= instead"
-        )
-    return int(width)
-
-
-PROTOTYPE_KINDS = ("prototype-patches", "prototype-segments")
-
-
-def check_refreshable(bank: ConceptBank, dataset) -> None:
-    """A refresh rebuilds prototypes from their recipe and images: say early when it cannot."""
-    if bank.kind not in PROTOTYPE_KINDS or "images_per_class" not in bank.provenance:
-        raise ValueError(
-            f"iis_concept_refresh_epochs rebuilds prototype concepts from their recipe, but the concept bank is "
-            f"{bank!r} without one: leave iis_concept_bank unset or use a bank from ConceptBank.from_prototypes"
-        )
-    if dataset is None:
-        raise ValueError(
-            "iis_concept_refresh_epochs embeds the concept images again: pass train_dataset or concept_dataset"
-        )
-
-
-def rebuilt_bank(
-    bank: ConceptBank, backbone, dataset, processing_class, args: IISTrainingArguments
-) -> ConceptBank:
-    """`bank` built again by `backbone`: the same parts of the same images (its kind, size, images
-    per class, grid and seed), so the result depends on the backbone only. No gradient flows."""
-    recipe = bank.provenance
-    extraction = args.scoring_config().extraction
-    raw = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
-    with torch.no_grad():
-        fresh = ConceptBank.from_prototypes(
-            backbone,
-            raw,
-            parts=recipe.get("parts", bank.kind.removeprefix("prototype-")),
-            grid=recipe.get("grid") or 4,
-            images_per_class=recipe["images_per_class"],
-            num_concepts=bank.num_concepts,
-            seed=recipe.get("seed", args.seed),
-            image_processor=processing_class,
-            batch_size=extraction.batch_size,
-            precision=extraction.precision,
-            device=args.device,
-            progress=False,
-        )
-    fresh.provenance = {**recipe, **fresh.provenance}
-    return fresh
-
 
 def check_label_range(dataset: Any, num_labels: int, what: str) -> None:
     """A ValueError naming the label and the fix when `dataset`'s label column holds a class id outside
@@ -712,30 +510,6 @@ def check_label_range(dataset: Any, num_labels: int, what: str) -> None:
         )
 
 
-class ConceptRefresh(TrainerCallback):
-    """Calls `refresh` at the end of each step where training passes a multiple of `every` epochs.
-
-    Counted from `state.epoch`, so a resumed run (whose checkpoint already holds the refreshed
-    bank) refreshes at the same steps as an uninterrupted one, and never twice.
-    """
-
-    def __init__(self, every: float, refresh: Callable[[], object]):
-        self.every = float(every)
-        self.refresh = refresh
-        self.done = 0
-
-    def passed(self, epoch: float | None) -> int:
-        return math.floor((epoch or 0.0) / self.every + 1e-9)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.done = self.passed(state.epoch)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.passed(state.epoch) > self.done:
-            self.refresh()
-            self.done = self.passed(state.epoch)
-
-
 def apply_arguments(model: IISModelForImageClassification, args: IISTrainingArguments) -> None:
     """The arguments win over a pre-wrapped model's settings; what cannot change is an error."""
     if list(model.sparsity_ratios) != list(args.iis_sparsity_ratios):
@@ -745,55 +519,3 @@ def apply_arguments(model: IISModelForImageClassification, args: IISTrainingArgu
             "which IISTrainer wraps with a new head)"
         )
     model.iis_weight = float(args.iis_weight)
-
-
-class EvaluationSide:
-    """What IISTrainer collects in an evaluation beside Trainer's own outputs, gathered over processes.
-
-    Accuracies are counted on the device; the interpretation logits and the representations are
-    kept (on the CPU) only when asked for.
-    """
-
-    def __init__(self, keep_representations: bool):
-        self.keep_representations = keep_representations
-        self.correct: torch.Tensor | None = None  # (1 + R,) correct counts: backbone, then each head
-        self.num_rows = 0
-        self.logits: list[torch.Tensor] = []
-        self.features: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
-
-    def add(self, accelerator, outputs, labels: torch.Tensor | None) -> None:
-        iis_logits = accelerator.gather_for_metrics(outputs.iis_logits.detach().transpose(0, 1).contiguous())
-        self.logits.append(iis_logits.float().cpu())
-        if labels is None:
-            return
-        logits = accelerator.gather_for_metrics(outputs.logits.detach())
-        labels = accelerator.gather_for_metrics(labels)
-        correct = torch.cat(
-            [(logits.argmax(-1) == labels)[None], (iis_logits.argmax(-1) == labels[:, None]).T]
-        )
-        counts = correct.sum(-1)
-        self.correct = counts if self.correct is None else self.correct + counts
-        self.num_rows += int(labels.shape[0])
-        if self.keep_representations:
-            self.features.append(
-                accelerator.gather_for_metrics(outputs.representations.detach().float()).cpu()
-            )
-            self.labels.append(labels.cpu())
-
-    def accuracies(self, sparsity_ratios) -> dict[str, float]:
-        correct = self.correct
-        if not self.num_rows or correct is None:  # both set by the first labelled batch
-            return {}
-        counts = (correct.double() / self.num_rows).tolist()
-        metrics = {"accuracy": counts[0]}
-        metrics.update({f"{MODEL_HEAD_METRIC}_{r:g}": a for r, a in zip(sparsity_ratios, counts[1:])})
-        return metrics
-
-    def representations(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if not self.features:
-            return None, None
-        return torch.cat(self.features), torch.cat(self.labels)
-
-    def iis_logits(self) -> np.ndarray | None:
-        return torch.cat(self.logits).numpy() if self.logits else None

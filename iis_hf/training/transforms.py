@@ -16,12 +16,36 @@ from transformers import TrainerCallback
 from ..images import load_image
 
 
-def model_input_size(image_processor) -> tuple[int, int]:
+def timm_input_size(image_processor, model=None) -> tuple[int, int] | None:
+    """(height, width) from timm's settings, or None: a `TimmWrapperImageProcessor` has no `size`,
+    but its `data_config` (timm's resolved one) and a timm model's `pretrained_cfg` hold
+    ``input_size`` as (channels, height, width)."""
+    config = getattr(model, "config", None)
+    for settings in (
+        getattr(image_processor, "data_config", None),
+        getattr(image_processor, "pretrained_cfg", None),
+        getattr(config, "pretrained_cfg", None),
+    ):
+        size = settings.get("input_size") if isinstance(settings, dict) else None
+        if (
+            isinstance(size, (list, tuple))
+            and len(size) == 3
+            and all(isinstance(v, int) and v > 0 for v in size)
+        ):
+            return int(size[1]), int(size[2])
+    return None
+
+
+def model_input_size(image_processor, model=None) -> tuple[int, int]:
     """(height, width) of the images the processor hands to the model.
 
     `image_processor.size` is a `SizeDict` in transformers 5 (a dict before): either `height`/`width`
     or `shortest_edge` (then the model sees a square, after a centre crop when the processor has one).
+    A timm checkpoint's processor has no size: its input size comes from `timm_input_size`.
     """
+    timm_size = timm_input_size(image_processor, model)
+    if timm_size is not None:
+        return timm_size
 
     def get(sizes, key):
         if sizes is None:

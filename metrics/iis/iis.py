@@ -22,14 +22,14 @@ from typing import Any
 import datasets
 import evaluate
 
-from iis_hf.config import HeadsConfig, ScoringConfig, config_fields, setting_name, with_keywords
+from iis_hf.config import HeadsConfig, ScoringConfig, config_fields, renamed_settings, with_keywords
 from iis_hf.errors import IISError
 from iis_hf.pipeline import score_labelled_representations
 from iis_hf.score import check_nesting, class_ids, float_rows, iis_from_predictions
 
-# The "representations" config's head-training keywords: HeadsConfig's settings by the names every
-# entry point gives them (field name -> keyword: "batch_size" -> "head_batch_size").
-HEADS_KEYWORDS = {f.name: setting_name(HeadsConfig, f.name) for f in config_fields(HeadsConfig)}
+# The "representations" config's head-training keywords: HeadsConfig's settings by their one name
+# (the field's: "head_batch_size", "num_seeds", ...).
+HEADS_KEYWORDS = tuple(f.name for f in config_fields(HeadsConfig))
 
 _DESCRIPTION = """
 The Inherent Interpretability Score (IIS) measures how much of a representation's classifiability
@@ -190,7 +190,7 @@ def heads_keywords_description() -> str:
     lines = []
     for f in config_fields(HeadsConfig):
         if f.name != "sparsity_ratios":
-            lines.append(f"    {HEADS_KEYWORDS[f.name]}: {f.metadata['help']}.")
+            lines.append(f"    {f.name}: {f.metadata['help']}.")
     return "\n".join(lines)
 
 
@@ -362,6 +362,7 @@ class Iis(evaluate.Metric):
 
         `heads` are the head-training settings, by the names every entry point gives them
         (`HEADS_KEYWORDS`: ``epochs``, ``head_batch_size``, ``num_seeds``, ...)."""
+        heads = renamed_settings(HeadsConfig, heads, "iis metric")  # an old name, with a FutureWarning
         check_heads_keywords(heads)
         sparsity_ratios = heads.pop("sparsity_ratios", None)
         if sparsity_ratios is None:
@@ -444,14 +445,8 @@ class Iis(evaluate.Metric):
                 "of a saved one, or a C x D array of concept vectors"
             )
         heads["sparsity_ratios"] = sparsity_ratios
-        settings = {
-            name: heads[keyword] for name, keyword in HEADS_KEYWORDS.items() if heads.get(keyword) is not None
-        }
-        try:
-            head_config = HeadsConfig(**settings)
-        except IISError as err:  # named as the keyword the user passed
-            keyword = HEADS_KEYWORDS.get(err.field or "", err.field)
-            raise IISError(f"{keyword}=: {err}", field=err.field) from err
+        # a bad value is an IISError naming its field, which is the keyword the user passed
+        head_config = HeadsConfig(**{name: value for name, value in heads.items() if value is not None})
         config = ScoringConfig(heads=head_config, seed=0 if seed is None else int(seed), progress=False)
         fraction = 0.2 if eval_fraction is None else eval_fraction
         result = score_labelled_representations(
@@ -474,7 +469,7 @@ class Iis(evaluate.Metric):
 # `_compute` takes the head settings as **heads; its signature lists each by name, as a canonical
 # metric's does, so `inspect.signature` and evaluate's docs show them (generated, never hand-written).
 # (mypy refuses assigning to a method; the generated signature is the point here)
-Iis._compute = with_keywords(Iis._compute, HEADS_KEYWORDS.values())  # type: ignore[method-assign]
+Iis._compute = with_keywords(Iis._compute, HEADS_KEYWORDS)  # type: ignore[method-assign]
 
 
 def class_labels(values: Any, name: str, ndim: int) -> Any:
@@ -492,9 +487,9 @@ def class_labels(values: Any, name: str, ndim: int) -> Any:
 
 def check_heads_keywords(heads: dict[str, Any]) -> None:
     """Only the head-training settings (`HEADS_KEYWORDS`) pass through `_compute`'s keywords."""
-    unknown = sorted(set(heads) - set(HEADS_KEYWORDS.values()))
+    unknown = sorted(set(heads) - set(HEADS_KEYWORDS))
     if unknown:
-        known = ["concept_bank", "eval_fraction", "seed", *HEADS_KEYWORDS.values()]
+        known = ["concept_bank", "eval_fraction", "seed", *HEADS_KEYWORDS]
         close = {k: difflib.get_close_matches(k, known, n=2) for k in unknown}
         hints = "; ".join(f"{k}: did you mean {' or '.join(m)}?" for k, m in close.items() if m)
         raise IISError(

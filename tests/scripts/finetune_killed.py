@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from iis_hf.training import finetune, output
+from iis_hf.training import finetune, run_folder
 from iis_hf.training.trainer import IISTrainer
 
 
@@ -28,7 +28,7 @@ if __name__ == "__main__":
     if moment == "save":
         IISTrainer.save_model = die_after(IISTrainer.save_model)
     elif moment == "swap":
-        output.carry_over = die_after(output.carry_over)
+        run_folder.carry_over = die_after(run_folder.carry_over)
     else:
         raise SystemExit(f"unknown moment {moment!r}")
     finetune.main(arguments)
