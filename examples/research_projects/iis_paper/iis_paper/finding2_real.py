@@ -252,7 +252,8 @@ def run_plan(
 ) -> None:
     """Run this shard's part of `plan` that no shard has finished, appending each run as it ends."""
     done = {run_key(r["phase"], r["arm"], r["seed"], r["learning_rate"]) for r in all_runs(output_dir)}
-    mine = [p for i, p in enumerate(plan) if i % shard[1] == shard[0]]
+    # confirmatory runs by seed (each shard finishes whole seeds, as many as the other), the grid by index
+    mine = [p for i, p in enumerate(plan) if (p[2] if p[0] == "confirm" else i) % shard[1] == shard[0]]
     todo = [p for p in mine if run_key(*p) not in done]
     log(
         f"[{plan[0][0] if plan else '-'}] {len(mine) - len(todo)} of {len(mine)} runs done, {len(todo)} to go"
@@ -595,8 +596,14 @@ def run(argv: Sequence[str] | None = None) -> dict:
         return prereg
     if args.phase in ("confirm", "all"):
         lr = prereg["chosen"]["learning_rate"]
-        plan = [("confirm", OFF_THE_SHELF, s, None) for s in design.confirm_seeds]
-        plan += [("confirm", arm, s, lr) for s in design.confirm_seeds for arm, _ in design.arms()]
+        plan = [  # seeds outermost: an interrupted run has whole seeds of every arm
+            run
+            for s in design.confirm_seeds
+            for run in [
+                ("confirm", OFF_THE_SHELF, s, None),
+                *(("confirm", arm, s, lr) for arm, _ in design.arms()),
+            ]
+        ]
         run_plan(design, data, output, plan, shard, log)
     runs = all_runs(output)
     results = {
