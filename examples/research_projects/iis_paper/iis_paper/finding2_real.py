@@ -416,7 +416,7 @@ def draw_figure(results: dict, output_dir: Path) -> Path:
         range(len(rows)), [k.split("|")[1].rsplit("-", 1)[0].replace("lambda", "λ = ") for k, _ in rows]
     )
     ax.set_ylabel("test accuracy − CE only (points)")
-    ax.set_title("Lite0 fine-tuned with the interpretability loss (s = 0.1), paired seeds")
+    ax.set_title("Fine-tuned with the interpretability loss (s = 0.1): paired seeds", fontsize=10)
     fig.tight_layout()
     path = output_dir / FIGURE
     fig.savefig(path, dpi=120)
