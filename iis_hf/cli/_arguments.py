@@ -11,6 +11,7 @@ by its flag, by the same rule.
 from __future__ import annotations
 
 import argparse
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -210,3 +211,16 @@ def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Which images score and compare read: the fields of `DataConfig` (`iis_hf.data.load_scoring_splits`)."""
     add_config_arguments(parser.add_argument_group("data"), DataConfig)
+
+
+def warn_if_launched_alone(command: str) -> str | None:
+    """Say, in one line on stderr, that a launch asked for several processes but this one works alone
+    (`accelerate launch --cpu --num_processes 2` starts one): the same check as `iis-hf finetune`'s."""
+    from ..devices import launched_alone_message, launched_world_size
+
+    message = launched_alone_message(
+        launched_world_size(), work="scores", command=f"-m iis_hf.cli {command} ..."
+    )
+    if message is not None:
+        print(f"iis-hf {command}: warning: {message}", file=sys.stderr)
+    return message

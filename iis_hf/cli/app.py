@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..app import main as app_main
-    from .score import warn_if_launched_alone
+    from ._arguments import warn_if_launched_alone
 
     warn_if_launched_alone("app")  # every command says when a multi-process launch runs it alone
 

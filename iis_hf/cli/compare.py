@@ -14,9 +14,10 @@ from ._arguments import (
     add_scoring_arguments,
     add_verbosity_arguments,
     scoring_config,
+    warn_if_launched_alone,
 )
 from ._preflight import preflight
-from .score import scoring_splits, warn_if_launched_alone
+from .score import scoring_splits
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import pinned_threads, run_demo
     from ..outputs import comparison_table, is_output_entry
     from ..preflight import check_output_folder
-    from .score import warn_if_launched_alone
+    from ._arguments import warn_if_launched_alone
 
     warn_if_launched_alone("demo")  # every command says when a multi-process launch runs it alone
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..images import load_image
     from ..modeling import IISModelForImageClassification
     from ..preflight import check_model_folder, check_output_file, model_loading
-    from .score import warn_if_launched_alone
+    from ._arguments import warn_if_launched_alone
 
     warn_if_launched_alone("explain")  # every command says when a multi-process launch runs it alone
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ._arguments import (
     add_verbosity_arguments,
     config_from_flags,
     scoring_config,
+    warn_if_launched_alone,
 )
 from ._preflight import preflight
 
@@ -75,19 +75,6 @@ def data_files(values: list[str] | None) -> list[str] | dict[str, list[str]] | N
             raise UsageError(f"--data-files {value!r}: expected SPLIT=GLOB, e.g. train=data/train-*.parquet")
         splits.setdefault(split, []).append(pattern)
     return splits
-
-
-def warn_if_launched_alone(command: str) -> str | None:
-    """Say, in one line on stderr, that a launch asked for several processes but this one works alone
-    (`accelerate launch --cpu --num_processes 2` starts one): the same check as `iis-hf finetune`'s."""
-    from ..devices import launched_alone_message, launched_world_size
-
-    message = launched_alone_message(
-        launched_world_size(), work="scores", command=f"-m iis_hf.cli {command} ..."
-    )
-    if message is not None:
-        print(f"iis-hf {command}: warning: {message}", file=sys.stderr)
-    return message
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,26 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .models import build_model, with_new_classifier
-from .runs import finetune_run, pretrain, train_with_checkpoints
+from .runs import finetune_run, pretrain, read_runs, train_with_checkpoints
 from .scoring import classifier_accuracy, score_checkpoint
 
 Log = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------- findings 1 and 3
-
-
-def _scored_rows(path: Path | None) -> list[dict]:
-    """Rows an interrupted run already scored (one JSON object per line), so a rerun resumes."""
-    if path is None or not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # the line a killed run was writing
-            break
-    return rows
 
 
 def _grid_settings(dataset: str, cfg: Any) -> dict:
@@ -57,7 +44,7 @@ def run_checkpoint_grid(data: Any, dataset: str, cfg: Any, log: Log) -> list[dic
     output_dir = getattr(cfg, "output_dir", None)
     partial = Path(output_dir) / "checkpoint_rows.jsonl" if output_dir else None
     settings = _grid_settings(dataset, cfg)
-    done = [r for r in _scored_rows(partial) if r.pop("grid_settings", None) == settings]
+    done = [r for r in (read_runs(partial) if partial else []) if r.pop("grid_settings", None) == settings]
     rows = []
     for model_name in cfg.models:
         kept = {r["epoch"]: r for r in done if r["dataset"] == dataset and r["model"] == model_name}
